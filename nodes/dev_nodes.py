@@ -1,0 +1,29 @@
+"""Developer nodes: tiny seeded Flux models so graphs, the demo and end-to-end tests run on CPU."""
+
+from comfy_api.latest import io
+
+from .tiny_models import TINY_FLUX_CONFIGS, build_tiny_flux_models
+
+
+class FluxLabTinyModels(io.ComfyNode):
+    """MODEL / CLIP / VAE of a tiny real-architecture Flux (random weights: for wiring and tests,
+    not for pictures). Stands in for a checkpoint loader where no Flux weights exist."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FluxLabTinyModels",
+            display_name="Tiny Flux Models (Flux LoRA Lab dev)",
+            category="FluxLoRALab/dev",
+            description="Seeded tiny Flux.1 / Flux.2 built from ComfyUI's own classes, for testing graphs on CPU.",
+            inputs=[
+                io.Combo.Input("variant", options=list(TINY_FLUX_CONFIGS), default="flux1-dev"),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
+            ],
+            outputs=[io.Model.Output(), io.Clip.Output(), io.Vae.Output()],
+        )
+
+    @classmethod
+    def execute(cls, variant, seed) -> io.NodeOutput:
+        models = build_tiny_flux_models(variant, seed=seed)
+        return io.NodeOutput(models.model, models.clip, models.vae)

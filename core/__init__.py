@@ -1,0 +1,1 @@
+"""The training engine: pure torch / peft / quanto code that never imports ComfyUI."""

@@ -1,0 +1,119 @@
+"""LoRA files: exact key layouts, explicit alphas, self-describing metadata, atomic writes, clear errors."""
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from flux_lora_lab.core import lora_format
+from flux_lora_lab.core.lora import LoraWeights
+
+NAMES = ["txt_in", "double_blocks.0.img_attn.qkv", "double_blocks.1.txt_mlp.2", "double_blocks.0.img_mod.lin", "single_blocks.12.linear1", "single_blocks.3.modulation.lin"]
+SHAPES = {"txt_in": (64, 64), "double_blocks.0.img_attn.qkv": (192, 64), "double_blocks.1.txt_mlp.2": (64, 256), "double_blocks.0.img_mod.lin": (384, 64),
+          "single_blocks.12.linear1": (448, 64), "single_blocks.3.modulation.lin": (192, 64)}
+
+
+def _weights(rank=4, alpha=8.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {n: LoraWeights(down=torch.randn(rank, SHAPES[n][1], generator=g), up=torch.randn(SHAPES[n][0], rank, generator=g), alpha=alpha) for n in NAMES}
+
+
+def _read(path):
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def test_flux1_kohya_keys_exactly(tmp_path):
+    path = lora_format.save_lora(tmp_path / "a.safetensors", _weights(), "flux1")
+    tensors, _ = _read(path)
+    expected = {f"lora_unet_{stem}.{part}" for stem in ["txt_in", "double_blocks_0_img_attn_qkv", "double_blocks_1_txt_mlp_2", "double_blocks_0_img_mod_lin",
+                                                         "single_blocks_12_linear1", "single_blocks_3_modulation_lin"]
+                for part in ("lora_down.weight", "lora_up.weight", "alpha")}
+    assert set(tensors) == expected
+    assert tensors["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight"].shape == (4, 64)
+    assert tensors["lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight"].shape == (192, 4)
+    alpha = tensors["lora_unet_single_blocks_12_linear1.alpha"]
+    assert alpha.ndim == 0 and alpha.dtype == torch.float32 and alpha.item() == 8.0
+
+
+def test_flux2_diffusion_model_keys_exactly(tmp_path):
+    path = lora_format.save_lora(tmp_path / "b.safetensors", _weights(), "flux2")
+    tensors, _ = _read(path)
+    assert set(tensors) == {f"diffusion_model.{n}.{p}" for n in NAMES for p in ("lora_A.weight", "lora_B.weight", "alpha")}
+    assert tensors["diffusion_model.double_blocks.1.txt_mlp.2.lora_A.weight"].shape == (4, 256)
+    assert tensors["diffusion_model.double_blocks.1.txt_mlp.2.lora_B.weight"].shape == (64, 4)
+
+
+@pytest.mark.parametrize("family", lora_format.FAMILIES)
+def test_round_trip_with_metadata(tmp_path, family):
+    weights = _weights(rank=3, alpha=1.5)
+    config = {"lora": {"rank": 3, "alpha": 1.5}, "lr": 1e-4}
+    path = lora_format.save_lora(tmp_path / "c.safetensors", weights, family, step=125, trigger="ohwx", base_fingerprint="sha256:abc",
+                                 config=config, extra_metadata={"note": "hi", "buckets": [512, 768]}, dtype=torch.bfloat16)
+    _, meta = _read(path)
+    assert meta["fluxlab.format_version"] == lora_format.FORMAT_VERSION and meta["fluxlab.family"] == family
+    assert (meta["fluxlab.step"], meta["fluxlab.rank"], meta["fluxlab.alpha"], meta["fluxlab.trigger"]) == ("125", "3", "1.5", "ohwx")
+    assert meta["fluxlab.base_fingerprint"] == "sha256:abc" and json.loads(meta["fluxlab.targets"]) == NAMES
+    assert meta["note"] == "hi" and json.loads(meta["buckets"]) == [512, 768]
+
+    loaded = lora_format.load_lora(path, family=family, rank=3)
+    assert loaded.family == family and loaded.rank == 3 and loaded.step == 125 and loaded.config == config
+    assert set(loaded.weights) == set(NAMES)
+    for name, w in weights.items():
+        got = loaded.weights[name]
+        assert got.alpha == 1.5 and got.down.dtype == torch.bfloat16
+        torch.testing.assert_close(got.down.float(), w.down.to(torch.bfloat16).float())
+        torch.testing.assert_close(got.up.float(), w.up.to(torch.bfloat16).float())
+
+
+def test_wrong_family_missing_keys_and_rank_mismatch_name_the_file(tmp_path):
+    path = lora_format.save_lora(tmp_path / "f1.safetensors", _weights(), "flux1")
+    with pytest.raises(ValueError, match=r"f1\.safetensors is a Flux\.1 LoRA but the model is Flux\.2"):
+        lora_format.load_lora(path, family="flux2")
+    with pytest.raises(ValueError, match=r"f1\.safetensors: .* has rank 4 but rank 8 was expected"):
+        lora_format.load_lora(path, rank=8)
+
+    tensors, meta = _read(path)
+    del tensors["lora_unet_double_blocks_0_img_attn_qkv.alpha"]
+    save_file(tensors, str(tmp_path / "noalpha.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match=r"noalpha\.safetensors: double_blocks\.0\.img_attn\.qkv lacks its alpha tensor"):
+        lora_format.load_lora(tmp_path / "noalpha.safetensors")
+
+    save_file({"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": torch.zeros(4, 64), "model.diffusion_model.x.weight": torch.zeros(1)},
+              str(tmp_path / "mixed.safetensors"))
+    with pytest.raises(ValueError, match=r"mixed\.safetensors is not a Flux LoRA .*model\.diffusion_model\.x\.weight"):
+        lora_format.load_lora(tmp_path / "mixed.safetensors")
+    save_file({"lora_unet_double_blocks_0_img_attnqkv.lora_down.weight": torch.zeros(4, 64)}, str(tmp_path / "odd.safetensors"))
+    with pytest.raises(ValueError, match=r"odd\.safetensors: key stem 'double_blocks_0_img_attnqkv' names no Flux linear"):
+        lora_format.load_lora(tmp_path / "odd.safetensors")
+    with pytest.raises(FileNotFoundError, match="nothere"):
+        lora_format.load_lora(tmp_path / "nothere.safetensors")
+
+
+def test_save_rejects_names_and_metadata_it_cannot_write(tmp_path):
+    with pytest.raises(ValueError, match="'double_blocks.0.img_attn.norm' is not a Flux linear"):
+        lora_format.save_lora(tmp_path / "x.safetensors", {"double_blocks.0.img_attn.norm": _weights()["txt_in"]}, "flux1")
+    with pytest.raises(ValueError, match="metadata keys must be strings"):
+        lora_format.save_lora(tmp_path / "x.safetensors", _weights(), "flux1", extra_metadata={3: "x"})
+    with pytest.raises(ValueError, match="unknown model family 'sd3'"):
+        lora_format.save_lora(tmp_path / "x.safetensors", _weights(), "sd3")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failing_write_leaves_the_previous_file(tmp_path, monkeypatch):
+    path = lora_format.save_lora(tmp_path / "lora.safetensors", _weights(seed=0), "flux1", step=1)
+    before = path.read_bytes()
+
+    def crash(fd):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="simulated"):
+        lora_format.save_lora(path, _weights(seed=1), "flux1", step=2)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["lora.safetensors"], "the temp file must be cleaned up"
+    assert lora_format.load_lora(path).step == 1

@@ -1,0 +1,168 @@
+"""Build a dataset: scan folders, check images, encode what the cache lacks, one image at a time.
+
+Streaming: an image is decoded, encoded, written to the cache and dropped before the next one is
+opened; what stays in memory per image is a small record (paths, keys, captions). Latents and text
+encodings stay on disk and are read per batch (see dataset.py for why).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch.nn.functional as F
+
+from .buckets import Placement, place
+from .cache import EncodingCache, entry_key
+from .captions import base_caption, class_caption, shuffle_variants
+from .dataset import Sample, TrainingDataset
+from .encoders import LatentEncoder, TextEncoder, encode_latent, encode_text
+from .errors import BadImage, DatasetError
+from .images import load_sample, probe
+from .report import ImageRecord, build_report
+from .scan import ScannedImage, scan_source
+from .spec import DatasetSpec, FolderSource
+
+Progress = Callable[[int, int, str], None]
+"""progress(done, total, path): called before each image, for the node's progress event."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise BadImage(path, f"cannot be read ({exc})", "Check the file's permissions.") from exc
+    return digest.hexdigest()
+
+
+@dataclass
+class _Builder:
+    spec: DatasetSpec
+    latent_encoder: LatentEncoder
+    text_encoder: TextEncoder
+
+    def __post_init__(self) -> None:
+        self.latents = EncodingCache(self.spec.cache_dir, "latents")
+        self.texts = EncodingCache(self.spec.cache_dir, "text")
+        self.counts: Counter = Counter()
+        self._text_keys: dict[str, str] = {}
+
+    def text_key(self, caption: str) -> str:
+        """Cache key of a caption's encoding, encoding it now if the cache lacks it."""
+        if caption not in self._text_keys:
+            key = entry_key(kind="text", caption=caption, encoder=self.text_encoder.fingerprint)
+            if self.texts.load(key) is None:
+                self.texts.store(key, encode_text(self.text_encoder, caption))
+                self.counts["texts_encoded"] += 1
+            else:
+                self.counts["texts_reused"] += 1
+            self._text_keys[caption] = key
+        return self._text_keys[caption]
+
+    def latent(self, path: Path, content: str, placement: Placement, source: FolderSource) -> tuple[str, bool]:
+        """(cache key, has mask) of one image at one placement, encoding it if the cache lacks it."""
+        key = entry_key(
+            kind="latent", content=content, placement=asdict(placement),
+            alpha_as_mask=source.alpha_as_mask, encoder=self.latent_encoder.fingerprint,
+        )
+        entry = self.latents.load(key)
+        if entry is None:
+            pixels, mask = load_sample(path, placement, source.alpha_as_mask)
+            latent = encode_latent(self.latent_encoder, pixels)
+            entry = {"latent": latent}
+            if mask is not None:
+                entry["mask"] = F.interpolate(mask[None, None], size=latent.shape[-2:], mode="area")[0]
+            self.latents.store(key, entry)
+            self.counts["latents_encoded"] += 1
+        else:
+            self.counts["latents_reused"] += 1
+        return key, "mask" in entry
+
+    def image(self, scanned: ScannedImage) -> tuple[list[Sample], ImageRecord]:
+        spec, source = self.spec, self.spec.sources[scanned.source_index]
+        content = file_sha256(scanned.path)
+        width, height = probe(scanned.path)
+        if min(width, height) < source.min_size:
+            raise BadImage(
+                scanned.path, f"{width}x{height} px is under min_size {source.min_size}",
+                "Use a larger image, lower min_size, or set on_small='skip'.", kind="small",
+            )
+        caption, origin = base_caption(scanned, source.missing_caption, spec.trigger, source.caption_ext)
+        placements = [
+            place(width, height, res, square_only=source.square_only, no_upscale=source.no_upscale,
+                  crop=source.crop, seed=spec.seed, image_key=content)
+            for res in source.resolutions
+        ]
+        latents = [self.latent(scanned.path, content, p, source) for p in placements]
+        captions = (caption,)
+        if spec.shuffle_tokens:
+            captions = shuffle_variants(caption, spec.keep_tokens, spec.shuffle_variants, spec.seed, content)
+        dop = tuple(class_caption(c, spec.trigger, spec.class_word) for c in captions) if spec.class_word else ()
+        text_keys = tuple(self.text_key(c) for c in captions)
+        dop_keys = tuple(self.text_key(c) for c in dop)
+        samples = [
+            Sample(scanned.path, scanned.source_index, p, scanned.repeats, key, has_mask,
+                   captions, text_keys, dop, dop_keys)
+            for p, (key, has_mask) in zip(placements, latents)
+        ]
+        record = ImageRecord(scanned.path, scanned.source_index, content, (width, height), caption, origin,
+                             scanned.repeats)
+        return samples, record
+
+
+def _refuse_missing_captions(spec: DatasetSpec, scanned: list[ScannedImage]) -> None:
+    """Policy "error": name every image without caption at once, before anything is encoded."""
+    missing = [s for s in scanned
+               if s.caption_path is None and spec.sources[s.source_index].missing_caption == "error"]
+    if missing:
+        names = ", ".join(str(s.path) for s in missing[:10])
+        if len(missing) > 10:
+            names += f" and {len(missing) - 10} more"
+        ext = spec.sources[missing[0].source_index].caption_ext
+        raise DatasetError(
+            f"{len(missing)} image(s) have no .{ext} caption file: {names}. "
+            "Add the caption files, or set missing_caption to 'trigger_only' or 'folder_name'."
+        )
+
+
+def build_dataset(
+    spec: DatasetSpec, latent_encoder: LatentEncoder, text_encoder: TextEncoder, progress: Progress | None = None
+) -> TrainingDataset:
+    """Scan, check, encode (what the cache lacks) and return the dataset with its report."""
+    scans = [scan_source(source, index) for index, source in enumerate(spec.sources)]
+    scanned = [image for scan in scans for image in scan.images]
+    _refuse_missing_captions(spec, scanned)
+    builder = _Builder(spec, latent_encoder, text_encoder)
+    samples: list[Sample] = []
+    records: list[ImageRecord] = []
+    rejected: list[tuple[Path, str]] = []
+    for done, image in enumerate(scanned):
+        if progress is not None:
+            progress(done, len(scanned), str(image.path))
+        try:
+            image_samples, record = builder.image(image)
+        except BadImage as exc:
+            if (spec.on_small if exc.kind == "small" else spec.on_bad_file) == "error":
+                raise
+            rejected.append((image.path, exc.reason))
+            continue
+        samples.extend(image_samples)
+        records.append(record)
+    if progress is not None:
+        progress(len(scanned), len(scanned), "")
+    if not samples:
+        folders = ", ".join(str(s.folder) for s in spec.sources)
+        raise DatasetError(f"No usable images in {folders} ({len(rejected)} rejected); see the formats and min_size.")
+    empty_key = builder.text_key("") if spec.caption_dropout > 0 else None
+    dataset = TrainingDataset(spec, tuple(samples), empty_key, builder.texts, builder.latents)
+    dataset.report = build_report(
+        spec, dataset, records, rejected, [p for scan in scans for p in scan.ignored],
+        builder.counts, builder.latents.damaged + builder.texts.damaged,
+    )
+    return dataset

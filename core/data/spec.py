@@ -1,0 +1,130 @@
+"""What a training set is made of: frozen settings, checked once, extended by chaining nodes.
+
+A `DatasetSpec` holds one `FolderSource` per folder (seed 000 §8/§13: each folder has its own
+resolution(s) and repeats) plus the options that apply to the whole set. A second DatasetFromFolder
+node chained after the first calls `spec.with_source(...)`; the combined set is then built again,
+which costs nothing for the first folder because its encodings are already in the disk cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .errors import DatasetError
+
+MISSING_CAPTION_POLICIES = ("error", "trigger_only", "folder_name")
+FILE_POLICIES = ("error", "skip")
+CROP_MODES = ("center", "random")
+PRESETS = ("character", "concept", "style")
+BUCKET_STEP = 16
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise DatasetError(f"{name}={value!r} is not supported; use one of {', '.join(allowed)}.")
+
+
+@dataclass(frozen=True)
+class FolderSource:
+    """One folder of images and its per-folder options."""
+
+    folder: Path
+    """Folder holding images and same-stem caption files."""
+    resolutions: tuple[int, ...] = (1024,)
+    """Target resolutions (side of the square of equal area); each image is trained at every one."""
+    repeats: int | None = None
+    """Times each image is seen per epoch. None: the kohya prefix of the image's folder (`40_maya_char`
+    -> 40), else 1. An explicit number overrides folder names."""
+    recursive: bool = False
+    """Also take images from sub-folders (each sub-folder may carry its own kohya prefix)."""
+    caption_ext: str = "txt"
+    """Extension of the caption file next to each image (`photo.png` -> `photo.txt`)."""
+    missing_caption: str = "error"
+    """Image without caption file: "error" (refuse), "trigger_only", or "folder_name" (kohya class
+    of the folder, `40_maya_char` -> "maya char")."""
+    crop: str = "center"
+    """Crop after resizing to cover the bucket: "center" or "random" (offset fixed per seed and image)."""
+    no_upscale: bool = False
+    """Images smaller than their bucket go to a smaller bucket of the same shape instead of being upscaled."""
+    square_only: bool = False
+    """Only square buckets (res x res); every image is cropped square."""
+    alpha_as_mask: bool = False
+    """Use an image's alpha channel as a loss mask (pixels are still flattened on white)."""
+    min_size: int = 0
+    """Images whose shorter side is below this many pixels are refused or skipped (see DatasetSpec.on_small)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folder", Path(self.folder))
+        resolutions = (self.resolutions,) if isinstance(self.resolutions, int) else self.resolutions
+        object.__setattr__(self, "resolutions", tuple(int(r) for r in resolutions))
+        if not self.resolutions:
+            raise DatasetError(f"resolutions of {self.folder} is empty; give at least one, e.g. (1024,).")
+        for res in self.resolutions:
+            if res < BUCKET_STEP or res % BUCKET_STEP:
+                raise DatasetError(f"resolution {res} of {self.folder} must be a positive multiple of {BUCKET_STEP}.")
+        if self.repeats is not None and self.repeats < 1:
+            raise DatasetError(f"repeats={self.repeats} of {self.folder} must be >= 1 (or None for folder names).")
+        if not self.caption_ext or "/" in self.caption_ext:
+            raise DatasetError(f"caption_ext={self.caption_ext!r} must be a bare extension such as 'txt'.")
+        object.__setattr__(self, "caption_ext", self.caption_ext.lstrip("."))
+        _choice("missing_caption", self.missing_caption, MISSING_CAPTION_POLICIES)
+        _choice("crop", self.crop, CROP_MODES)
+        if self.min_size < 0:
+            raise DatasetError(f"min_size={self.min_size} of {self.folder} must be >= 0.")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """The whole training set: its folders and the options shared by all of them."""
+
+    sources: tuple[FolderSource, ...]
+    """Folders combined into one training set."""
+    cache_dir: Path
+    """Encodings go to `<cache_dir>/.latent_cache/`; nothing else is written."""
+    trigger: str = ""
+    """Trigger word: replaces `{trigger}` in captions, else is prefixed ("trigger, caption")."""
+    class_word: str = ""
+    """Class word for DOP: the trigger replaced by it gives the prior-preservation caption."""
+    caption_dropout: float = 0.0
+    """Probability that a sample trains with the empty caption."""
+    shuffle_tokens: bool = False
+    """Shuffle comma-separated tags of each caption (after the first `keep_tokens`)."""
+    keep_tokens: int = 0
+    """Leading tags kept in place when shuffling."""
+    shuffle_variants: int = 8
+    """Token shuffle draws from this many precomputed orders per caption (see captions.py for why)."""
+    on_bad_file: str = "error"
+    """Corrupt / truncated / unreadable image: "error" (refuse, naming the file) or "skip" (report it)."""
+    on_small: str = "skip"
+    """Image under its folder's min_size: "skip" (report it) or "error"."""
+    batch_size: int = 1
+    """Samples per batch; each batch comes from one bucket."""
+    seed: int = 0
+    """Seeds shuffling, random crops, dropout and token shuffle."""
+    preset: str = "character"
+    """Kind of LoRA, only for the suggested step count: character / concept (27 steps per image,
+    at least 300) or style (100 per image)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", tuple(self.sources))
+        object.__setattr__(self, "cache_dir", Path(self.cache_dir))
+        if not self.sources:
+            raise DatasetError("A dataset needs at least one folder.")
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise DatasetError(f"caption_dropout={self.caption_dropout} must be in [0, 1).")
+        if self.keep_tokens < 0:
+            raise DatasetError(f"keep_tokens={self.keep_tokens} must be >= 0.")
+        if self.shuffle_variants < 1:
+            raise DatasetError(f"shuffle_variants={self.shuffle_variants} must be >= 1.")
+        if self.batch_size < 1:
+            raise DatasetError(f"batch_size={self.batch_size} must be >= 1.")
+        if self.class_word and not self.trigger:
+            raise DatasetError("class_word is set but trigger is empty; DOP replaces the trigger, so set both.")
+        _choice("on_bad_file", self.on_bad_file, FILE_POLICIES)
+        _choice("on_small", self.on_small, FILE_POLICIES[::-1])
+        _choice("preset", self.preset, PRESETS)
+
+    def with_source(self, source: FolderSource) -> "DatasetSpec":
+        """The same set with one more folder (what a chained DatasetFromFolder node does)."""
+        return replace(self, sources=self.sources + (source,))

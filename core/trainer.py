@@ -32,7 +32,7 @@ from .curve import write_svg
 from .events import Checkpoint, DatasetReport, Event, Finished, Paused, Preview, Resumed, Started, Step
 from .flow import add_noise, flow_loss, image_seq_len, sample_sigmas
 from .optim import LoraEMA, build_optimizer, build_scheduler
-from .preview import PreviewSpec, render_previews
+from .preview import PreviewSpec, preview_file_name, render_previews
 from .rundir import RunDir
 from .runner import Throughput, memory_snapshot
 
@@ -127,7 +127,8 @@ class _Loop:
             return
         restore(self.state, latest)
         self.step = latest.step
-        self.losses = [(int(s), float(v)) for s, v in latest.state.get("losses", [])]
+        # JSON keeps a non-finite loss as null; the curve skips those points.
+        self.losses = [(int(s), float(v)) for s, v in latest.state.get("losses", []) if v is not None]
         log.info("resumed %s from step %d", self.job.run_dir.root, self.step)
 
     # -- one optimizer step ----------------------------------------------------------------------
@@ -193,8 +194,12 @@ class _Loop:
 
     def baseline(self) -> None:
         """Seed 002's `baseline/`: the prompts without the LoRA, rendered once before step 1."""
-        if self.job.previews is None or self.job.run_dir.baseline_dir.is_dir():
+        spec = self.job.previews
+        if spec is None:
             return
+        expected = [preview_file_name(i, p, spec) for i, p in enumerate(spec.prompts)]
+        if all((self.job.run_dir.baseline_dir / name).is_file() for name in expected):
+            return  # a resumed run keeps the baseline it rendered before step 1
         images = self.render(lora_on=False)
         for name, data in images.items():
             self.job.run_dir.write_file(f"baseline/{name}", lambda path, data=data: path.write_bytes(data))

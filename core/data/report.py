@@ -2,7 +2,8 @@
 
 `DatasetReport.data` is a plain JSON-able dict (for the panel event); `.text` renders it for the
 node's STRING output. The suggested step count follows Astria's rule of thumb: 27 steps per image
-with at least 300 for characters and concepts, 100 steps per image for styles.
+with at least 300 for characters and concepts, 100 steps per image (at least 300) for styles: one
+rule, core/presets.py's.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..presets import suggested_steps as preset_steps
 from .captions import mentions
 
 
@@ -38,9 +40,8 @@ class DatasetReport:
 
 
 def suggested_steps(image_count: int, preset: str) -> int:
-    if preset == "style":
-        return 100 * image_count
-    return max(300, 27 * image_count)
+    """The presets' step rule (core/presets.py) for this many accepted images; 0 when none was accepted."""
+    return preset_steps(preset, image_count) if image_count > 0 else 0
 
 
 def build_report(spec, dataset, records, rejected, ignored, counts, damaged) -> DatasetReport:

@@ -2,9 +2,19 @@
 
 from comfy_api.latest import ComfyExtension, io
 
+from .compare import CompareCheckpoints
+from .dataset import DatasetFromFolder
 from .dev_nodes import FluxLabTinyModels
+from .load_model import LoadFluxForTraining
+from .sample import SampleCheckpoint
+from .train import TrainLoRA
 
 
 class FluxLabExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [FluxLabTinyModels]
+        # ComfyUI 0.3.75 never calls on_load; get_node_list runs before the server copies its route
+        # table into the app, so the pack's routes are added here (once).
+        from ._comfy.routes import register_routes
+
+        register_routes()
+        return [FluxLabTinyModels, LoadFluxForTraining, DatasetFromFolder, SampleCheckpoint, CompareCheckpoints, TrainLoRA]

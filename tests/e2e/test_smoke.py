@@ -9,6 +9,11 @@ pytestmark = pytest.mark.e2e
 
 # Every node the pack registers; add each new node id here.
 PACK_NODES = {
+    "LoadFluxForTraining": "FluxLoRALab",
+    "DatasetFromFolder": "FluxLoRALab",
+    "SampleCheckpoint": "FluxLoRALab",
+    "CompareCheckpoints": "FluxLoRALab",
+    "TrainLoRA": "FluxLoRALab",
     "FluxLabTinyModels": "FluxLoRALab/dev",
 }
 PACK_JS = ["fluxlab.js"]

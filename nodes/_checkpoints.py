@@ -1,0 +1,138 @@
+"""Which LoRA files of a run folder SampleCheckpoint / CompareCheckpoints use (no comfy here).
+
+A run's checkpoints are what core.rundir says is complete (the step comes from training_state.json,
+never from folder names); the final LoRA is `lora_final.safetensors`. Every error names the run, its
+folder and what is available, so a user can fix the selector without opening the folder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from safetensors import safe_open
+
+from ..core.checkpoint import LORA_FILE
+from ..core.rundir import CheckpointInfo, RunDir
+
+CHECKPOINT_CHOICES = ("latest", "final", "step")
+_LATEST_N = re.compile(r"latest\s+(\d+)")
+
+
+@dataclass(frozen=True)
+class LoraChoice:
+    """One row of a comparison (or the one LoRA SampleCheckpoint applies).
+
+    checkpoint: "base" (no LoRA), "final", or the checkpoint folder name ("checkpoint_000125"),
+    which is what the `/fluxlab/runs/{id}/use` route takes.
+    """
+
+    label: str
+    checkpoint: str
+    step: Optional[int]
+    lora_path: Optional[Path]
+
+    def describe(self) -> dict:
+        """JSON-safe form for the node's UI data."""
+        return {"label": self.label, "checkpoint": self.checkpoint, "step": self.step,
+                "lora_path": str(self.lora_path) if self.lora_path else None}
+
+
+BASE = LoraChoice(label="base", checkpoint="base", step=None, lora_path=None)
+
+
+class RunCheckpoints:
+    """The complete checkpoints and the final LoRA of one run folder, read once."""
+
+    def __init__(self, run_id: str, root: Path):
+        self.run_id = run_id
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"run {run_id!r}: its folder {self.root} does not exist")
+        self.checkpoints: list[CheckpointInfo] = RunDir(self.root).list_checkpoints()
+        final = RunDir(self.root).final_lora_path
+        self.final_path: Optional[Path] = final if final.is_file() else None
+
+    def available(self) -> str:
+        """'steps 125, 250 and final' / 'no checkpoints and no final LoRA' (for error messages)."""
+        steps = ", ".join(str(info.step) for info in self.checkpoints)
+        parts = [f"steps {steps}" if steps else "no complete checkpoints"]
+        parts.append("final" if self.final_path else "no final LoRA")
+        return " and ".join(parts)
+
+    def _error(self, problem: str) -> ValueError:
+        return ValueError(f"run {self.run_id!r} ({self.root}): {problem}; it has {self.available()}")
+
+    def at_step(self, step: int) -> LoraChoice:
+        for info in self.checkpoints:
+            if info.step == step:
+                return LoraChoice(label=f"step {step}", checkpoint=info.path.name, step=step, lora_path=info.file(LORA_FILE))
+        raise self._error(f"no checkpoint at step {step}")
+
+    def latest(self) -> LoraChoice:
+        if not self.checkpoints:
+            raise self._error("no checkpoint saved yet (use 'final', or wait for the first save)")
+        return self.at_step(self.checkpoints[-1].step)
+
+    def final(self) -> LoraChoice:
+        if self.final_path is None:
+            raise self._error("no lora_final.safetensors yet (the run is still training, or stopped before the end)")
+        return LoraChoice(label="final", checkpoint="final", step=_file_step(self.final_path), lora_path=self.final_path)
+
+    def select(self, which: str, step: int) -> LoraChoice:
+        """SampleCheckpoint's selector: "latest", "final" or "step" (with `step`)."""
+        if which == "latest":
+            return self.latest()
+        if which == "final":
+            return self.final()
+        if which == "step":
+            return self.at_step(step)
+        raise ValueError(f"checkpoint must be one of {CHECKPOINT_CHOICES}, got {which!r}")
+
+    def rows(self, spec: str, include_base: bool, include_final: bool) -> list[LoraChoice]:
+        """CompareCheckpoints' rows: base first, then the checkpoints `spec` names (oldest first), then final.
+
+        spec: "all", "latest N", "none" / "" (no step checkpoints) or steps separated by commas
+        or spaces ("125, 250").
+        """
+        rows = [BASE] if include_base else []
+        rows += [self.at_step(step) for step in self._steps(spec)]
+        if include_final:
+            rows.append(self.final())
+        if not rows:
+            raise self._error("nothing to compare: the checkpoint list is empty and base and final are both off")
+        return rows
+
+    def _steps(self, spec: str) -> list[int]:
+        text = " ".join(spec.strip().lower().split())
+        known = [info.step for info in self.checkpoints]
+        if text in ("", "none"):
+            return []
+        if text == "all":
+            if not known:
+                raise self._error("'all' asked for checkpoints but none is saved yet")
+            return known
+        match = _LATEST_N.fullmatch(text)
+        if match:
+            count = int(match.group(1))
+            if count < 1 or not known:
+                raise self._error(f"{spec!r} selects no checkpoint")
+            return known[-count:]
+        tokens = [t for t in re.split(r"[,\s]+", text) if t]
+        if not all(t.isdigit() for t in tokens):
+            raise ValueError(f"checkpoints {spec!r} is not understood: write 'all', 'latest N', 'none' "
+                             f"or steps separated by commas (e.g. '125, 250')")
+        steps = sorted(set(int(t) for t in tokens))
+        missing = [s for s in steps if s not in known]
+        if missing:
+            raise self._error(f"no checkpoint at step {', '.join(map(str, missing))}")
+        return steps
+
+
+def _file_step(path: Path) -> Optional[int]:
+    """The training step a LoRA file says it was saved at (safetensors metadata), if it says."""
+    with safe_open(str(path), framework="pt") as handle:
+        value = (handle.metadata() or {}).get("fluxlab.step")
+    return int(value) if value is not None else None

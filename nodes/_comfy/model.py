@@ -1,0 +1,230 @@
+"""A Flux MODEL from ComfyUI's loaders, prepared for training without ever changing it.
+
+`TrainingModelHandle` is what LoadFluxForTraining outputs and TrainLoRA consumes. It holds the shared
+ModelPatcher and the chosen settings; each run asks it for a fresh adapter (`new_adapter()`), because
+peft attaches a LoRA to an adapter tree once. The adapter adopts the transformer's weight modules by
+reference (core/flux.py): no copy when unquantized, and ComfyUI's module tree, patches and weights
+stay as they were, so a stock KSampler on the same MODEL samples bit-identically after training. The
+one visible trace is `requires_grad=False` on the owner's parameters, which ComfyUI never trains.
+
+Model management: the patcher is loaded through `comfy.model_management.load_models_gpu` with
+`force_full_load=True` (training touches every weight each step, so a partial "lowvram" load would
+stream the whole model per step), at node execution and again right before each run, so ComfyUI
+counts the memory as used and a model it unloaded in between is loaded back. ComfyUI 0.3.75 has no
+public way to pin a model: while a run trains, another prompt that needs the memory may unload it.
+On CPU nothing moves. On a GPU the shared (unquantized) weights would move to the offload device and
+the run fails with a device-mismatch error; quantized block weights are our own copies and stay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ...core import quant
+from ...core.adapter import FluxTrainingAdapter, UnsupportedModelError, detect_flux_family
+
+QUANTIZATION = {"none": "none", "int8": "qint8", "fp8": "qfloat8", "int4": "qint4"}
+"""Node choice -> core.quant mode."""
+TRAINING_DTYPES = {"bf16": ("bf16", torch.bfloat16), "fp32": ("no", torch.float32)}
+"""Node choice -> (TrainConfig train.mixed_precision, compute dtype of quantized layers)."""
+_QUANT_BYTES = {"qint8": 1.0, "qfloat8": 1.0, "qint4": 0.5 + 4 / 128}  # int4: + bf16 scale/shift per group of 128
+_ESTIMATE_RANK = 16
+_LORA_BYTES_PER_PARAM = 16  # fp32 weight + gradient + two AdamW moments
+_FAMILY_NAMES = {"flux1": "Flux.1", "flux2": "Flux.2"}
+
+
+@dataclass(frozen=True)
+class TrainingModelSettings:
+    """The LoadFluxForTraining widgets, checked."""
+
+    quantization: str = "none"
+    """"none" (train on the loaded weights, shared) or "int8" / "fp8" / "int4" (frozen quanto copies
+    of the block linears on the training device, built layer by layer)."""
+    training_dtype: str = "bf16"
+    """"bf16": bf16 autocast (standard). "fp32": no autocast (slow; needs an fp32 or manual-cast MODEL,
+    because the shared weights are never cast). Also the compute dtype of quantized layers."""
+    gradient_checkpointing: bool = True
+    """Recompute block activations in the backward pass (much less memory, ~30 % slower)."""
+    checkpoint_every_n_blocks: int = 1
+    """With checkpointing, only every N-th block is checkpointed (1 = all)."""
+
+    def __post_init__(self) -> None:
+        if self.quantization not in QUANTIZATION:
+            raise ValueError(f"quantization={self.quantization!r} is not supported; use one of {', '.join(QUANTIZATION)}.")
+        if self.training_dtype not in TRAINING_DTYPES:
+            raise ValueError(f"training_dtype={self.training_dtype!r} is not supported; use one of {', '.join(TRAINING_DTYPES)}.")
+        if not isinstance(self.checkpoint_every_n_blocks, int) or self.checkpoint_every_n_blocks < 1:
+            raise ValueError(f"checkpoint_every_n_blocks={self.checkpoint_every_n_blocks!r} must be an integer >= 1.")
+
+    @property
+    def quant_mode(self) -> str:
+        return QUANTIZATION[self.quantization]
+
+    @property
+    def mixed_precision(self) -> str:
+        return TRAINING_DTYPES[self.training_dtype][0]
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return TRAINING_DTYPES[self.training_dtype][1]
+
+    def config_overrides(self) -> dict:
+        """The TrainConfig sections these settings decide (for `TrainConfig.with_overrides`)."""
+        return {
+            "model": {"quantize": self.quant_mode},
+            "train": {"mixed_precision": self.mixed_precision, "gradient_checkpointing": self.gradient_checkpointing,
+                      "checkpoint_every_n_blocks": self.checkpoint_every_n_blocks},
+        }
+
+
+def weights_fingerprint(module: nn.Module, samples_per_tensor: int = 8) -> str:
+    """A cheap, stable id of a module's weights: sha256 over every state-dict entry's name, shape and
+    dtype plus `samples_per_tensor` values at fixed, evenly spaced positions (read in float64).
+
+    Cheap: a few values per tensor, gathered on the weights' device and copied once, so a 12B model
+    costs milliseconds, not a full read. Stable: the same weights give the same string in any process.
+    It tells different checkpoints or seeds apart; it would miss an edit that touches no sampled value.
+    """
+    digest = hashlib.sha256()
+    picked = []
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        flat = tensor.detach().reshape(-1)
+        if flat.numel():
+            count = min(samples_per_tensor, flat.numel())
+            index = torch.linspace(0, flat.numel() - 1, count).round().long().to(flat.device)
+            picked.append(flat[index].to(torch.float64).cpu())
+    if picked:
+        digest.update(torch.cat(picked).numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def flux_transformer(patcher) -> nn.Module:
+    """`patcher.model.diffusion_model`, or a clear error for anything that is not a diffusion MODEL."""
+    transformer = getattr(getattr(patcher, "model", None), "diffusion_model", None)
+    if not isinstance(transformer, nn.Module):
+        raise UnsupportedModelError(
+            f"LoadFluxForTraining got a {type(patcher).__name__} without a diffusion model; connect the MODEL output "
+            "of a Flux checkpoint / diffusion-model loader."
+        )
+    return transformer
+
+
+def ensure_loaded(patcher) -> None:
+    """Load the whole model on its load device through ComfyUI's model management (no-op on CPU)."""
+    import comfy.model_management
+
+    comfy.model_management.load_models_gpu([patcher], force_full_load=True)
+
+
+def _check_dtype(patcher, settings: TrainingModelSettings) -> None:
+    if settings.training_dtype != "fp32":
+        return
+    dtype = patcher.model_dtype() if hasattr(patcher, "model_dtype") else None
+    manual_cast = getattr(patcher.model, "manual_cast_dtype", None)
+    if dtype not in (None, torch.float32) and manual_cast is None:
+        raise ValueError(
+            f"training_dtype 'fp32' needs the model in fp32, but this MODEL computes in {dtype} and the shared "
+            "weights are never cast; choose training_dtype 'bf16', or load the model with weight_dtype fp32."
+        )
+
+
+class TrainingModelHandle:
+    """What TrainLoRA receives from LoadFluxForTraining (socket FLUXLAB_TRAINING_MODEL).
+
+    For each run TrainLoRA should:
+      - merge `settings.config_overrides()` into its TrainConfig (quantize, mixed precision, checkpointing);
+      - call `new_adapter()` and put the result in `TrainingJob.adapter` (fresh each run: a LoRA can be
+        attached to an adapter tree only once);
+      - pass `base_fingerprint` as `TrainingJob.base_fingerprint` (saved in every checkpoint; a resume
+        can refuse a different base);
+      - check `family` ("flux1" / "flux2") against the dataset's (`DatasetHandle.require_family`).
+    `patcher` is ComfyUI's shared MODEL: never patch it, clone it for sampling previews instead.
+    """
+
+    def __init__(self, patcher, settings: TrainingModelSettings):
+        transformer = flux_transformer(patcher)
+        self.family: str = detect_flux_family(transformer)
+        """"flux1" or "flux2" (UnsupportedModelError, naming what was found, for anything else)."""
+        _check_dtype(patcher, settings)
+        self.patcher = patcher
+        self.settings = settings
+        ensure_loaded(patcher)
+        self.device: torch.device = torch.device(patcher.load_device)
+        """Where training runs: ComfyUI's load device for this MODEL."""
+        self.base_fingerprint: str = f"{self.family}:{weights_fingerprint(transformer)}"
+        """Stable id of the base weights (family + `weights_fingerprint` of the transformer)."""
+        self.memory_estimate: str = estimate_memory(transformer, self.family, settings, self.device)
+        """Human-readable memory estimate for the chosen settings (shown on the node)."""
+
+    @property
+    def transformer(self) -> nn.Module:
+        return flux_transformer(self.patcher)
+
+    def new_adapter(self) -> FluxTrainingAdapter:
+        """A fresh core adapter over the shared weights, quantized when asked; call once per run.
+
+        Loads the MODEL again first (ComfyUI may have unloaded it since the node ran). Quantized
+        layers are built on `device` in `settings.compute_dtype`; the owner's weights are only read.
+        """
+        ensure_loaded(self.patcher)
+        s = self.settings
+        adapter = FluxTrainingAdapter.adopt(self.transformer, checkpointing=s.gradient_checkpointing,
+                                            checkpoint_every=s.checkpoint_every_n_blocks)
+        quant.quantize_base(adapter.module, s.quant_mode, device=self.device, compute_dtype=s.compute_dtype)
+        return adapter
+
+
+def _block_linears(transformer: nn.Module) -> list[nn.Linear]:
+    """The linears core.quant quantizes: every nn.Linear inside double_blocks / single_blocks."""
+    return [m for name in ("double_blocks", "single_blocks") for block in getattr(transformer, name, ())
+            for m in block.modules() if isinstance(m, nn.Linear)]
+
+
+def _count(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return str(n)
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def estimate_memory(transformer: nn.Module, family: str, settings: TrainingModelSettings, device) -> str:
+    """Rough memory of a run with these settings: base weights by dtype / quantization, plus a LoRA of
+    rank 16 on every block linear with AdamW (an upper bound for the 'all' target preset). Activations
+    depend on resolution and batch size and are described, not counted."""
+    state = transformer.state_dict()
+    stored = sum(t.numel() * t.element_size() for t in state.values())
+    params = sum(t.numel() for t in state.values())
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values()})
+    linears = _block_linears(transformer)
+    lines = [f"{_FAMILY_NAMES[family]}: {_count(params)} parameters stored as {'/'.join(dtypes)} ({_size(stored)}), "
+             f"training on {device}."]
+    if settings.quant_mode == "none":
+        lines.append(f"Base weights: {_size(stored)}, ComfyUI's loaded weights shared as they are (no copy).")
+    else:
+        block_numel = sum(m.weight.numel() for m in linears)
+        block_stored = sum(m.weight.numel() * m.weight.element_size() for m in linears)
+        quantized = block_numel * _QUANT_BYTES[settings.quant_mode]
+        lines.append(f"Base weights: {_size(quantized + stored - block_stored)} ({settings.quantization} copies of "
+                     f"{len(linears)} block linears + float embedders/norms), built one layer at a time; ComfyUI "
+                     f"keeps its own {_size(stored)} copy loaded alongside.")
+    lora_params = sum(_ESTIMATE_RANK * (m.in_features + m.out_features) for m in linears)
+    lines.append(f"LoRA rank {_ESTIMATE_RANK} on all block linears with AdamW: ~{_size(lora_params * _LORA_BYTES_PER_PARAM)} "
+                 "(fp32 weights, gradients, optimizer states; scales with rank).")
+    checkpointing = (f"gradient checkpointing every {settings.checkpoint_every_n_blocks} block(s) keeps about one "
+                     "block's activations" if settings.gradient_checkpointing
+                     else "no gradient checkpointing: every block's activations are kept (the largest cost at 1024 px)")
+    lines.append(f"Activations: {checkpointing}; they grow with resolution and batch size. "
+                 f"Compute: {'bf16 autocast' if settings.mixed_precision == 'bf16' else 'fp32'}.")
+    return "\n".join(lines)

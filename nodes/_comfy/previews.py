@@ -1,0 +1,56 @@
+"""In-training preview images through the graph's own CLIP and VAE (core/preview.py does the sampling).
+
+Prompts are encoded once, on the node's thread, by the encoder the dataset's captions went through
+(CLIPTextEncode's steps plus Flux.2's context padding). The training thread only decodes: the
+family's latent format `process_out`, then ComfyUI's VAE.decode (what KSampler + VAEDecode do), so
+previews look like what ComfyUI shows for those latents.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from ...core.preview import Decode, PreviewPrompt, PreviewSpec
+from .encoders import FLUX2_CONTEXT_TOKENS, ComfyTextEncoder, latent_format_for
+
+# Image side granularity: Flux.1 latents are /8 with 2x2 patches, Flux.2 /16 with 1x1: both /16.
+SIZE_MULTIPLE = 16
+
+
+def parse_prompts(text: str) -> list[str]:
+    """One prompt per non-empty line."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+def vae_decoder(vae) -> Decode:
+    _, fmt = latent_format_for(vae)
+
+    def decode(latents: torch.Tensor) -> Sequence[Image.Image]:
+        pixels = vae.decode(fmt.process_out(latents))  # (B, H, W, 3) in [0, 1]
+        arrays = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        return [Image.fromarray(a) for a in arrays]
+
+    return decode
+
+
+def build_preview_spec(prompts: Sequence[str], clip, vae, family: str, *, width: int, height: int,
+                       steps: int, seed: int, guidance: float) -> PreviewSpec | None:
+    """The PreviewSpec for TrainLoRA's preview inputs; None when there are no prompts."""
+    if not prompts:
+        return None
+    if clip is None or vae is None:
+        missing = " and ".join(n for n, v in (("clip", clip), ("vae", vae)) if v is None)
+        raise ValueError(f"preview_prompts are set but there is no {missing} (neither connected nor in the "
+                         "dataset); connect the CLIP and VAE the model was loaded with, or clear preview_prompts")
+    for name, value in (("preview_width", width), ("preview_height", height)):
+        if value % SIZE_MULTIPLE:
+            raise ValueError(f"{name} {value} must be a multiple of {SIZE_MULTIPLE}")
+    ratio = vae.spacial_compression_encode()
+    encoder = ComfyTextEncoder(clip, FLUX2_CONTEXT_TOKENS if family == "flux2" else None)
+    encoded = [PreviewPrompt(f"prompt_{i}", *encoder.encode(text)) for i, text in enumerate(prompts)]
+    return PreviewSpec(prompts=tuple(encoded), decode=vae_decoder(vae), latent_height=height // ratio,
+                       latent_width=width // ratio, pixel_height=height, pixel_width=width, steps=steps,
+                       seed=seed, guidance=guidance)

@@ -1,0 +1,112 @@
+"""DatasetFromFolder: an image folder becomes cached, bucketed training data, with a report before step 1."""
+
+from comfy_api.latest import io, ui
+
+from ..core.data import DatasetError, DatasetSpec, FolderSource
+from ..core.data.spec import CROP_MODES, FILE_POLICIES, MISSING_CAPTION_POLICIES, PRESETS
+from ._comfy.encoders import build_dataset_handle, cache_root, folder_signature, resolve_folder
+from .types import Dataset
+
+
+def parse_resolutions(text: str) -> tuple[int, ...]:
+    """"512" or "512, 768,1024" -> (512, 768, 1024); an error names the widget and the bad part."""
+    parts = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise DatasetError(f"resolutions={text!r}: give one or more sizes in pixels separated by commas, e.g. '1024' or '512,768,1024'.")
+    return tuple(int(p) for p in parts)
+
+
+class DatasetFromFolder(io.ComfyNode):
+    """Scans a folder of images and captions, encodes them once with the VAE and CLIP into a disk
+    cache, and reports what it found. Chain several to combine folders into one training set."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DatasetFromFolder",
+            display_name="Dataset from Folder (Flux LoRA Lab)",
+            category="FluxLoRALab",
+            description="Images + same-name caption files -> cached latents and text encodings, aspect buckets, a report.",
+            inputs=[
+                io.String.Input("folder", default="", tooltip="Folder with your images (png, jpg, webp, bmp, tiff) and "
+                                "captions: an absolute path, or a folder inside ComfyUI's input directory."),
+                io.Vae.Input("vae", tooltip="The VAE of the Flux model you train (encodes the images)."),
+                io.Clip.Input("clip", tooltip="The text encoder of the Flux model you train (encodes the captions)."),
+                io.String.Input("resolutions", default="1024", tooltip="Training resolution(s), comma separated "
+                                "(e.g. '512,768,1024'): each image is trained at every one, in aspect buckets of equal area."),
+                io.Int.Input("repeats", default=0, min=0, max=10000, tooltip="Times each image is seen per epoch; "
+                             "0 = from kohya folder names ('40_maya_char' -> 40), else 1."),
+                io.Boolean.Input("recursive", default=False, tooltip="Also take images from sub-folders."),
+                io.String.Input("caption_ext", default="txt", tooltip="Extension of the caption file next to each "
+                                "image (photo.png -> photo.txt)."),
+                io.Combo.Input("missing_caption", options=list(MISSING_CAPTION_POLICIES), default="error",
+                               tooltip="Image without caption file: refuse ('error'), train with the trigger only, "
+                               "or use the folder's name ('40_maya_char' -> 'maya char')."),
+                io.String.Input("trigger", default="", tooltip="Trigger word: replaces {trigger} in captions, "
+                                "else is put in front of captions that lack it. Empty = none."),
+                io.String.Input("class_word", default="", tooltip="Generic word the trigger stands for (e.g. "
+                                "'person'): builds the no-trigger captions DOP trains against. Needs a trigger."),
+                io.Float.Input("caption_dropout", default=0.0, min=0.0, max=0.99, step=0.01, tooltip="Probability "
+                               "that a sample trains with an empty caption (0.05-0.1 helps styles)."),
+                io.Boolean.Input("shuffle_tokens", default=False, tooltip="Shuffle the comma-separated tags of "
+                                 "each caption (after the first keep_tokens)."),
+                io.Int.Input("keep_tokens", default=1, min=0, max=100, tooltip="Leading tags kept in place when "
+                             "shuffling (e.g. 1 keeps the trigger first)."),
+                io.Combo.Input("crop", options=list(CROP_MODES), default="center", tooltip="Where to crop after "
+                               "resizing to the bucket: center, or a random offset fixed per image and seed."),
+                io.Boolean.Input("no_upscale", default=False, tooltip="Never enlarge small images: they go to a "
+                                 "smaller bucket of the same shape."),
+                io.Boolean.Input("square_only", default=False, tooltip="Only square buckets: every image is "
+                                 "cropped square."),
+                io.Boolean.Input("alpha_as_mask", default=False, tooltip="Use transparency as a loss mask "
+                                 "(transparent pixels do not train). Otherwise it is flattened on white."),
+                io.Int.Input("min_size", default=0, min=0, max=16384, tooltip="Images whose shorter side is "
+                             "below this many pixels are skipped or refused (see small_images)."),
+                io.Combo.Input("small_images", options=list(FILE_POLICIES[::-1]), default="skip",
+                               tooltip="Images under min_size: skip them (listed in the report) or stop with an error."),
+                io.Combo.Input("bad_files", options=list(FILE_POLICIES), default="error", tooltip="Corrupt or "
+                               "truncated images: stop with an error naming the file, or skip them (listed in the report)."),
+                io.Combo.Input("preset", options=list(PRESETS), default="character", tooltip="Kind of LoRA, only "
+                               "for the suggested step count (27 steps per image, min 300; styles 100 per image)."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seeds data order, random crops, "
+                             "caption dropout and token shuffle."),
+                Dataset.Input("dataset", optional=True, tooltip="A previous DatasetFromFolder: its folders are "
+                              "combined with this one (each keeps its own resolutions and repeats; the other "
+                              "settings of this node apply to the whole set)."),
+            ],
+            outputs=[
+                Dataset.Output(display_name="dataset", tooltip="The training set for TrainLoRA."),
+                io.String.Output(display_name="report", tooltip="What was found: images, buckets, captions, "
+                                 "rejected files, cache use and a suggested step count."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, folder, resolutions):
+        try:
+            if folder is not None:
+                resolve_folder(folder)
+            if resolutions is not None:
+                parse_resolutions(resolutions)
+        except DatasetError as exc:
+            return str(exc)
+        return True
+
+    @classmethod
+    def fingerprint_inputs(cls, folder, **kwargs):
+        return folder_signature(folder or "")
+
+    @classmethod
+    def execute(cls, folder, vae, clip, resolutions, repeats, recursive, caption_ext, missing_caption, trigger,
+                class_word, caption_dropout, shuffle_tokens, keep_tokens, crop, no_upscale, square_only,
+                alpha_as_mask, min_size, small_images, bad_files, preset, seed, dataset=None) -> io.NodeOutput:
+        source = FolderSource(
+            resolve_folder(folder), parse_resolutions(resolutions), repeats or None, recursive, caption_ext,
+            missing_caption, crop, no_upscale, square_only, alpha_as_mask, min_size,
+        )
+        spec = DatasetSpec(
+            (source,), cache_root(), trigger.strip(), class_word.strip(), caption_dropout, shuffle_tokens, keep_tokens,
+            on_bad_file=bad_files, on_small=small_images, seed=seed, preset=preset,
+        )
+        handle = build_dataset_handle(spec, vae, clip, previous=dataset)
+        return io.NodeOutput(handle, handle.report.text, ui=ui.PreviewText(handle.report.text))

@@ -1,0 +1,253 @@
+"""TrainLoRA: the training node. Widgets -> TrainConfig -> a run on a background thread -> outputs.
+
+Widgets are generated from `TrainConfig.describe()`, so every engine setting is on the node with its
+own doc as tooltip and nothing can drift. A widget is named after its setting with the dot replaced
+(`lora.rank` -> `lora_rank`, `optim.betas` -> `optim_beta1` + `optim_beta2`); these names are stable
+(saved workflows store them). Presets and widgets never fight: every setting widget starts at a
+"use the preset" value (-1 for numbers, "preset" in lists and on/off switches, empty text), so
+the config is TrainConfig defaults <- preset <- the widgets the user changed. Settings owned by
+other nodes are not widgets: quantization, training dtype and gradient checkpointing
+(LoadFluxForTraining: they shape the model it builds), the trigger and class word
+(DatasetFromFolder: the captions were encoded with them), and the run name (`run_name`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+from comfy_api.latest import io, ui
+
+from ..core.config import ConfigError, TrainConfig, merge_sections
+from ..core.curve import loss_points, render_image
+from ..core.presets import PRESETS, STEP_RULES, apply_preset
+from ..core.rundir import RunDir
+from ..core.trainer import TrainingJob, train
+from . import types
+from ._comfy import previews, runs
+
+PRESET_CHOICES = (*PRESETS, "custom")  # custom = TrainConfig defaults
+USE_PRESET = "preset"  # list / switch widgets
+UNSET = -1  # number widgets
+MODES = ("wait", "background")
+# Settings that are not TrainLoRA widgets, and who owns them.
+NOT_WIDGETS = {
+    "model.quantize": "LoadFluxForTraining", "train.mixed_precision": "LoadFluxForTraining",
+    "train.gradient_checkpointing": "LoadFluxForTraining", "train.checkpoint_every_n_blocks": "LoadFluxForTraining",
+    "run.trigger": "DatasetFromFolder", "dop.class_word": "DatasetFromFolder", "run.name": "run_name",
+}
+SECTION_ORDER = ("train", "lora", "optim", "flow", "dop", "run")
+BETA_WIDGETS = ("optim_beta1", "optim_beta2")  # optim.betas is a pair: one widget per beta
+FLOAT_STEPS = {"optim.learning_rate": 1e-5, "optim.weight_decay": 1e-5, "optim.eps": 1e-9, "train.ema_decay": 1e-4}
+
+
+def widget_name(key: str) -> str:
+    return key.replace(".", "_")
+
+
+def setting_keys() -> list[str]:
+    """Dotted keys with a widget, in node order."""
+    described = TrainConfig.describe()
+    return [k for s in SECTION_ORDER for k in described if k.split(".")[0] == s and k not in NOT_WIDGETS]
+
+
+@functools.cache  # ComfyUI rebuilds the schema on every /object_info and prompt validation
+def _preset_values(key: str) -> str:
+    """'character: 32, style: 64, concept: 32, custom: 16' for a tooltip."""
+    if key == "train.steps":
+        rules = ", ".join(f"{p}: {n}/image, min {m}" for p, (n, m) in STEP_RULES.items())
+        return f"{rules}, custom: {TrainConfig().train.steps}"
+    section, name = key.split(".")
+    values = []
+    for preset in PRESET_CHOICES:
+        config = TrainConfig() if preset == "custom" else _preset_config(preset)
+        value = getattr(getattr(config, section), name)
+        values.append(f"{preset}: {'same as rank' if value is None else value}")
+    return ", ".join(values)
+
+
+def _preset_config(preset: str) -> TrainConfig:
+    return apply_preset(preset, {"run": {"trigger": "t"}, "dop": {"class_word": "c"}})  # placeholders: DOP needs them
+
+
+def _widget(key: str, meta: dict) -> list[io.Input]:
+    name, kind = widget_name(key), meta["type"]
+    tip = f"{meta['doc']}\n[{key}] Preset values: {_preset_values(key)}."
+    if "choices" in meta:
+        return [io.Combo.Input(name, options=[USE_PRESET, *meta["choices"]], default=USE_PRESET,
+                               tooltip=f"{tip} 'preset' = the preset's value.")]
+    if kind == "bool":
+        return [io.Combo.Input(name, options=[USE_PRESET, "on", "off"], default=USE_PRESET,
+                               tooltip=f"{tip} 'preset' = the preset's value.")]
+    if kind == "int":
+        return [io.Int.Input(name, default=UNSET, min=UNSET, max=2**31 - 1, tooltip=f"{tip} -1 = the preset's value.")]
+    if kind == "tuple":  # optim.betas
+        return [io.Float.Input(beta, default=UNSET, min=UNSET, max=1.0, step=1e-4,
+                               tooltip=f"{tip} ({beta}) -1 = the preset's value.") for beta in BETA_WIDGETS]
+    if kind.startswith("float"):
+        extra = " 0 = same as rank." if kind != "float" else ""
+        return [io.Float.Input(name, default=UNSET, min=UNSET, max=1e6, step=FLOAT_STEPS.get(key, 0.01),
+                               tooltip=f"{tip} -1 = the preset's value.{extra}")]
+    return [io.String.Input(name, default="", tooltip=f"{tip} Empty = the preset's value (no preset sets it).")]
+
+
+def setting_widgets() -> list[io.Input]:
+    described = TrainConfig.describe()
+    return [w for key in setting_keys() for w in _widget(key, described[key])]
+
+
+def overrides_from_widgets(values: dict) -> dict:
+    """Nested overrides for the widgets that differ from their "use the preset" value."""
+    described, out = TrainConfig.describe(), {}
+    for key in setting_keys():
+        section, field = key.split(".")
+        kind, name = described[key]["type"], widget_name(key)
+        if kind == "tuple":
+            betas = [values.get(beta, UNSET) for beta in BETA_WIDGETS]
+            if any(b != UNSET for b in betas):
+                default = described[key]["default"]  # no preset sets betas
+                out.setdefault(section, {})[field] = [d if b == UNSET else b for b, d in zip(betas, default)]
+            continue
+        listed = kind == "bool" or "choices" in described[key]
+        unset = USE_PRESET if listed else "" if kind == "str" else UNSET
+        value = values.get(name, unset)
+        if value == unset:
+            continue
+        if kind == "bool":
+            value = value == "on"
+        elif kind.startswith("float") and kind != "float" and value == 0:
+            value = None  # lora.alpha 0 = same as rank
+        out.setdefault(section, {})[field] = value
+    return out
+
+
+def build_config(preset: str, values: dict, *, run_name: str, trigger: str, class_word: str,
+                 n_images: int | None, model_overrides: dict | None = None) -> TrainConfig:
+    """defaults <- preset (steps by the preset's per-image rule) <- changed widgets <- other nodes' settings."""
+    overrides = overrides_from_widgets(values)
+    fixed = merge_sections(model_overrides or {}, {"run": {"name": run_name, "trigger": trigger},
+                                                   "dop": {"class_word": class_word}})
+    for section, items in fixed.items():
+        overrides.setdefault(section, {}).update(items)
+    try:
+        if preset == "custom":
+            return TrainConfig().with_overrides(overrides)
+        return apply_preset(preset, overrides, n_images=n_images)
+    except ConfigError as err:
+        if err.key == "run.name":
+            where = "widget 'run_name'"
+        elif err.key in NOT_WIDGETS:
+            where = f"setting from {NOT_WIDGETS[err.key]}"
+        elif err.key in TrainConfig.describe():
+            where = f"widget {widget_name(err.key)!r}"
+        else:
+            where = "settings"
+        raise ValueError(f"TrainLoRA {where}: {err}") from err
+
+
+def curve_image(handle) -> torch.Tensor:
+    """The loss curve so far as a ComfyUI IMAGE (1, H, W, 3) float in [0, 1]."""
+    steps, losses = loss_points(handle.events.history())
+    array = np.asarray(render_image(steps, losses), dtype=np.float32) / 255.0
+    return torch.from_numpy(array)[None]
+
+
+class TrainLoRA(io.ComfyNode):
+    """Trains a LoRA on the dataset; `wait` blocks until done, `background` returns at once."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TrainLoRA",
+            display_name="Train LoRA (Flux LoRA Lab)",
+            category="FluxLoRALab",
+            description="Train a Flux LoRA. Run folder: output/fluxlab/<run_name>/; queue the same run name "
+                        "again to resume it. The final LoRA is also copied to loras/fluxlab/<run_name>.safetensors.",
+            inputs=[
+                types.TrainingModel.Input("model", tooltip="From LoadFluxForTraining."),
+                types.Dataset.Input("dataset", tooltip="From DatasetFromFolder (its trigger and class word are used)."),
+                io.Combo.Input("preset", options=list(PRESET_CHOICES), default="concept",
+                               tooltip="Starting values for every setting below left at -1 / 'preset': character "
+                                       "(rank 32, DOP on: needs trigger + class word), style (rank 64, high-noise "
+                                       "bias), concept (rank 32), custom (the engine defaults)."),
+                io.String.Input("run_name", default="flux_lora",
+                                tooltip="Run folder output/fluxlab/<run_name>/. The same name resumes that run "
+                                        "(also to train a finished run further); a running one is refused."),
+                io.Combo.Input("mode", options=list(MODES), default="wait",
+                               tooltip="wait: the node blocks until training ends (Cancel stops it and saves a "
+                                       "checkpoint). background: returns at once and the queue stays free; control "
+                                       "the run from the Flux LoRA Lab panel."),
+                *setting_widgets(),
+                io.String.Input("preview_prompts", multiline=True, default="", optional=True,
+                                tooltip="Preview prompts, one per line, rendered before training (baseline/) and "
+                                        "at every checkpoint."),
+                io.Clip.Input("clip", optional=True, tooltip="Encodes the preview prompts (default: the dataset's CLIP)."),
+                io.Vae.Input("vae", optional=True, tooltip="Decodes the preview images (default: the dataset's VAE)."),
+                io.Int.Input("preview_width", default=512, min=64, max=2048, step=16, optional=True),
+                io.Int.Input("preview_height", default=512, min=64, max=2048, step=16, optional=True),
+                io.Int.Input("preview_steps", default=20, min=1, max=100, optional=True),
+                io.Int.Input("preview_seed", default=0, min=0, max=2**31 - 1, optional=True),
+                io.Float.Input("preview_guidance", default=3.5, min=0.0, max=30.0, step=0.1, optional=True),
+            ],
+            outputs=[
+                types.Run.Output(display_name="run"),
+                io.String.Output(display_name="lora_path", tooltip="The final LoRA (background: where it will be)."),
+                io.Image.Output(display_name="loss_curve"),
+            ],
+            hidden=[io.Hidden.unique_id],
+            is_output_node=True,  # training is the point: the node runs even with nothing connected
+        )
+
+    @classmethod
+    def validate_inputs(cls, preset, mode):
+        """ComfyUI 0.3.75 does not check V3 combo values itself; these two decide what runs at all.
+        (Setting widgets are checked by TrainConfig when the node runs, with the setting's own message.)"""
+        if preset not in PRESET_CHOICES:
+            return f"unknown preset {preset!r}; choose one of {list(PRESET_CHOICES)}"
+        if mode not in MODES:
+            return f"unknown mode {mode!r}; choose one of {list(MODES)}"
+        return True
+
+    @classmethod
+    def execute(cls, model, dataset, preset, run_name, mode, preview_prompts="", clip=None, vae=None,
+                preview_width=512, preview_height=512, preview_steps=20, preview_seed=0, preview_guidance=3.5,
+                **settings) -> io.NodeOutput:
+        dataset.require_family(model.family)
+        data = dataset.dataset
+        config = build_config(preset, settings, run_name=run_name.strip(), trigger=dataset.trigger,
+                              class_word=dataset.class_word, n_images=data.image_count,
+                              model_overrides=model.settings.config_overrides())
+        spec = previews.build_preview_spec(previews.parse_prompts(preview_prompts), clip or dataset.clip,
+                                           vae or dataset.vae, model.family, width=preview_width,
+                                           height=preview_height, steps=preview_steps, seed=preview_seed,
+                                           guidance=preview_guidance)
+        report = dataset.report
+        run_id = config.run.name
+
+        def train_fn(control, emit):
+            runs.leave_inference_mode(model.transformer)
+            job = TrainingJob(config=config, adapter=model.new_adapter(), data=data,
+                              run_dir=RunDir(control.run_dir), base_fingerprint=model.base_fingerprint, previews=spec,
+                              dataset_report=None if report is None else report.data)
+            return train(job, control, emit)
+
+        handle = runs.start_run(run_id, train_fn, blocking=mode == "wait", node_id=cls.hidden.unique_id)
+        ref = runs.RunRef(run_id, handle.run_dir.root)
+        final = handle.run_dir.final_lora_path
+        if mode == "background":
+            return cls._outputs(ref, str(final), handle)
+        handle.join()
+        summary = handle.summary()
+        if handle.control.cancelled and summary["status"] != "finished":  # Cancel after the last step: done
+            runs.raise_interrupted()
+        if summary["status"] == "failed":
+            raise RuntimeError(f"training run {run_id!r} failed: {summary['error']} (its checkpoints stay in "
+                               f"{handle.run_dir.root}; queue the same run name to resume)")
+        lora_path = str(final) if final.is_file() else summary["lora_path"] or ""
+        return cls._outputs(ref, lora_path, handle)
+
+    @classmethod
+    def _outputs(cls, ref: runs.RunRef, lora_path: str, handle) -> io.NodeOutput:
+        curve = curve_image(handle)
+        return io.NodeOutput(ref, lora_path, curve, ui=ui.PreviewImage(curve, cls=cls))

@@ -1,0 +1,291 @@
+"""TrainLoRA in the real server, over HTTP and the websocket: wait mode, background mode with control,
+Cancel and resume, bad inputs, and runs listed again after a server restart.
+
+Graph: FluxLabTinyModels -> LoadFluxForTraining -> DatasetFromFolder (64 px images generated into
+the server's input folder) -> TrainLoRA, rank 4, a few steps: each training takes seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.harness.api import ComfyAPIError
+from tests.harness.graphs import tiny_sampling_graph
+from tests.harness.server import ComfyServer
+
+pytestmark = pytest.mark.e2e
+
+VARIANT = "flux1-dev"
+DATASET = "fluxlab_train_e2e"
+
+
+# -- helpers (also used by test_routes.py) ---------------------------------------------------------
+def make_dataset(server, name: str = DATASET, count: int = 3) -> str:
+    """`count` 64 px images with captions in <input>/<name>/; returns the folder name DatasetFromFolder takes."""
+    folder = server.base_dir / "input" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        pixels = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img_{i}.png")
+        (folder / f"img_{i}.txt").write_text(f"a photo of ohwx, pattern {i}")
+    return name
+
+
+def node_inputs(client, node: str, **given) -> dict:
+    """Every widget of `node` at its default (from /object_info), then `given`."""
+    info = client.object_info(node)[node]["input"]
+    defaults = {name: spec[1]["default"] for section in ("required", "optional")
+                for name, spec in info.get(section, {}).items()
+                if len(spec) > 1 and isinstance(spec[1], dict) and "default" in spec[1]}
+    return {**defaults, **given}
+
+
+def training_graph(client, run_name: str, *, mode: str = "wait", steps: int = 8, previews: bool = False,
+                   dataset: str = DATASET, **settings) -> dict:
+    chosen = dict(model=["load", 0], dataset=["data", 0], preset="custom", run_name=run_name, mode=mode,
+                  train_steps=steps, lora_rank=4, run_save_every=4, run_sample_every=0, preview_width=64,
+                  preview_height=64, preview_steps=2)
+    train = node_inputs(client, "TrainLoRA", **{**chosen, **settings})
+    train["preview_prompts"] = "a photo of ohwx\na red fox" if previews else ""
+    return {
+        "models": {"class_type": "FluxLabTinyModels", "inputs": {"variant": VARIANT, "seed": 0}},
+        "load": {"class_type": "LoadFluxForTraining", "inputs": node_inputs(
+            client, "LoadFluxForTraining", model=["models", 0], training_dtype="fp32", gradient_checkpointing=False)},
+        "data": {"class_type": "DatasetFromFolder", "inputs": node_inputs(
+            client, "DatasetFromFolder", folder=dataset, vae=["models", 2], clip=["models", 1], resolutions="64",
+            trigger="ohwx", preset="concept")},
+        "train": {"class_type": "TrainLoRA", "inputs": train},
+    }
+
+
+def fluxlab_events(client, run_name: str, start: int = 0, kind: str | None = None) -> list[dict]:
+    """The `fluxlab.*` websocket events of one run received since index `start`, in arrival order."""
+    return [e for e in client.stream.events[start:]
+            if e.get("type", "").startswith("fluxlab.") and (e.get("data") or {}).get("run_id") == run_name
+            and (kind is None or e["type"] == f"fluxlab.{kind}")]
+
+
+def wait_event(client, run_name: str, kind: str, start: int = 0, timeout: float = 60.0, **match) -> dict:
+    event = client.stream.wait_for(
+        lambda e: e.get("type") == f"fluxlab.{kind}" and (e.get("data") or {}).get("run_id") == run_name
+        and all(e["data"].get(k) == v for k, v in match.items()), timeout, start=start)
+    assert event is not None, f"no fluxlab.{kind} {match or ''} for {run_name} within {timeout} s"
+    return event["data"]
+
+
+def run_folder(server, run_name: str) -> Path:
+    return server.base_dir / "output" / "fluxlab" / run_name
+
+
+def wait_summary(client, run_name: str, predicate, timeout: float = 10.0) -> dict:
+    """The run's summary once `predicate(summary)` holds (the thread ends just after its last event)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        summary = client.get_json(f"/fluxlab/runs/{run_name}")
+        if predicate(summary) or time.monotonic() > deadline:
+            return summary
+        time.sleep(0.05)
+
+
+def post(client, run_name: str, action: str, body: dict | None = None) -> dict:
+    return client.post_json(f"/fluxlab/runs/{run_name}/{action}", body or {})
+
+
+@pytest.fixture(scope="module")
+def dataset(comfy_server):
+    return make_dataset(comfy_server)
+
+
+# -- wait mode -------------------------------------------------------------------------------------
+def test_wait_mode_trains_and_the_lora_loads_in_stock_comfyui(comfy_client, comfy_server, dataset):
+    run = "e2e_wait"
+    start = len(comfy_client.stream.events)
+    result = comfy_client.run(training_graph(comfy_client, run, steps=8, previews=True), timeout=120)
+
+    events = fluxlab_events(comfy_client, run, start)
+    kinds = [e["type"].removeprefix("fluxlab.") for e in events]
+    assert kinds[0] == "dataset_report" and kinds[1] == "started" and kinds[-1] == "finished", kinds
+    seqs = [e["data"]["seq"] for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert [e["data"]["step"] for e in events if e["type"] == "fluxlab.step"] == list(range(1, 9))
+    assert [e["data"]["step"] for e in events if e["type"] == "fluxlab.checkpoint"] == [4, 8]
+    assert events[-1]["data"]["stopped_early"] is False
+    progress = [e["data"] for e in result.events if e["type"] == "progress" and e["data"].get("node") == "train"]
+    assert [p["value"] for p in progress] == list(range(1, 9)), "ComfyUI's own progress bar is fed in wait mode"
+
+    folder = run_folder(comfy_server, run)  # seed 002 layout
+    previews = {"prompt_0_64x64.png", "prompt_1_64x64.png"}
+    for step in (4, 8):
+        checkpoint = folder / f"checkpoint_{step:06d}"
+        names = {p.name for p in checkpoint.iterdir()}
+        assert {"lora.safetensors", "optimizer_state.safetensors", "training_state.json"} | previews <= names, names
+    assert previews <= {p.name for p in (folder / "baseline").iterdir()}
+    assert (folder / "learning_curve.svg").read_text().startswith("<svg")
+    assert (folder / "lora_final.safetensors").is_file() and (folder / "events.jsonl").is_file()
+    published = comfy_server.base_dir / "models" / "loras" / "fluxlab" / f"{run}.safetensors"
+    assert published.read_bytes() == (folder / "lora_final.safetensors").read_bytes()
+    assert result.outputs("train")["images"], "the loss curve is shown on the node"
+
+    log_start = len(comfy_server.log_text())
+    graph = tiny_sampling_graph(VARIANT, prefix="fluxlab_e2e_trained")
+    graph["lora"] = {"class_type": "LoraLoaderModelOnly",
+                     "inputs": {"model": ["models", 0], "lora_name": f"fluxlab/{run}.safetensors", "strength_model": 1.0}}
+    graph["sampler"]["inputs"]["model"] = ["lora", 0]
+    comfy_client.run(graph, timeout=60)
+    new_log = comfy_server.log_text()[log_start:]
+    assert "lora key not loaded" not in new_log, new_log
+
+    # A finished run queued again with more steps continues from its last checkpoint.
+    mark = len(comfy_client.stream.events)
+    comfy_client.run(training_graph(comfy_client, run, steps=10, previews=True), timeout=120)
+    assert wait_event(comfy_client, run, "started", mark)["start_step"] == 8
+    assert [e["data"]["step"] for e in fluxlab_events(comfy_client, run, mark, "step")] == [9, 10]
+    assert (folder / "checkpoint_000010" / "lora.safetensors").is_file()
+
+
+# -- background mode and control ---------------------------------------------------------------------
+def test_background_run_leaves_the_queue_free_and_obeys_the_routes(comfy_client, comfy_server, dataset):
+    run = "e2e_background"
+    folder = run_folder(comfy_server, run)
+    start = len(comfy_client.stream.events)
+    result = comfy_client.run(training_graph(comfy_client, run, mode="background", steps=400, run_save_every=0))
+    assert result.status == "success"
+    wait_event(comfy_client, run, "step", start)
+
+    # The queue is free: a stock sampling graph completes while the run trains.
+    comfy_client.run(tiny_sampling_graph(VARIANT, prefix="fluxlab_e2e_during_training"), timeout=60)
+    assert comfy_client.get_json(f"/fluxlab/runs/{run}")["status"] == "running"
+    # Cancel is for the queue: a background run neither stops nor fails on it (ComfyUI's ops check
+    # the interrupt flag on every forward, the training thread's too).
+    mark = len(comfy_client.stream.events)
+    comfy_client.interrupt()
+    now = wait_event(comfy_client, run, "step", mark)["step"]
+    wait_event(comfy_client, run, "step", mark, step=now + 5)
+    assert not fluxlab_events(comfy_client, run, start, "failed")
+    assert comfy_client.get_json(f"/fluxlab/runs/{run}")["status"] == "running"
+
+    mark = len(comfy_client.stream.events)
+    assert post(comfy_client, run, "checkpoint")["ok"] is True
+    saved = wait_event(comfy_client, run, "checkpoint", mark)
+    assert Path(saved["path"]).parent == folder and (Path(saved["path"]) / "lora.safetensors").is_file()
+
+    mark = len(comfy_client.stream.events)
+    assert post(comfy_client, run, "pause")["ok"] is True
+    paused = wait_event(comfy_client, run, "paused", mark)
+    assert (folder / ".pause").exists()
+    time.sleep(1.0)
+    steps = [e["data"]["step"] for e in fluxlab_events(comfy_client, run, kind="step")]
+    assert max(steps) == paused["step"], "no step while paused"
+    assert comfy_client.get_json(f"/fluxlab/runs/{run}")["status"] == "paused"
+
+    mark = len(comfy_client.stream.events)
+    assert post(comfy_client, run, "resume")["ok"] is True
+    wait_event(comfy_client, run, "resumed", mark)
+    wait_event(comfy_client, run, "step", mark, step=paused["step"] + 1)
+    assert not (folder / ".pause").exists()
+
+    mark = len(comfy_client.stream.events)
+    assert post(comfy_client, run, "stop")["ok"] is True
+    finished = wait_event(comfy_client, run, "finished", mark)
+    assert finished["stopped_early"] is True and finished["step"] < 400
+    assert Path(finished["lora_path"]).is_file()
+    assert (folder / f"checkpoint_{finished['step']:06d}" / "training_state.json").is_file()
+    summary = wait_summary(comfy_client, run, lambda s: not s["live"])
+    assert summary["status"] == "stopped"
+    with pytest.raises(ComfyAPIError, match="409"):
+        post(comfy_client, run, "pause")
+
+
+# -- Cancel and resume ---------------------------------------------------------------------------------
+def test_cancel_in_wait_mode_saves_a_checkpoint_and_requeue_resumes(comfy_client, comfy_server, dataset):
+    run = "e2e_cancel"
+    start = len(comfy_client.stream.events)
+    prompt_id = comfy_client.queue(training_graph(comfy_client, run, steps=400, run_save_every=0))
+    wait_event(comfy_client, run, "step", start, step=3)
+    comfy_client.interrupt()
+    result = comfy_client.wait(prompt_id, timeout=60, start=start)
+    assert result.status == "interrupted", (result.status, result.error(), [e["type"] for e in result.events][-8:])
+    finished = wait_event(comfy_client, run, "finished", start)
+    assert finished["stopped_early"] is True
+    step = finished["step"]
+    assert step >= 3 and (run_folder(comfy_server, run) / f"checkpoint_{step:06d}" / "lora.safetensors").is_file()
+
+    # The queue is not left interrupted, and the same run name resumes from the checkpoint.
+    mark = len(comfy_client.stream.events)
+    comfy_client.run(training_graph(comfy_client, run, steps=step + 2, run_save_every=0), timeout=60)
+    started = wait_event(comfy_client, run, "started", mark)
+    assert started["start_step"] == step and started["total_steps"] == step + 2
+    assert [e["data"]["step"] for e in fluxlab_events(comfy_client, run, mark, "step")] == [step + 1, step + 2]
+    assert (run_folder(comfy_server, run) / "lora_final.safetensors").is_file()
+
+
+# -- bad inputs ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("settings, words", [
+    ({"lora_rank": 0}, ("lora_rank", "lora.rank", "range")),
+    ({"train_steps": 0}, ("train_steps", "train.steps", "range")),
+    ({"run_name": "../escape"}, ("run_name", "not a safe folder name")),
+    ({"preset": "character"}, ("class_word", "DOP")),
+    ({"optim_optimizer": "sgd"}, ("optim_optimizer", "'sgd' is not one of")),
+    ({"flow_timestep_sampling": "balance"}, ("flow_timestep_sampling", "did you mean 'balanced'")),
+])
+def test_bad_settings_fail_with_a_message_naming_them(comfy_client, dataset, settings, words):
+    graph = training_graph(comfy_client, "e2e_bad", steps=4)
+    graph["train"]["inputs"].update(settings)
+    result = comfy_client.run(graph, timeout=60, expect_success=False)
+    assert result.status == "error"
+    message = result.error()["exception_message"]
+    for word in words:
+        assert word in message, message
+
+
+@pytest.mark.parametrize("name, value", [("preset", "portrait"), ("mode", "later"), ("lora_rank", -2)])
+def test_unknown_values_are_refused_at_validation(comfy_client, dataset, name, value):
+    graph = training_graph(comfy_client, "e2e_invalid", steps=4)
+    graph["train"]["inputs"][name] = value
+    with pytest.raises(ComfyAPIError, match=name):
+        comfy_client.queue(graph)
+    assert comfy_client.get_json("/system_stats")["system"], "the server keeps serving"
+
+
+def test_a_live_run_name_is_refused(comfy_client, dataset):
+    run = "e2e_live_twice"
+    start = len(comfy_client.stream.events)
+    comfy_client.run(training_graph(comfy_client, run, mode="background", steps=400, run_save_every=0))
+    wait_event(comfy_client, run, "step", start)
+    second = training_graph(comfy_client, run, mode="wait", steps=401, run_save_every=0)
+    try:
+        result = comfy_client.run(second, timeout=60, expect_success=False)
+        assert result.status == "error"
+        assert "already running" in result.error()["exception_message"]
+    finally:
+        post(comfy_client, run, "stop")
+        wait_event(comfy_client, run, "finished", start)
+
+
+# -- restart -------------------------------------------------------------------------------------------
+def test_runs_are_listed_again_after_a_server_restart(comfy_client, comfy_server, dataset):
+    for run in ("e2e_restart_a", "e2e_restart_b"):
+        comfy_client.run(training_graph(comfy_client, run, steps=2), timeout=60)
+    second = ComfyServer(comfy_server.base_dir, log_path=comfy_server.base_dir / "comfyui-restart.log", threads=1)
+    second.start(timeout=180)
+    try:
+        from tests.harness.api import ComfyClient
+
+        client = ComfyClient(second.url, log_tail=second.log_tail)
+        try:
+            runs = {r["run_id"]: r for r in client.get_json("/fluxlab/runs")["runs"]}
+            detail = client.get_json("/fluxlab/runs/e2e_restart_b")
+        finally:
+            client.close()
+    finally:
+        second.stop()
+    for run in ("e2e_restart_a", "e2e_restart_b"):
+        assert runs[run]["status"] == "finished" and runs[run]["live"] is False, runs[run]
+        assert runs[run]["step"] == 2 and runs[run]["lora_path"].endswith("lora_final.safetensors")
+    assert [e["kind"] for e in detail["events"]][-1] == "finished"

@@ -1,0 +1,171 @@
+"""LoadFluxForTraining and its TrainingModelHandle, on ComfyUI's real tiny Flux MODELs (in-process).
+
+The central proof: training through the handle leaves the shared MODEL untouched: ComfyUI's own
+sampler on that MODEL gives bit-identical latents after a real `core.trainer.train` run (LoRA on
+the adopted weights, with and without int8 quantization) as before it, its weights and module types
+are unchanged and no patch was added. Only the non-Flux check uses a stand-in object.
+"""
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from tests.comfy_host import import_comfy
+
+import_comfy()
+
+import comfy.sample  # noqa: E402
+import folder_paths  # noqa: E402
+import node_helpers  # noqa: E402
+from peft.tuners.lora import LoraLayer  # noqa: E402
+
+from flux_lora_lab.core.adapter import UnsupportedModelError  # noqa: E402
+from flux_lora_lab.core.config import TrainConfig  # noqa: E402
+from flux_lora_lab.core.control import RunControl  # noqa: E402
+from flux_lora_lab.core.quant import is_quantized  # noqa: E402
+from flux_lora_lab.core.rundir import RunDir  # noqa: E402
+from flux_lora_lab.core.trainer import TrainingJob, train  # noqa: E402
+from flux_lora_lab.nodes._comfy.model import TrainingModelHandle, TrainingModelSettings  # noqa: E402
+from flux_lora_lab.nodes.dataset import DatasetFromFolder  # noqa: E402
+from flux_lora_lab.nodes.load_model import LoadFluxForTraining  # noqa: E402
+from flux_lora_lab.nodes.tiny_models import TinyFluxSpec, build_tiny_flux_models, build_tiny_model_patcher  # noqa: E402
+
+LATENT = {"flux1-dev": (16, 8, 8), "flux2-dev": (128, 4, 4)}  # 64 x 64 px
+
+
+@functools.cache
+def tiny(variant, seed=0):
+    return build_tiny_flux_models(variant, seed=seed)
+
+
+def comfy_sample(models, variant, seed=7):
+    """ComfyUI's own KSampler path (CLIPTextEncode -> FluxGuidance -> comfy.sample.sample), 3 euler steps."""
+    clip = models.clip
+    positive = node_helpers.conditioning_set_values(clip.encode_from_tokens_scheduled(clip.tokenize("a red fox")),
+                                                    {"guidance": 3.5})
+    negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    latent = torch.zeros((1, *LATENT[variant]))
+    noise = comfy.sample.prepare_noise(latent, seed)
+    return comfy.sample.sample(models.model, noise, 3, 1.0, "euler", "simple", positive, negative, latent,
+                               disable_pbar=True, seed=seed)
+
+
+def owner_snapshot(patcher):
+    owner = patcher.model.diffusion_model
+    return ({k: v.clone() for k, v in owner.state_dict().items()},
+            [(name, type(m)) for name, m in owner.named_modules()], dict(patcher.patches), dict(patcher.object_patches))
+
+
+def make_folder(root, count=2, size=64):
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / f"img{i}.png")
+        (root / f"img{i}.txt").write_text(f"ohwx, photo number {i}")
+    return root
+
+
+def dataset_for(models, folder):
+    out = DatasetFromFolder.execute(str(folder), models.vae, models.clip, "64", 0, False, "txt", "error", "ohwx", "",
+                                    0.0, False, 1, "center", False, False, False, 0, "skip", "error", "character", 0)
+    return out.args[0]
+
+
+@pytest.fixture
+def comfy_dirs(tmp_path):
+    """ComfyUI's input / output directories inside the test's tmp folder (restored afterwards)."""
+    old = folder_paths.get_input_directory(), folder_paths.get_output_directory()
+    folder_paths.set_input_directory(str(tmp_path / "input"))
+    folder_paths.set_output_directory(str(tmp_path / "output"))
+    yield tmp_path
+    folder_paths.set_input_directory(old[0])
+    folder_paths.set_output_directory(old[1])
+
+
+def test_settings_map_to_the_engine_config():
+    s = TrainingModelSettings("int4", "fp32", False, 3)
+    assert (s.quant_mode, s.mixed_precision, s.compute_dtype) == ("qint4", "no", torch.float32)
+    config = TrainConfig().with_overrides(s.config_overrides())
+    assert (config.model.quantize, config.train.mixed_precision) == ("qint4", "no")
+    assert (config.train.gradient_checkpointing, config.train.checkpoint_every_n_blocks) == (False, 3)
+    assert TrainingModelSettings("fp8").quant_mode == "qfloat8" and TrainingModelSettings().mixed_precision == "bf16"
+    with pytest.raises(ValueError, match="quantization='int2'.*none, int8, fp8, int4"):
+        TrainingModelSettings("int2")
+    with pytest.raises(ValueError, match="checkpoint_every_n_blocks=0"):
+        TrainingModelSettings(checkpoint_every_n_blocks=0)
+
+
+@pytest.mark.parametrize("variant,family", [("flux1-dev", "flux1"), ("flux2-dev", "flux2")])
+def test_node_detects_the_family_and_reports_memory(variant, family):
+    out = LoadFluxForTraining.execute(tiny(variant).model, "int8", "bf16", True, 2)
+    handle, memory = out.args
+    assert isinstance(handle, TrainingModelHandle) and handle.family == family and handle.patcher is tiny(variant).model
+    assert memory == handle.memory_estimate and out.ui.as_dict() == {"text": (memory,)}
+    assert "int8 copies of" in memory and "LoRA rank 16" in memory and "every 2 block(s)" in memory
+
+
+def test_base_fingerprint_is_stable_and_tells_weights_apart():
+    settings = TrainingModelSettings()
+    first = TrainingModelHandle(build_tiny_flux_models("flux1-dev", seed=0).model, settings).base_fingerprint
+    again = TrainingModelHandle(build_tiny_flux_models("flux1-dev", seed=0).model, settings).base_fingerprint
+    other = TrainingModelHandle(build_tiny_flux_models("flux1-dev", seed=3).model, settings).base_fingerprint
+    assert first == again and first != other and first.startswith("flux1:")
+
+
+def test_non_flux_models_are_refused_naming_what_was_found():
+    class FakePatcher:  # a MODEL whose diffusion model is not Flux (e.g. an SD UNet)
+        model = type("BaseModel", (), {"diffusion_model": nn.Linear(2, 2)})()
+
+    with pytest.raises(UnsupportedModelError, match=r"Linear is not a Flux transformer.*Supported: .*Flux.1 dev"):
+        LoadFluxForTraining.execute(FakePatcher(), "none", "bf16", True, 1)
+    with pytest.raises(UnsupportedModelError, match="without a diffusion model"):
+        TrainingModelHandle(object(), TrainingModelSettings())
+
+
+def test_fp32_training_needs_an_fp32_model():
+    patcher = build_tiny_model_patcher(TinyFluxSpec("flux1-dev", dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="training_dtype 'fp32' needs the model in fp32.*bfloat16"):
+        TrainingModelHandle(patcher, TrainingModelSettings(training_dtype="fp32"))
+
+
+def test_each_adapter_is_fresh_and_quantized_layers_are_our_own():
+    patcher = tiny("flux2-dev").model
+    handle = TrainingModelHandle(patcher, TrainingModelSettings("int8"))
+    first, second = handle.new_adapter(), handle.new_adapter()
+    assert first.module is not second.module and first.family == "flux2"
+    assert any(is_quantized(m) for m in first.module.modules())
+    assert not any(is_quantized(m) for m in patcher.model.diffusion_model.modules())
+
+
+@pytest.mark.parametrize("variant,quantization", [("flux1-dev", "none"), ("flux2-dev", "int8")])
+def test_training_leaves_comfy_sampling_bit_identical(comfy_dirs, variant, quantization):
+    models = build_tiny_flux_models(variant, seed=0)
+    before = comfy_sample(models, variant)
+    snapshot = owner_snapshot(models.model)
+
+    handle = LoadFluxForTraining.execute(models.model, quantization, "fp32", True, 1).args[0]
+    dataset = dataset_for(models, make_folder(comfy_dirs / "input" / "data"))
+    dataset.require_family(handle.family)
+    config = TrainConfig().with_overrides({
+        **handle.settings.config_overrides(),
+        "lora": {"rank": 4}, "optim": {"learning_rate": 5e-2, "warmup_steps": 0},
+        "train": {**handle.settings.config_overrides()["train"], "steps": 3},
+        "run": {"name": "proof", "trigger": dataset.trigger, "save_every": 0, "sample_every": 0},
+    })
+    adapter = handle.new_adapter()
+    final = train(TrainingJob(config, adapter, dataset.dataset, RunDir(comfy_dirs / "run"),
+                              base_fingerprint=handle.base_fingerprint), RunControl(None), lambda event: None)
+    assert final is not None and final.is_file()
+    trained = [p for name, p in adapter.module.named_parameters() if "lora_B" in name]
+    assert trained and any(p.abs().sum() > 0 for p in trained), "the LoRA did not train: the proof would be empty"
+
+    after = comfy_sample(models, variant)
+    assert torch.equal(before, after), f"max |diff| {(before - after).abs().max().item()}"
+    weights, modules, patches, object_patches = owner_snapshot(models.model)
+    assert weights.keys() == snapshot[0].keys() and all(torch.equal(weights[k], snapshot[0][k]) for k in weights)
+    assert modules == snapshot[1] and patches == snapshot[2] == {} and object_patches == snapshot[3]
+    assert not any(isinstance(m, LoraLayer) for m in models.model.model.modules())

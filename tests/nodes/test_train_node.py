@@ -1,0 +1,204 @@
+"""TrainLoRA's widgets and config, and the run wiring of nodes/_comfy/runs.py, in-process.
+
+The widgets are generated from TrainConfig.describe(); these tests pin what that promises: every
+engine setting is a widget or is owned by another node, untouched widgets give exactly the preset,
+changed ones override it, and errors name the widget. The run wiring is tested with a stand-in
+train_fn on the real runner: websocket forwarding per session, LoRA publishing, live-name refusal,
+and the interrupt guard that keeps ComfyUI's per-op interrupt check away from training threads.
+"""
+
+import threading
+
+import pytest
+import torch
+
+from tests.comfy_host import import_comfy
+
+import_comfy()
+
+import comfy.model_management as mm  # noqa: E402
+
+from flux_lora_lab.core.config import TrainConfig  # noqa: E402
+from flux_lora_lab.core.events import Checkpoint, Finished, Started, Step  # noqa: E402
+from flux_lora_lab.core.presets import apply_preset  # noqa: E402
+from flux_lora_lab.core.runner import RunError  # noqa: E402
+from flux_lora_lab.nodes import train  # noqa: E402
+from flux_lora_lab.nodes._comfy import routes, runs  # noqa: E402
+
+NAMES = dict(run_name="r1", trigger="ohwx", class_word="woman", n_images=5)
+
+
+def widget_defaults() -> dict:
+    return {i.id: i.default for i in train.setting_widgets()}
+
+
+# -- widgets and config ---------------------------------------------------------------------------
+def test_every_setting_is_a_widget_or_owned_by_another_node():
+    described = TrainConfig.describe()
+    ids = {i.id for i in train.setting_widgets()}
+    covered = {k for k in described if train.widget_name(k) in ids} | {"optim.betas"}
+    assert covered | set(train.NOT_WIDGETS) == set(described)
+    assert {"optim_beta1", "optim_beta2"} <= ids
+    for widget in train.setting_widgets():
+        assert widget.id.isidentifier() and "." not in widget.id
+        assert widget.default in (train.UNSET, train.USE_PRESET, ""), widget.id
+        assert "Preset values" in widget.tooltip and "preset" in widget.tooltip
+    rank = next(w for w in train.setting_widgets() if w.id == "lora_rank")
+    assert described["lora.rank"]["doc"] in rank.tooltip and "character: 32" in rank.tooltip
+
+
+@pytest.mark.parametrize("preset", ["character", "style", "concept"])
+def test_untouched_widgets_give_exactly_the_preset(preset):
+    config = train.build_config(preset, widget_defaults(), **NAMES)
+    expected = apply_preset(preset, {"run": {"name": "r1", "trigger": "ohwx"}, "dop": {"class_word": "woman"}}, n_images=5)
+    assert config == expected
+    assert config.train.steps == max(300, (100 if preset == "style" else 27) * 5)
+
+
+def test_custom_is_the_engine_defaults():
+    config = train.build_config("custom", widget_defaults(), **NAMES)
+    assert config == TrainConfig().with_overrides({"run": {"name": "r1", "trigger": "ohwx"}, "dop": {"class_word": "woman"}})
+
+
+def test_changed_widgets_override_the_preset():
+    values = {**widget_defaults(), "lora_rank": 8, "optim_beta2": 0.99, "train_ema": "off", "lora_blocks": "double:0",
+              "flow_timestep_sampling": "sigmoid", "optim_learning_rate": 3e-4, "train_steps": 12}
+    config = train.build_config("character", values, **NAMES)
+    assert config.lora.rank == 8 and config.lora.effective_alpha == 8.0, "alpha follows rank as in the preset"
+    assert config.optim.betas == (0.9, 0.99) and config.train.ema is False and config.lora.blocks == "double:0"
+    assert config.flow.timestep_sampling == "sigmoid" and config.optim.learning_rate == 3e-4
+    assert config.train.steps == 12 and config.dop.enabled is True, "what was not changed stays the preset's"
+    assert train.build_config("custom", {"lora_alpha": 0.0, "lora_rank": 4}, **NAMES).lora.alpha is None
+    assert train.build_config("custom", {"lora_alpha": 2.0}, **NAMES).lora.alpha == 2.0
+
+
+def test_settings_of_other_nodes_win():
+    model = {"train": {"mixed_precision": "no", "gradient_checkpointing": False}, "model": {"quantize": "qint8"}}
+    config = train.build_config("style", {}, model_overrides=model, **NAMES)
+    assert (config.train.mixed_precision, config.train.gradient_checkpointing, config.model.quantize) == ("no", False, "qint8")
+    assert (config.run.trigger, config.dop.class_word) == ("ohwx", "woman")
+
+
+@pytest.mark.parametrize("preset, values, words", [
+    ("custom", {"lora_rank": 0}, ("widget 'lora_rank'", "lora.rank", "[1, inf)")),
+    ("custom", {"optim_optimizer": "sgd"}, ("widget 'optim_optimizer'", "'sgd' is not one of")),
+    ("custom", {"optim_warmup_steps": 50, "train_steps": 10}, ("optim_warmup_steps", "less than")),
+    ("character", {}, ("DatasetFromFolder", "class word")),
+    ("sketch", {}, ("preset", "unknown preset")),
+])
+def test_bad_values_name_the_widget(preset, values, words):
+    names = dict(NAMES, class_word="") if preset == "character" else NAMES
+    with pytest.raises(ValueError) as error:
+        train.build_config(preset, values, **names)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_validation_checks_preset_and_mode():
+    assert train.TrainLoRA.validate_inputs(preset="style", mode="background") is True
+    assert "unknown preset" in train.TrainLoRA.validate_inputs(preset="portrait", mode="wait")
+    assert "unknown mode" in train.TrainLoRA.validate_inputs(preset="style", mode="later")
+
+
+# -- run wiring ------------------------------------------------------------------------------------
+def _fake_train(steps: int, gate: threading.Event | None = None):
+    def train_fn(control, emit):
+        emit(Started(run_id=threading.current_thread().name.removeprefix("fluxlab-run-"), total_steps=steps))
+        for step in range(1, steps + 1):
+            if gate is not None:
+                gate.wait(10)
+            emit(Step(step=step, total=steps, loss=1.0 / step, lr=1e-4))
+        root = control.run_dir
+        (root / "lora_final.safetensors").write_bytes(b"lora bytes %d" % steps)
+        emit(Checkpoint(step=steps, path=str(root / f"checkpoint_{steps:06d}")))
+        emit(Finished(step=steps, lora_path=str(root / "lora_final.safetensors")))
+    return train_fn
+
+
+def test_events_are_forwarded_once_per_session_and_the_lora_is_published(tmp_path):
+    sent = []
+    send = lambda event, data: sent.append((event, data))  # noqa: E731
+    for steps in (2, 3):  # the second session continues the same events.jsonl
+        handle = runs.start_run("fwd", _fake_train(steps), blocking=False, root=tmp_path / "runs", send=send,
+                                publish_to=tmp_path / "loras")
+        assert handle.join(10)
+    kinds = [event for event, _ in sent]
+    assert kinds == ["fluxlab.started", *["fluxlab.step"] * 2, "fluxlab.checkpoint", "fluxlab.finished",
+                     "fluxlab.started", *["fluxlab.step"] * 3, "fluxlab.checkpoint", "fluxlab.finished"]
+    seqs = [data["seq"] for _, data in sent]
+    assert seqs == list(range(len(seqs))), "each record once, in order"
+    assert all(data["run_id"] == "fwd" for _, data in sent)
+    assert (tmp_path / "loras" / "fwd.safetensors").read_bytes() == b"lora bytes 3"
+
+
+def test_a_live_run_name_is_refused_and_blocking_runs_report_progress(tmp_path, monkeypatch):
+    gate = threading.Event()
+    sent = []
+    monkeypatch.setattr(runs, "_progress_target", lambda node_id: {"prompt_id": "p", "node": node_id})
+    handle = runs.start_run("busy", _fake_train(2, gate), blocking=True, node_id="7", root=tmp_path,
+                            send=lambda e, d: sent.append((e, d)), publish_to=tmp_path / "loras")
+    try:
+        with pytest.raises(RunError, match="already"):
+            runs.start_run("busy", _fake_train(1), blocking=False, root=tmp_path, send=lambda e, d: None)
+    finally:
+        gate.set()
+        handle.join(10)
+    assert [d for e, d in sent if e == "progress"] == [{"value": 1, "max": 2, "prompt_id": "p", "node": "7"},
+                                                       {"value": 2, "max": 2, "prompt_id": "p", "node": "7"}]
+
+
+def test_comfy_interrupt_checks_skip_training_threads_and_cancel_is_read_not_cleared(tmp_path):
+    seen = {}
+
+    def train_fn(control, emit):
+        try:
+            mm.throw_exception_if_processing_interrupted()  # what every comfy op forward calls
+            seen["raised"] = False
+        except mm.InterruptProcessingException:
+            seen["raised"] = True
+        seen["cancelled"] = control.poll().cancelled  # the blocking run's hook reads the flag
+
+    mm.interrupt_current_processing(True)
+    try:
+        runs.start_run("guarded", train_fn, blocking=True, root=tmp_path, send=lambda e, d: None).join(10)
+        assert seen == {"raised": False, "cancelled": True}
+        assert mm.processing_interrupted(), "the flag is left for the prompt that owns it"
+        with pytest.raises(mm.InterruptProcessingException):
+            runs.raise_interrupted()
+        assert not mm.processing_interrupted(), "ending the node consumes it, as ComfyUI's nodes do"
+        mm.interrupt_current_processing(True)
+        with pytest.raises(mm.InterruptProcessingException):
+            mm.throw_exception_if_processing_interrupted()  # other threads keep ComfyUI's behaviour
+    finally:
+        mm.interrupt_current_processing(False)
+
+
+def test_weights_made_under_inference_mode_become_trainable_through():
+    with torch.inference_mode():
+        layer = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    before = [p.clone() for p in layer.parameters()]
+    layer.requires_grad_(False)
+    x = torch.randn(2, 4, requires_grad=True)
+    with pytest.raises(RuntimeError, match="Inference tensors"):
+        layer(x).sum().backward()
+    assert runs.leave_inference_mode(layer) == 4 and runs.leave_inference_mode(layer) == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, layer.parameters()))
+    layer(x).sum().backward()
+    assert x.grad is not None
+
+
+def test_curve_image_is_a_comfy_image(tmp_path):
+    sent = []
+    handle = runs.start_run("curve", _fake_train(3), blocking=False, root=tmp_path, send=lambda e, d: sent.append(e),
+                            publish_to=tmp_path / "loras")
+    handle.join(10)
+    image = train.curve_image(handle)
+    assert image.ndim == 4 and image.shape[0] == 1 and image.shape[-1] == 3 and image.dtype == torch.float32
+    assert 0.0 <= image.min() and image.max() <= 1.0 and image.std() > 0
+
+
+@pytest.mark.parametrize("path, ok", [("learning_curve.svg", True), ("checkpoint_000002/prompt_0.png", True),
+                                      ("", False), ("../x", False), ("a/../../x", False), ("..\\x", False),
+                                      ("/etc/passwd", False), ("C:\\x", False), ("C:x", False)])
+def test_relative_path_rules(path, ok):
+    assert (routes.relative_path_problem(path) is None) == ok

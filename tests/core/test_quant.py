@@ -139,3 +139,22 @@ def test_bf16_layers_of_real_width_use_quanto_kernels_and_pass_gradients(mode):
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     down, up = (p for _, p in lora.trainable_parameters(tree))
     assert up.grad.abs().sum() > 0 and torch.equal(down.grad, torch.zeros_like(down))  # fresh LoRA: up = 0 stops down's grad
+
+
+@pytest.mark.parametrize("mode", ["qint8", "qfloat8", "qint4"])
+def test_quantized_layer_is_exactly_a_linear_over_its_dequantized_weight(mode):
+    """Forward and input gradient of a frozen QLinear equal x @ deq(W).T + b in fp32 (to float
+    rounding): LoRA gradients through a quantized base are the true gradients of the quantized model."""
+    torch.manual_seed(1)
+    tree = nn.Module()
+    tree.double_blocks = nn.ModuleList([nn.Module()])
+    tree.double_blocks[0].lin = nn.Linear(320, 64)
+    quant.quantize_base(tree, mode)
+    layer = tree.double_blocks[0].lin
+    weight = layer.weight.dequantize().float()
+    x = torch.randn(5, 320, requires_grad=True)
+    y = layer(x)
+    grad_y = torch.randn_like(y)
+    y.backward(grad_y)
+    torch.testing.assert_close(y, x @ weight.T + layer.bias, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(x.grad, grad_y @ weight, rtol=1e-6, atol=1e-6)

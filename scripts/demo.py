@@ -1,48 +1,96 @@
-"""`make demo` (first version): start the real ComfyUI headless with the pack, run a stock
-sampling graph on the tiny seeded Flux.1-dev models, and say where the image is.
+"""`make demo`: train a LoRA with the bundled demo workflow in a real headless ComfyUI, on CPU.
 
-Training is not wired yet: this proves the host, the pack and the tiny models work end to end.
-The training issue replaces this with a TrainLoRA run.
+Starts ComfyUI 0.3.75 with the pack (its own base folder under .cache/demo-base), writes the demo
+image set into its input folder, turns workflows/fluxlab_demo_tiny_cpu.json into an API prompt with
+the server's own node schemas, queues it, draws a progress bar from the pack's `fluxlab.step`
+websocket events, and prints the run folder: LoRA, learning curve, checkpoints and the compare grid.
+The model is the tiny seeded Flux from FluxLabTinyModels, so the images are noise; the machinery is real.
 """
 
+from __future__ import annotations
+
 import argparse
+import json
+import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.comfy_server import REPO_ROOT, ComfyServer  # noqa: E402
-from tests.harness.api import ComfyClient  # noqa: E402
-from tests.harness.graphs import tiny_sampling_graph  # noqa: E402
+from scripts.demo_dataset import write_demo_dataset  # noqa: E402
+from scripts.workflow_descriptions import DEMO_FOLDER  # noqa: E402
+from scripts.workflow_prompt import ui_to_prompt  # noqa: E402
+from tests.harness.api import TERMINAL_EVENTS, ComfyClient  # noqa: E402
+
+WORKFLOW = REPO_ROOT / "workflows" / "fluxlab_demo_tiny_cpu.json"
 
 
-def main() -> None:
+def progress_line(step: dict) -> str:
+    total, done = step["total"], step["step"]
+    bar = "#" * int(30 * done / total)
+    its = f"{step['its']:.1f} it/s" if step.get("its") else "-- it/s"
+    return f"\r[demo] [{bar:<30}] {done}/{total}  loss {step['loss']:.4f}  {its}"
+
+
+def follow(client: ComfyClient, prompt_id: str, start: int, timeout: float) -> str:
+    """Print progress until the prompt ends; returns 'success', 'error' or 'interrupted'."""
+    deadline, seen = time.monotonic() + timeout, start
+    while time.monotonic() < deadline:
+        event = client.stream.wait_for(lambda e: True, timeout=1.0, start=seen)
+        if event is None:
+            continue
+        seen = client.stream.events.index(event, seen) + 1
+        kind, data = event.get("type"), event.get("data") or {}
+        if kind == "fluxlab.step":
+            print(progress_line(data), end="", flush=True)
+        elif kind == "fluxlab.checkpoint":
+            print(f"\n[demo] checkpoint at step {data['step']}: {data['path']}")
+        elif kind in TERMINAL_EVENTS and data.get("prompt_id") == prompt_id:
+            print()
+            if kind == "execution_error":
+                print(f"[demo] {data.get('node_type')} failed: {data.get('exception_message')}")
+            return kind.removeprefix("execution_")
+    raise TimeoutError(f"the demo did not finish within {timeout:.0f} s")
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="flux1-dev", choices=["flux1-dev", "flux1-schnell", "flux2-dev"])
-    parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "demo-output")
+    parser.add_argument("--base-dir", type=Path, default=REPO_ROOT / ".cache" / "demo-base")
+    parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
 
-    print("[demo] NOTE: LoRA training is not wired into the demo yet; this run only samples an image")
-    print("[demo]       from the tiny random-weight Flux models through the real ComfyUI server.")
-    output_dir = args.output_dir.resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="fluxlab-demo-") as base:
-        server = ComfyServer(Path(base), log_path=output_dir / "comfyui.log", extra_args=("--output-directory", str(output_dir)), threads=1)
-        t0 = time.monotonic()
-        with server:
-            print(f"[demo] ComfyUI 0.3.75 started at {server.url} in {server.startup_seconds:.1f} s (CPU)")
-            client = ComfyClient(server.url, log_tail=server.log_tail)
-            try:
-                result = client.run(tiny_sampling_graph(args.variant, width=64, height=64, steps=4, prefix="demo"), timeout=300)
-            finally:
-                client.close()
-        for image in result.images():
-            print(f"[demo] saved {output_dir / image['subfolder'] / image['filename']}")
-    print(f"[demo] done in {time.monotonic() - t0:.1f} s; server log: {output_dir / 'comfyui.log'}")
-    print("[demo] training demo: coming with TrainLoRA (see the training issue).")
+    base = args.base_dir.resolve()
+    run_dir = base / "output" / "fluxlab" / "demo"
+    shutil.rmtree(run_dir, ignore_errors=True)  # the demo shows a fresh run (re-queuing would resume it)
+    write_demo_dataset(base / "input" / DEMO_FOLDER)
+    t0 = time.monotonic()
+    with ComfyServer(base, log_path=base / "comfyui.log", threads=1) as server:
+        print(f"[demo] ComfyUI 0.3.75 with Flux LoRA Lab at {server.url} (CPU), started in {server.startup_seconds:.1f} s")
+        client = ComfyClient(server.url, log_tail=server.log_tail)
+        try:
+            prompt = ui_to_prompt(json.loads(WORKFLOW.read_text()), client.object_info())
+            start = len(client.stream.events)
+            prompt_id = client.queue(prompt)
+            print(f"[demo] queued {WORKFLOW.relative_to(REPO_ROOT)}: tiny Flux.1-dev, 8 images, 40 steps, DOP on")
+            status = follow(client, prompt_id, start, args.timeout)
+            grids = client.wait(prompt_id, timeout=60, start=start).images()  # history is stored after the end event
+        finally:
+            client.close()
+    if status != "success":
+        print(f"[demo] the workflow ended with {status}; server log: {base / 'comfyui.log'}")
+        return 1
+    print(f"[demo] done in {time.monotonic() - t0:.0f} s. Run folder: {run_dir}")
+    for name in ("lora_final.safetensors", "learning_curve.svg"):
+        print(f"[demo]   {run_dir / name}")
+    for checkpoint in sorted(run_dir.glob("checkpoint_*")):
+        print(f"[demo]   {checkpoint}/  ({', '.join(sorted(p.name for p in checkpoint.iterdir()))})")
+    for image in grids:
+        print(f"[demo]   compare grid: {base / 'output' / image['subfolder'] / image['filename']}")
+    print(f"[demo] LoRA for stock loaders: {base / 'models' / 'loras' / 'fluxlab' / 'demo.safetensors'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

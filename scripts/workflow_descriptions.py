@@ -1,0 +1,190 @@
+"""The bundled workflows, described by node and widget name (scripts/build_workflows.py writes them).
+
+Settings and their explanations follow the seed documents users know: ai-toolkit's Flux character
+template (rank 32, lr 1e-4, DOP with a class word), the Flux.2 guide's DOP and timestep advice, and
+Astria's steps-per-image rules. File names are the ones ComfyUI's own Flux examples use.
+"""
+
+from __future__ import annotations
+
+DEMO_FOLDER = "fluxlab_demo"  # under ComfyUI's input folder; `make demo` generates it
+
+DEMO_NOTE = """## Flux LoRA Lab demo (runs on CPU in about a minute)
+Everything here is **tiny and random**: `Tiny Flux Models` builds a seeded miniature Flux.1-dev from
+ComfyUI's own classes, so the pictures are noise. The point is the machinery you will use on a real
+model: the dataset report, training with live progress in the **Flux LoRA Lab** sidebar tab
+(loss curve, pause / save now / stop), checkpoints with previews, and the A/B grid.
+
+1. Put a few images with same-name `.txt` captions in `ComfyUI/input/fluxlab_demo/` (`make demo`
+   generates them). Captions mention the trigger `ohwx`.
+2. Press **Queue**. Watch the sidebar tab. The run folder is `output/fluxlab/demo/`.
+3. `CompareCheckpoints` renders base / each checkpoint / final with the same seed per column.
+
+Swap `Tiny Flux Models` for `Load Diffusion Model` + `DualCLIPLoader` + `Load VAE` to train for real
+(see the other bundled workflows)."""
+
+CHARACTER_NOTE = """## Flux.1-dev character LoRA with DOP
+Settings of ai-toolkit's community character template (seed guides):
+- **rank 32, alpha 32** (`linear` / `linear_alpha`): standard for characters; 64 for complex ones.
+- **learning rate 1e-4**: the Flux standard; 2e-4 learns faster but may overfit.
+- **steps**: left at -1 = the preset's rule, 27 per image with at least 300 (Astria 'portrait').
+- **DOP** (differential output preservation) is on in the *character* preset: the caption with the
+  trigger replaced by the **class word** (`woman` here) is trained to match the base model, so the
+  character appears only with the trigger. `dop_every_n_steps` 4-8 saves time on big models.
+- **int8** base (`quantize: true` in ai-toolkit) fits Flux.1-dev training in 24 GB.
+- **resolutions 512,768,1024**: multi-resolution buckets, as ai-toolkit's `resolution: [512, 768, 1024]`.
+- **content** timestep sampling: biased toward low noise, for subjects (Flux.2 guide).
+
+Put 10-30 photos with `.txt` captions in `ComfyUI/input/my_character/`; captions say `ohwx woman ...`
+(or use `{trigger}`). Check the dataset report before training starts."""
+
+STYLE_NOTE = """## Flux.1 style LoRA (no DOP)
+- **style** preset: rank 64, lr 1.5e-4, 100 steps per image (at least 300; Astria 'high').
+- **No DOP**: a style should affect everything (Flux.2 guide: "You WANT the style to affect everything").
+- **style** timestep sampling biases toward high noise (composition, global look).
+- Simple, consistent captions matter most for styles (RunDiffusion's report). Use a trigger such as
+  `xyz style` if you want it to be switchable; that is a *concept* LoRA and may use DOP."""
+
+FLUX2_NOTE = """## Flux.2 subject LoRA (klein / dev)
+Flux.2 guide settings: rank 32, alpha 32, lr 1e-4, **balanced** timestep sampling, **bell_shaped**
+loss weighting, DOP with the class word (`cat` for the cat-toy example), `dop_every_n_steps` 1-2 on
+klein 4B, 4 on klein 9B, 8 on dev. ~250 steps for a subject.
+
+This ComfyUI (0.3.75) loads Flux.2 **dev** (Mistral text encoder, `flux2` CLIP type). Flux.2 klein
+needs a ComfyUI release that ships its Qwen3 text encoder; with such a release pick the klein
+diffusion model, its text encoder and the Flux.2 VAE in the three loaders, nothing else changes.
+On dev use **int8** and targets **attention** (the guide: dev needs ~60 GB otherwise)."""
+
+COMPARE_NOTE = """## Compare the checkpoints of a run
+Set `run_name` to the folder name under `output/fluxlab/`. Rows are base (no LoRA), each kept
+checkpoint and the final LoRA; columns are the prompts; every column uses the same seed, so only the
+LoRA differs. The A/B widget on the node flips or slides between two rows; "use this one" copies that
+checkpoint to `loras/fluxlab/` for any LoRA loader. `SampleCheckpoint` renders one image through
+ComfyUI's own LoRA loader and sampler: bit-identical to LoraLoaderModelOnly + KSampler."""
+
+
+def _flux1_loaders(g, column=0):
+    model = g.add("UNETLoader", column, 0, unet_name="flux1-dev.safetensors", weight_dtype="default")
+    clip = g.add("DualCLIPLoader", column, 1, clip_name1="clip_l.safetensors", clip_name2="t5xxl_fp16.safetensors",
+                 type="flux")
+    vae = g.add("VAELoader", column, 2, vae_name="ae.safetensors")
+    return model, clip, vae
+
+
+def _train_chain(g, model, clip, vae, *, load, dataset, train, compare, column=1):
+    """LoadFluxForTraining -> DatasetFromFolder -> TrainLoRA -> CompareCheckpoints -> SaveImage."""
+    trainer_model = g.add("LoadFluxForTraining", column, 0, **load)
+    data = g.add("DatasetFromFolder", column, 1, **dataset)
+    trainer = g.add("TrainLoRA", column + 1, 0, **train)
+    grid = g.add("CompareCheckpoints", column + 2, 0, **compare)
+    save = g.add("SaveImage", column + 3, 0, filename_prefix="fluxlab/compare")
+    g.link(model, "MODEL", trainer_model, "model")
+    g.link(vae, "VAE", data, "vae")
+    g.link(clip, "CLIP", data, "clip")
+    g.link(trainer_model, "training_model", trainer, "model")
+    g.link(data, "dataset", trainer, "dataset")
+    g.link(clip, "CLIP", trainer, "clip")
+    g.link(vae, "VAE", trainer, "vae")
+    g.link(trainer, "run", grid, "run")
+    g.link(model, "MODEL", grid, "model")
+    g.link(clip, "CLIP", grid, "clip")
+    g.link(vae, "VAE", grid, "vae")
+    g.link(grid, "grid", save, "images")
+
+
+def demo(g):
+    g.note(DEMO_NOTE, -1, title="Read me")
+    tiny = g.add("FluxLabTinyModels", 0, 0, variant="flux1-dev", seed=0)
+    _train_chain(
+        g, tiny, tiny, tiny,
+        load={"quantization": "none", "training_dtype": "fp32", "gradient_checkpointing": True},
+        dataset={"folder": DEMO_FOLDER, "resolutions": "64", "trigger": "ohwx", "class_word": "toy",
+                 "preset": "character"},
+        train={"preset": "character", "run_name": "demo", "mode": "wait", "train_steps": 40, "lora_rank": 8,
+               "optim_learning_rate": 1e-3, "run_save_every": 10, "run_sample_every": 10,
+               "preview_prompts": "ohwx toy on a table\na toy on a table", "preview_width": 64,
+               "preview_height": 64, "preview_steps": 4},
+        compare={"prompts": "ohwx toy on a table\na toy on a table", "checkpoints": "all", "width": 64,
+                 "height": 64, "steps": 4, "seed": 7},
+    )
+
+
+def flux1_character_dop(g):
+    g.note(CHARACTER_NOTE, -1, title="Read me: settings from the guides")
+    model, clip, vae = _flux1_loaders(g)
+    _train_chain(
+        g, model, clip, vae,
+        load={"quantization": "int8", "training_dtype": "bf16", "gradient_checkpointing": True},
+        dataset={"folder": "my_character", "resolutions": "512,768,1024", "trigger": "ohwx", "class_word": "woman",
+                 "caption_dropout": 0.05, "preset": "character"},
+        train={"preset": "character", "run_name": "my_character", "mode": "background", "lora_rank": 32,
+               "optim_learning_rate": 1e-4, "dop_enabled": "on", "run_save_every": 250, "run_sample_every": 250,
+               "preview_prompts": "photo of ohwx woman in a cafe, natural light\nphoto of a woman in a cafe, natural light",
+               "preview_width": 768, "preview_height": 1024},
+        compare={"prompts": "photo of ohwx woman hiking, golden hour\nphoto of a woman hiking, golden hour",
+                 "checkpoints": "latest 4", "width": 768, "height": 1024, "steps": 20, "seed": 42},
+    )
+
+
+def flux1_style(g):
+    g.note(STYLE_NOTE, -1, title="Read me: style settings")
+    model, clip, vae = _flux1_loaders(g)
+    _train_chain(
+        g, model, clip, vae,
+        load={"quantization": "int8", "training_dtype": "bf16", "gradient_checkpointing": True},
+        dataset={"folder": "my_style", "resolutions": "512,1024", "trigger": "xyz style", "preset": "style"},
+        train={"preset": "style", "run_name": "my_style", "mode": "background", "dop_enabled": "off",
+               "preview_prompts": "a lighthouse at dusk, xyz style\na portrait of an old sailor, xyz style",
+               "preview_width": 1024, "preview_height": 1024},
+        compare={"prompts": "a city street in the rain, xyz style\na bowl of fruit, xyz style",
+                 "checkpoints": "latest 4", "width": 1024, "height": 1024, "steps": 20, "seed": 42},
+    )
+
+
+def flux2_subject(g):
+    g.note(FLUX2_NOTE, -1, title="Read me: Flux.2 settings")
+    model = g.add("UNETLoader", 0, 0, unet_name="flux2_dev_fp8mixed.safetensors", weight_dtype="default")
+    clip = g.add("CLIPLoader", 0, 1, clip_name="mistral_3_small_flux2_fp8.safetensors", type="flux2")
+    vae = g.add("VAELoader", 0, 2, vae_name="flux2-vae.safetensors")
+    _train_chain(
+        g, model, clip, vae,
+        load={"quantization": "int8", "training_dtype": "bf16", "gradient_checkpointing": True},
+        dataset={"folder": "cat_toy", "resolutions": "512", "trigger": "sks", "class_word": "cat", "preset": "character"},
+        train={"preset": "character", "run_name": "cat_toy", "mode": "background", "train_steps": 250,
+               "lora_rank": 32, "lora_targets": "attention", "flow_timestep_sampling": "balanced",
+               "flow_loss_weighting": "bell_shaped", "dop_enabled": "on", "dop_every_n_steps": 8,
+               "run_save_every": 125, "run_sample_every": 125,
+               "preview_prompts": "a photo of sks cat toy on a beach\na photo of a cat on a beach"},
+        compare={"prompts": "a photo of sks cat toy in a garden\na photo of a cat in a garden",
+                 "checkpoints": "all", "width": 512, "height": 512, "steps": 28, "seed": 42, "guidance": 4.0},
+    )
+
+
+def compare_existing_run(g):
+    g.note(COMPARE_NOTE, -1, title="Read me")
+    model, clip, vae = _flux1_loaders(g)
+    grid = g.add("CompareCheckpoints", 1, 0, run_name="my_character", checkpoints="all",
+                 prompts="photo of ohwx woman reading in a library\nphoto of a woman reading in a library",
+                 width=768, height=1024, steps=20, seed=42)
+    positive = g.add("CLIPTextEncode", 1, 1, text="photo of ohwx woman at the beach, candid")
+    sample = g.add("SampleCheckpoint", 2, 1, run_name="my_character", checkpoint="latest", width=768, height=1024,
+                   steps=20, seed=42)
+    save_grid = g.add("SaveImage", 3, 0, filename_prefix="fluxlab/compare")
+    save_one = g.add("SaveImage", 3, 1, filename_prefix="fluxlab/sample")
+    for target in (grid, sample):
+        g.link(model, "MODEL", target, "model")
+        g.link(vae, "VAE", target, "vae")
+    g.link(clip, "CLIP", grid, "clip")
+    g.link(clip, "CLIP", positive, "clip")
+    g.link(positive, "CONDITIONING", sample, "positive")
+    g.link(grid, "grid", save_grid, "images")
+    g.link(sample, "image", save_one, "images")
+
+
+WORKFLOWS = {
+    "fluxlab_demo_tiny_cpu": demo,
+    "flux1_dev_character_lora_dop": flux1_character_dop,
+    "flux1_style_lora": flux1_style,
+    "flux2_subject_lora": flux2_subject,
+    "compare_checkpoints_of_a_run": compare_existing_run,
+}

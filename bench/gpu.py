@@ -1,0 +1,188 @@
+"""Full-size Flux.1-dev-shaped GPU benchmark of our engine; exits 0 with a message without CUDA.
+
+ComfyUI's own `Flux` class at Flux.1-dev shape (hidden 3072, 24 heads, 19 double + 38 single
+blocks, T5 4096 / CLIP-L 768 conditioning, guidance embedding), random bf16 weights drawn on the GPU
+(no weights are downloaded), trained by `core.trainer.train` with a rank-16 LoRA on the `all`
+preset, batch 1, bf16 autocast. Configurations: base bf16 or qint8 x 512 / 1024 px x checkpointing
+on / off, each in a fresh subprocess (clean CUDA context and peak counters). For each: seconds per
+step (median of the timed steps), peak GPU memory while training (`torch.cuda.max_memory_allocated`,
+counters reset after the model is built), and the fraction of the card's dense bf16 matrix rate
+reached by the model FLOPs of bench/flops.py. Writes bench/gpu_results.json and re-renders
+docs/benchmarks.md when bench/results.json exists.
+
+    .venv/bin/python -m bench.gpu [--steps 10] [--warmup 3] [--px 512,1024] [--quantize none,qint8]
+                                  [--checkpointing 1,0] [--peak-tflops N]
+
+qint8: the base is built in bf16 on the GPU, its block linears are quantized into the training tree
+(core/quant.py), then the owner's bf16 block linears are dropped, so training holds int8 blocks
+only, as it would after loading a model offloaded to the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULT_MARK = "GPU_RESULT "
+OUT = Path(__file__).resolve().parent / "gpu_results.json"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FLUX1_DEV = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
+                 hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=19, depth_single_blocks=38,
+                 axes_dim=[16, 56, 56], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True)
+# Dense (no sparsity) bf16 tensor-core rates, TFLOPS, by a substring of torch.cuda.get_device_name().
+PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4),
+                    ("GH200", 989.4), ("A100", 312.0), ("L40S", 362.0))
+TEXT_TOKENS = 512
+
+
+def _import_comfy_gpu():
+    """ComfyUI on sys.path without tests/comfy_host's CPU forcing (this benchmark wants CUDA)."""
+    comfy_dir = REPO_ROOT / ".comfy"
+    if str(comfy_dir) not in sys.path:
+        sys.path.insert(0, str(comfy_dir))
+    import comfy.options
+
+    comfy.options.enable_args_parsing(False)
+
+
+def build_owner(device: str):
+    """ComfyUI's Flux at Flux.1-dev shape with seeded random bf16 weights, built on `device`."""
+    import torch
+
+    _import_comfy_gpu()
+    import comfy.ldm.flux.model
+    import comfy.ops
+
+    model = comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, dtype=torch.bfloat16, device=device, **FLUX1_DEV)
+    generator = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim >= 2:
+                param.normal_(0.0, param.shape[1] ** -0.5, generator=generator)
+            elif name.endswith("scale"):
+                param.fill_(1.0)
+            else:
+                param.normal_(0.0, 0.02, generator=generator)
+    return model.eval()
+
+
+def one(config: dict) -> dict:
+    """Train one configuration in this process; the measurements."""
+    import torch
+
+    from ._pack import register_pack
+    from .flops import flux1_dev, step_flops
+    from .ours import PoolData
+    from .workload import Pool
+
+    register_pack()
+    from flux_lora_lab.core import quant
+    from flux_lora_lab.core.adapter import FluxTrainingAdapter
+    from flux_lora_lab.core.config import TrainConfig
+    from flux_lora_lab.core.control import RunControl
+    from flux_lora_lab.core.rundir import RunDir
+    from flux_lora_lab.core.trainer import TrainingJob, train
+
+    owner = build_owner("cuda")
+    adapter = FluxTrainingAdapter.adopt(owner, checkpointing=config["checkpointing"])
+    if config["quantize"] != "none":
+        quant.quantize_base(adapter.module, config["quantize"])
+        for blocks in (owner.double_blocks, owner.single_blocks):
+            for module in blocks.modules():
+                if isinstance(module, torch.nn.Linear) and not quant.is_quantized(module):
+                    module.to("meta")  # the training tree now holds the quantized copies
+        torch.cuda.empty_cache()
+    g = torch.Generator().manual_seed(0)
+    side = config["px"] // 8
+    pool = Pool(torch.randn(4, 16, side, side, generator=g), torch.randn(4, TEXT_TOKENS, 4096, generator=g),
+                torch.randn(4, 768, generator=g))
+    steps = config["warmup"] + config["steps"] + 1
+    cfg = TrainConfig.from_dict({
+        "lora": {"rank": 16, "targets": "all"},
+        "flow": {"timestep_sampling": "uniform", "loss_weighting": "uniform"},
+        "train": {"steps": steps, "batch_size": 1, "mixed_precision": "bf16",
+                  "gradient_checkpointing": config["checkpointing"]},
+        "run": {"name": "gpu-bench", "save_every": 0, "sample_every": 0},
+    })
+    stamps: list[float] = []
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base_gib = torch.cuda.memory_allocated() / 2**30
+    with tempfile.TemporaryDirectory(prefix="fluxlab-gpu-") as folder:
+        job = TrainingJob(cfg, adapter, PoolData(pool), RunDir(Path(folder) / "run"))
+        train(job, RunControl(None), lambda e: stamps.append(time.perf_counter()) if e.kind == "step" else None)
+    torch.cuda.synchronize()
+    times = [b - a for a, b in zip(stamps, stamps[1:])][config["warmup"]:]
+    s_per_step = statistics.median(times)
+    flops = step_flops(flux1_dev(config["px"], TEXT_TOKENS), rank=16)["model_flops_per_step"]
+    return dict(config, ok=True, s_per_step=s_per_step, min_s=min(times), max_s=max(times),
+                peak_gib=torch.cuda.max_memory_allocated() / 2**30, weights_gib=base_gib,
+                model_tflop=flops / 1e12, mfu=flops / s_per_step / (config["peak_tflops"] * 1e12))
+
+
+def peak_tflops(name: str, override: float | None) -> float:
+    if override:
+        return override
+    for key, value in PEAK_BF16_TFLOPS:
+        if key in name:
+            return value
+    raise SystemExit(f"unknown GPU {name!r}: pass --peak-tflops with its dense bf16 rate")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--px", default="512,1024")
+    parser.add_argument("--quantize", default="none,qint8")
+    parser.add_argument("--checkpointing", default="1,0")
+    parser.add_argument("--peak-tflops", type=float, default=None)
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one configuration as JSON
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.one:
+        try:
+            result = one(json.loads(args.one))
+        except torch.OutOfMemoryError as err:
+            result = dict(json.loads(args.one), ok=False, error=f"out of memory: {str(err).splitlines()[0][:200]}")
+        print(RESULT_MARK + json.dumps(result), flush=True)
+        return 0
+    if not torch.cuda.is_available():
+        print("bench.gpu: no CUDA device here; the full-size GPU benchmark was skipped (docs/benchmarks.md says so).")
+        return 0
+    name = torch.cuda.get_device_name()
+    peak = peak_tflops(name, args.peak_tflops)
+    runs = []
+    for quantize in args.quantize.split(","):
+        for px in (int(p) for p in args.px.split(",")):
+            for ckpt in (bool(int(c)) for c in args.checkpointing.split(",")):
+                config = dict(quantize=quantize, px=px, checkpointing=ckpt, steps=args.steps, warmup=args.warmup, peak_tflops=peak)
+                proc = subprocess.run([sys.executable, "-m", "bench.gpu", "--one", json.dumps(config)], cwd=REPO_ROOT,
+                                      capture_output=True, text=True, env=dict(os.environ, TQDM_DISABLE="1"))
+                lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_MARK)]
+                result = (json.loads(lines[-1][len(RESULT_MARK):]) if lines
+                          else dict(config, ok=False, error=f"exit {proc.returncode}: {proc.stderr[-300:]}"))
+                runs.append(result)
+                print(json.dumps(result), flush=True)
+    OUT.write_text(json.dumps({"device": name, "torch": torch.__version__, "peak_tflops": peak,
+                               "command": ".venv/bin/python -m bench.gpu " + " ".join(argv or sys.argv[1:]),
+                               "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": runs}, indent=1) + "\n")
+    from .run import DOC, RESULTS
+    from .report import write_report
+
+    if RESULTS.is_file():
+        write_report(json.loads(RESULTS.read_text()), DOC)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""`make bench`: our engine's training step against ComfyUI's native TrainLoraNode, in one run.
+
+For each precision, four configurations: native with checkpointing (the only way it runs),
+native without (recorded: it fails), ours with and without checkpointing. Each configuration runs
+in its own fresh subprocess, in `rounds` rounds whose order rotates, so slow drift of a shared
+machine falls on every configuration alike. Each run trains `warmup + steps` steps; the first
+`warmup` step intervals are dropped, the rest are pooled over rounds. Results go to
+bench/results.json and docs/benchmarks.md.
+
+    .venv/bin/python -m bench.run [--rounds 3] [--steps 15] [--warmup 3] [--threads 1] [--precisions fp32,bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .report import write_report
+from .worker import RESULT_MARK
+from .workload import Workload
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS = REPO_ROOT / "bench" / "results.json"
+DOC = REPO_ROOT / "docs" / "benchmarks.md"
+CONFIGS = (("native", True), ("native", False), ("ours", True), ("ours", False))
+
+
+def run_worker(workload: Workload, side: str, checkpointing: bool, steps: int, threads: int) -> dict:
+    """One configuration in a fresh interpreter; its JSON result (or the reason it gave none)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
+    cmd = [sys.executable, "-m", "bench.worker", "--side", side, "--checkpointing", str(int(checkpointing)),
+           "--steps", str(steps), "--threads", str(threads), "--workload", json.dumps(workload.to_dict())]
+    load = os.getloadavg()[0]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_MARK):
+            result = json.loads(line[len(RESULT_MARK):])
+            result["load_before"] = load
+            return result
+    tail = (proc.stderr or proc.stdout)[-1500:]
+    return {"side": side, "checkpointing": checkpointing, "ok": False, "error": f"worker exit {proc.returncode}", "traceback": tail}
+
+
+def step_times(result: dict, warmup: int) -> list[float]:
+    stamps = result.get("stamps") or []
+    return [b - a for a, b in zip(stamps, stamps[1:])][warmup:]
+
+
+def summarise(runs: list[dict], warmup: int) -> dict:
+    """Pooled per-step times of all rounds of one configuration -> steps/s with spread and memory."""
+    ok = [r for r in runs if r.get("ok")]
+    if not ok:
+        return {"ok": False, "error": runs[0].get("error", "no result")}
+    times = sorted(t for r in ok for t in step_times(r, warmup))
+    q = statistics.quantiles(times, n=4)
+    p10 = statistics.quantiles(times, n=10)[0]
+    per_round = [statistics.median(step_times(r, warmup)) for r in ok]
+    first = ok[0]
+    return {
+        "ok": True, "steps_timed": len(times), "rounds": len(ok),
+        "median_step_s": statistics.median(times), "mean_step_s": statistics.fmean(times),
+        "p10_step_s": p10, "p25_step_s": q[0], "p75_step_s": q[2], "min_step_s": times[0], "max_step_s": times[-1],
+        "steps_per_s": 1.0 / statistics.median(times),
+        "round_median_step_s": per_round,
+        "peak_train_rss_mb": max(r["peak_train_mb"] for r in ok),
+        "peak_over_base_mb": max(r["peak_train_mb"] - r["base_mb"] for r in ok),
+        "base_rss_mb": statistics.median(r["base_mb"] for r in ok),
+        "trainable_params": first["trainable_params"], "lora_params": first["lora_params"],
+        "bias_and_other_params": first["bias_and_other_params"], "lora_layers": first["lora_layers"],
+        "first_loss": first["losses"][0] if first["losses"] else None,
+        "load_average_before": [round(r["load_before"], 2) for r in ok],
+        "step_times_by_round": [[round(t, 5) for t in step_times(r, warmup)] for r in ok],
+    }
+
+
+def ratios(summary: dict, rounds_by_config: dict, warmup: int) -> dict:
+    """ours steps/s over native-with-checkpointing steps/s: pooled medians, pooled 10th percentiles
+    (the least load-disturbed steps: a shared machine only ever adds time), and per round (paired in time)."""
+    native = summary.get("native+ckpt", {})
+    out = {}
+    for key in ("ours+ckpt", "ours"):
+        ours = summary.get(key, {})
+        if not (native.get("ok") and ours.get("ok")):
+            continue
+        paired = [statistics.median(step_times(n, warmup)) / statistics.median(step_times(o, warmup))
+                  for n, o in zip(rounds_by_config["native+ckpt"], rounds_by_config[key]) if n.get("ok") and o.get("ok")]
+        out[f"{key} / native+ckpt"] = {"pooled": native["median_step_s"] / ours["median_step_s"],
+                                        "p10": native["p10_step_s"] / ours["p10_step_s"],
+                                        "per_round": paired, "min": min(paired), "max": max(paired)}
+    return out
+
+
+def machine(threads: int) -> dict:
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "threads": threads, "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "cuda": torch.cuda.is_available()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=15, help="timed steps per run (after warmup)")
+    parser.add_argument("--warmup", type=int, default=3, help="step intervals dropped at the start of each run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for every run")
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave results.json and the doc alone")
+    parser.add_argument("--report-only", action="store_true", help="re-render docs/benchmarks.md from results.json")
+    args = parser.parse_args(argv)
+    if args.report_only:
+        write_report(json.loads(RESULTS.read_text()), DOC)
+        return 0
+
+    started = time.time()
+    flags = " ".join(argv if argv is not None else sys.argv[1:])
+    results = {"command": "make bench" if not flags else f".venv/bin/python -m bench.run {flags}",
+               "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(args.threads),
+               "rounds": args.rounds, "timed_steps_per_run": args.steps, "warmup_intervals": args.warmup,
+               "precisions": {}}
+    for precision in args.precisions.split(","):
+        workload = Workload(precision=precision)
+        runs: dict[str, list[dict]] = {}
+        for r in range(args.rounds):
+            order = CONFIGS[r % len(CONFIGS):] + CONFIGS[:r % len(CONFIGS)]
+            for side, ckpt in order:
+                key = side + ("+ckpt" if ckpt else "")
+                if side == "native" and not ckpt and r > 0 and not any(x.get("ok") for x in runs[key]):
+                    continue  # it failed once for a structural reason; the error is recorded
+                result = run_worker(workload, side, ckpt, args.warmup + args.steps + 1, args.threads)
+                runs.setdefault(key, []).append(result)
+                status = f"{statistics.median(step_times(result, args.warmup)):.4f} s/step" if result.get("ok") else result.get("error")
+                print(f"[{precision} round {r + 1}] {key:12s} {status}", flush=True)
+        summary = {key: summarise(rs, args.warmup) for key, rs in runs.items()}
+        results["precisions"][precision] = {"workload": workload.to_dict(), "configs": summary,
+                                            "ratios": ratios(summary, runs, args.warmup)}
+    results["duration_s"] = round(time.time() - started, 1)
+    print(json.dumps({p: v["ratios"] for p, v in results["precisions"].items()}, indent=1))
+    if not args.no_write:
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        write_report(results, DOC)
+        print(f"wrote {RESULTS.relative_to(REPO_ROOT)} and {DOC.relative_to(REPO_ROOT)} in {results['duration_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

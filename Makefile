@@ -8,7 +8,8 @@ setup:
 	@bash scripts/setup_env.sh
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@bash scripts/setup_browser.sh
+	FLUXLAB_REQUIRE_BROWSER=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) scripts/demo.py

@@ -59,6 +59,7 @@ class CompareCheckpoints(io.ComfyNode):
             display_name="Compare Checkpoints (Flux LoRA Lab)",
             category=CATEGORY,
             description="A grid of a run's checkpoints x prompts at one seed, sampled as stock ComfyUI would, for A/B comparison.",
+            is_output_node=True,  # shows its grid and A/B widget on its own, like PreviewImage
             inputs=[
                 io.Model.Input("model", tooltip="The Flux MODEL the run trained on."),
                 io.Clip.Input("clip", tooltip="Its text encoder, to encode the prompts."),

@@ -1,7 +1,88 @@
-// Flux LoRA Lab front-end entry point. For now it only registers the extension, so the pack's web
-// directory is served and found (tests/e2e/test_smoke.py); the training panel arrives in later files.
+// Flux LoRA Lab front-end entry: the ONE file that touches ComfyUI's `app` and `api`. It wires the
+// feature modules (client, panel, A/B widget) into ComfyUI: the sidebar tab with its progress
+// badge, toasts, the websocket subscription, and the A/B widget on CompareCheckpoints nodes.
+// ComfyUI imports every .js file of this folder; only this one registers anything.
 import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+import { FluxLabClient } from "./client.js";
+import { FluxLabPanel } from "./panel.js";
+import { ABCompare } from "./ab_widget.js";
+
+const TAB_ID = "fluxlab";
+const COMPARE_NODE = "CompareCheckpoints";
+const AB_WIDGET = "fluxlab_ab"; // display-only: never serialized into the workflow or the prompt
+
+function toast(severity, summary, detail) {
+    const life = severity === "error" ? 12000 : 6000;
+    app.extensionManager?.toast?.add({ severity, summary: `Flux LoRA Lab: ${summary}`, detail, life });
+}
+
+/** The live tab object: ComfyUI keeps tabs in a reactive store, so a badge set on the stored tab
+ * (not on the object we registered) re-renders the icon. */
+function setBadge(text) {
+    const tab = app.extensionManager?.getSidebarTabs?.().find((t) => t.id === TAB_ID);
+    if (tab && tab.iconBadge !== text) tab.iconBadge = text;
+}
+
+/** The badge shows the progress of the most recently active live run ("42%", also while paused),
+ * none when no run is live. */
+function progressBadge(runs) {
+    const live = runs.filter((run) => run.live).sort((a, b) => (b.summary.updated_at ?? 0) - (a.summary.updated_at ?? 0));
+    if (!live.length) return "";
+    const run = live[0];
+    return run.percent === null ? "…" : `${run.percent}%`;
+}
+
+function loadStyle() {
+    const href = new URL("./style.css", import.meta.url).href;
+    if (document.querySelector(`link[href="${href}"]`)) return;
+    document.head.append(Object.assign(document.createElement("link"), { rel: "stylesheet", href }));
+}
+
+const client = new FluxLabClient(api);
+let panel = null;
 
 app.registerExtension({
     name: "FluxLoRALab.Core",
+
+    async setup() {
+        loadStyle();
+        panel = new FluxLabPanel(client, { toast, onProgress: (runs) => setBadge(progressBadge(runs)) });
+        client.subscribe((runId, record) => panel.handleRecord(runId, record), () => panel.handleReconnect());
+        app.extensionManager.registerSidebarTab({
+            id: TAB_ID,
+            icon: "pi pi-chart-line",
+            title: "Flux LoRA Lab",
+            tooltip: "Flux LoRA Lab: training runs",
+            type: "custom",
+            iconBadge: "",
+            render: (element) => panel.mount(element),
+        });
+        panel.refreshRuns(); // the badge and toasts work before the tab is ever opened
+    },
+
+    async beforeRegisterNodeDef(nodeType, nodeData) {
+        if (nodeData.name !== COMPARE_NODE) return;
+        const onNodeCreated = nodeType.prototype.onNodeCreated;
+        nodeType.prototype.onNodeCreated = function () {
+            const result = onNodeCreated?.apply(this, arguments);
+            const view = new ABCompare(client, { toast });
+            const widget = this.addDOMWidget(AB_WIDGET, "fluxlab-ab", view.element, {
+                serialize: false, // options.serialize: left out of the API prompt
+                hideOnZoom: false,
+                getValue: () => undefined,
+                setValue: () => {},
+                getMinHeight: () => 320,
+            });
+            widget.serialize = false; // widget.serialize: left out of the workflow's widgets_values
+            this.fluxlabAB = view;
+            view.render();
+            return result;
+        };
+        const onExecuted = nodeType.prototype.onExecuted;
+        nodeType.prototype.onExecuted = function (output) {
+            onExecuted?.apply(this, arguments);
+            this.fluxlabAB?.update(output);
+        };
+    },
 });

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from tests.harness.api import ComfyAPIError, ComfyClient
-from tests.harness.graphs import tiny_sampling_graph
+from tests.harness.graphs import node_inputs, tiny_sampling_graph
 from tests.harness.server import start_server
 
 pytestmark = pytest.mark.e2e
@@ -40,15 +40,6 @@ def failing_server(tmp_path_factory):
     finally:
         client.close()
         server.stop()
-
-
-def node_inputs(client, node: str, **given) -> dict:
-    """Every widget of `node` at its default (from /object_info), then `given`."""
-    info = client.object_info(node)[node]["input"]
-    defaults = {name: spec[1]["default"] for section in ("required", "optional")
-                for name, spec in info.get(section, {}).items()
-                if len(spec) > 1 and isinstance(spec[1], dict) and "default" in spec[1]}
-    return {**defaults, **given}
 
 
 def write_images(server, name: str, count: int = 3) -> str:

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.harness.api import ComfyAPIError
-from tests.harness.graphs import tiny_sampling_graph
+from tests.harness.graphs import node_inputs, tiny_sampling_graph
 from tests.harness.server import ComfyServer
 
 pytestmark = pytest.mark.e2e
@@ -35,15 +35,6 @@ def make_dataset(server, name: str = DATASET, count: int = 3) -> str:
         Image.fromarray(pixels).save(folder / f"img_{i}.png")
         (folder / f"img_{i}.txt").write_text(f"a photo of ohwx, pattern {i}")
     return name
-
-
-def node_inputs(client, node: str, **given) -> dict:
-    """Every widget of `node` at its default (from /object_info), then `given`."""
-    info = client.object_info(node)[node]["input"]
-    defaults = {name: spec[1]["default"] for section in ("required", "optional")
-                for name, spec in info.get(section, {}).items()
-                if len(spec) > 1 and isinstance(spec[1], dict) and "default" in spec[1]}
-    return {**defaults, **given}
 
 
 def training_graph(client, run_name: str, *, mode: str = "wait", steps: int = 8, previews: bool = False,

@@ -34,3 +34,12 @@ def tiny_sampling_graph(variant: str, seed: int = 0, width: int = 64, height: in
     if guided:
         graph["guidance"] = {"class_type": "FluxGuidance", "inputs": {"conditioning": ["text", 0], "guidance": 3.5}}
     return graph
+
+
+def node_inputs(client, node: str, **given) -> dict:
+    """Every widget of `node` at its default (from the server's /object_info), then `given`."""
+    info = client.object_info(node)[node]["input"]
+    defaults = {name: spec[1]["default"] for section in ("required", "optional")
+                for name, spec in info.get(section, {}).items()
+                if len(spec) > 1 and isinstance(spec[1], dict) and "default" in spec[1]}
+    return {**defaults, **given}

@@ -1,0 +1,329 @@
+// The "Flux LoRA Lab" sidebar panel: the run list, and for the selected run its loss chart,
+// numbers, previews, dataset report and control buttons. It talks to the server only through
+// FluxLabClient and reports toasts and progress through callbacks, so it never touches ComfyUI's
+// app. Its state is display-only and lives in memory; nothing of it goes into a workflow.
+
+import { FluxLabError } from "./client.js";
+import { createLossChart, drawLossChart } from "./chart.js";
+import { RunState, allowedActions, formatDuration, formatMemory } from "./runs.js";
+import { renderDatasetReport } from "./report.js";
+
+const ACTIONS = [
+    ["pause", "Pause", "pi pi-pause"],
+    ["resume", "Resume", "pi pi-play"],
+    ["checkpoint", "Save now", "pi pi-save"],
+    ["stop", "Stop", "pi pi-stop"],
+];
+
+function h(tag, props = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props)) {
+        if (key === "dataset") Object.assign(node.dataset, value);
+        else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+        else if (key === "className") node.className = value;
+        else node.setAttribute(key, value);
+    }
+    node.append(...children.filter((c) => c !== null && c !== undefined));
+    return node;
+}
+
+function formatNumber(value, digits = 4) {
+    if (value === null || value === undefined || !Number.isFinite(value)) return "–";
+    return Math.abs(value) < 1e-3 && value !== 0 ? value.toExponential(2) : value.toPrecision(digits);
+}
+
+export class FluxLabPanel {
+    /**
+     * @param {import("./client.js").FluxLabClient} client
+     * @param {{toast?: (severity: string, summary: string, detail: string) => void,
+     *          onProgress?: (runs: RunState[]) => void}} hooks
+     */
+    constructor(client, hooks = {}) {
+        this.client = client;
+        this.toast = hooks.toast ?? (() => {});
+        this.onProgress = hooks.onProgress ?? (() => {});
+        /** @type {Map<string, RunState>} */
+        this.runs = new Map();
+        this.selectedId = null;
+        this.loadError = null;
+        this.loaded = false;
+        this.renderQueued = false;
+        this.listRequest = null;
+        this.historyRequests = new Map();
+        this.itemEls = new Map(); // run id -> its list item
+        this.actionPending = null; // the control request in flight: buttons wait for its answer
+        this.looseReport = null; // a dataset_report sent outside any run (DatasetFromFolder)
+        this.looseRendered = null;
+        this.#build();
+    }
+
+    /** Put the panel into the sidebar's element (called on every opening of the tab). */
+    mount(container) {
+        container.replaceChildren(this.element);
+        this.refreshRuns();
+    }
+
+    // -- data ------------------------------------------------------------------------------------
+    /** Reload the run list (coalesces concurrent calls), then the selected run's history. */
+    refreshRuns() {
+        this.listRequest ??= this.client.listRuns()
+            .then((summaries) => {
+                this.loadError = null;
+                for (const summary of summaries) {
+                    const run = this.runs.get(summary.run_id);
+                    if (run) run.setSummary(summary);
+                    else this.runs.set(summary.run_id, new RunState(summary));
+                }
+                this.loaded = true;
+                if (!this.runs.has(this.selectedId)) this.selectedId = this.#defaultRunId();
+                this.#loadHistory(this.selectedId);
+            })
+            .catch((error) => {
+                this.loadError = `Could not list runs: ${error.message}`;
+            })
+            .finally(() => {
+                this.listRequest = null;
+                this.#changed();
+            });
+        return this.listRequest;
+    }
+
+    /** A fluxlab.* websocket record for `runId`. */
+    handleRecord(runId, record) {
+        if (runId === null || runId === undefined) {
+            // DatasetFromFolder reports before any run exists (run_id null): show it on its own.
+            if (record.kind === "dataset_report") this.looseReport = record;
+            this.#changed();
+            return;
+        }
+        let run = this.runs.get(runId);
+        if (!run) {
+            run = new RunState({ run_id: runId, status: "starting", live: true, step: null, total_steps: null });
+            this.runs.set(runId, run);
+            this.refreshRuns(); // the server's summary (run_dir, started_at)
+            if (!this.selectedId || !this.runs.get(this.selectedId)?.live) this.selectedId = runId;
+        }
+        const result = run.apply([record]);
+        if (result === "gap" || (result === "history" && runId === this.selectedId)) this.#loadHistory(runId);
+        if (record.kind === "finished") {
+            const what = record.stopped_early ? "stopped" : "finished";
+            const lora = record.lora_path ? `: ${record.lora_path}` : "";
+            this.toast("success", `Training ${what}`, `${runId} ${what} at step ${record.step ?? "?"}${lora}`);
+        } else if (record.kind === "failed") {
+            this.toast("error", "Training failed", `${runId}: ${record.message}`);
+        }
+        this.#changed();
+    }
+
+    /** The websocket came back: events may have been missed. */
+    handleReconnect() {
+        for (const run of this.runs.values()) if (run.live && run.historyLoaded) this.#loadHistory(run.runId);
+        this.refreshRuns();
+    }
+
+    select(runId) {
+        this.selectedId = runId;
+        this.#loadHistory(runId);
+        this.#changed();
+    }
+
+    #defaultRunId() {
+        const runs = [...this.runs.values()];
+        const live = runs.filter((r) => r.live);
+        const pool = live.length ? live : runs;
+        pool.sort((a, b) => (b.summary.updated_at ?? 0) - (a.summary.updated_at ?? 0));
+        return pool[0]?.runId ?? null;
+    }
+
+    #loadHistory(runId) {
+        const run = this.runs.get(runId);
+        if (!run || this.historyRequests.has(runId)) return;
+        const since = run.historyLoaded ? run.lastSeq : undefined;
+        run.loading = true;
+        let again = false;
+        const request = this.client.getRun(runId, since)
+            .then((detail) => {
+                again = run.applyDetail(detail) === "gap"; // records came in meanwhile with a hole
+            })
+            .catch((error) => {
+                run.loadError = `Could not load ${runId}: ${error.message}`;
+            })
+            .finally(() => {
+                run.loading = false;
+                this.historyRequests.delete(runId);
+                if (again) this.#loadHistory(runId);
+                this.#changed();
+            });
+        this.historyRequests.set(runId, request);
+    }
+
+    async #act(action) {
+        const run = this.runs.get(this.selectedId);
+        if (!run) return;
+        this.actionPending = action;
+        this.#changed();
+        try {
+            const answer = await this.client.control(run.runId, action);
+            if (answer.status) run.setSummary({ status: answer.status });
+            if (action === "checkpoint") this.toast("info", "Saving a checkpoint", `${run.runId}: at the end of this step`);
+        } catch (error) {
+            const detail = error instanceof FluxLabError ? error.message : String(error);
+            this.toast("error", `Could not ${action} ${run.runId}`, detail);
+            this.refreshRuns();
+        } finally {
+            this.actionPending = null;
+            this.#changed();
+        }
+    }
+
+    // -- view ------------------------------------------------------------------------------------
+    #changed() {
+        this.onProgress([...this.runs.values()]);
+        if (this.renderQueued) return;
+        this.renderQueued = true;
+        requestAnimationFrame(() => {
+            this.renderQueued = false;
+            this.#render();
+        });
+    }
+
+    #build() {
+        this.chart = createLossChart();
+        this.listEl = h("ul", { className: "fluxlab-runs", "data-testid": "fluxlab-runs" });
+        this.emptyEl = h("div", { className: "fluxlab-empty", "data-testid": "fluxlab-empty" },
+            h("p", {}, h("strong", {}, "No training runs yet.")),
+            h("p", {}, "To start one: open Templates (the sidebar button, or Workflow → Browse Templates), pick "
+                + "Extensions → comfyui-flux-lora-lab → fluxlab_demo_tiny_cpu, and press Run. It trains a tiny model "
+                + "on the CPU in about a minute, on the images in ComfyUI's input/fluxlab_demo/ (`make demo` writes a set)."),
+            h("p", {}, "For your own LoRA wire LoadFluxForTraining → DatasetFromFolder → TrainLoRA. Runs "
+                + "appear here live, and past runs from output/fluxlab/ are listed too."));
+        this.errorEl = h("div", { className: "fluxlab-error", "data-testid": "fluxlab-error" });
+        this.looseReportEl = h("div", { className: "fluxlab-report" });
+        this.looseBoxEl = h("details", { className: "fluxlab-report-box", "data-testid": "fluxlab-loose-report" },
+            h("summary", {}, "Latest dataset report (DatasetFromFolder)"), this.looseReportEl);
+        this.buttons = Object.fromEntries(ACTIONS.map(([action, label, icon]) => [action,
+            h("button", { className: "fluxlab-button", "data-action": action, type: "button", onclick: () => this.#act(action) },
+                h("i", { className: icon }), ` ${label}`)]));
+        const stat = (name, label) => {
+            const value = h("dd", { "data-testid": `fluxlab-${name}` }, "–");
+            this[`${name}El`] = value;
+            return [h("dt", {}, label), value];
+        };
+        this.titleEl = h("span", { className: "fluxlab-run-title", "data-testid": "fluxlab-run-title" });
+        this.statusEl = h("span", { className: "fluxlab-status", "data-testid": "fluxlab-status" });
+        this.barEl = h("div", { className: "fluxlab-progress-fill" });
+        this.messageEl = h("div", { className: "fluxlab-message", "data-testid": "fluxlab-message" });
+        this.previewEl = h("div", { className: "fluxlab-previews", "data-testid": "fluxlab-previews" });
+        this.previewTitleEl = h("h4", {}, "Previews");
+        this.reportEl = h("div", { className: "fluxlab-report", "data-testid": "fluxlab-dataset" });
+        this.detailEl = h("section", { className: "fluxlab-detail", "data-testid": "fluxlab-detail" },
+            h("div", { className: "fluxlab-detail-head" }, this.titleEl, this.statusEl),
+            h("div", { className: "fluxlab-progress" }, this.barEl),
+            h("dl", { className: "fluxlab-stats" },
+                ...stat("step", "Step"), ...stat("loss", "Loss"), ...stat("lr", "Learning rate"),
+                ...stat("its", "Speed"), ...stat("eta", "ETA"), ...stat("memory", "Memory")),
+            h("div", { className: "fluxlab-controls" }, ...Object.values(this.buttons)),
+            this.messageEl,
+            h("h4", {}, "Loss ", h("span", { className: "fluxlab-legend" }, "raw · smoothed")),
+            this.chart,
+            this.previewTitleEl, this.previewEl,
+            h("details", { className: "fluxlab-report-box" }, h("summary", {}, "Dataset report"), this.reportEl));
+        this.element = h("div", { className: "fluxlab-panel", "data-testid": "fluxlab-panel" },
+            h("div", { className: "fluxlab-head" }, h("h3", {}, "Flux LoRA Lab"),
+                h("button", { className: "fluxlab-icon-button", type: "button", title: "Reload the run list",
+                    "data-testid": "fluxlab-refresh", onclick: () => this.refreshRuns() }, h("i", { className: "pi pi-refresh" }))),
+            this.errorEl, this.emptyEl, this.looseBoxEl, this.listEl, this.detailEl);
+    }
+
+    #render() {
+        const runs = [...this.runs.values()].sort((a, b) => (b.summary.started_at ?? b.summary.updated_at ?? 0)
+            - (a.summary.started_at ?? a.summary.updated_at ?? 0));
+        const selected = this.runs.get(this.selectedId) ?? null;
+        this.errorEl.textContent = this.loadError ?? selected?.loadError ?? "";
+        this.errorEl.hidden = !this.errorEl.textContent;
+        this.emptyEl.hidden = !(this.loaded && runs.length === 0);
+        this.listEl.hidden = runs.length === 0;
+        const items = runs.map((run) => this.#runItem(run, run === selected));
+        if (items.some((item, i) => this.listEl.children[i] !== item) || this.listEl.children.length !== items.length) {
+            this.listEl.replaceChildren(...items);
+        }
+        this.looseBoxEl.hidden = !this.looseReport;
+        if (this.looseReport && this.looseRendered !== this.looseReport) {
+            this.looseRendered = this.looseReport;
+            this.looseReportEl.replaceChildren(renderDatasetReport(this.looseReport.report));
+        }
+        this.detailEl.hidden = !selected;
+        if (selected) this.#renderDetail(selected);
+    }
+
+    /** One list item per run, updated in place (a rebuilt item would swallow a click that lands
+     * while a fast run redraws the list). */
+    #runItem(run, isSelected) {
+        let item = this.itemEls.get(run.runId);
+        if (!item) {
+            item = h("li", {
+                className: "fluxlab-run", dataset: { runId: run.runId }, tabindex: "0",
+                onclick: () => this.select(run.runId),
+                onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); this.select(run.runId); } },
+            }, h("span", { className: "fluxlab-run-name" }, run.runId), h("span", {}), h("span", { className: "fluxlab-run-progress" }));
+            this.itemEls.set(run.runId, item);
+        }
+        const [, status, progress] = item.children;
+        const pct = run.percent;
+        const steps = run.totalSteps ? `${run.step ?? 0}/${run.totalSteps}` : "";
+        item.classList.toggle("selected", isSelected);
+        item.dataset.status = run.status;
+        status.className = `fluxlab-status status-${run.status}`;
+        status.textContent = run.status;
+        progress.textContent = pct === null ? steps : `${steps} · ${pct}%`;
+        return item;
+    }
+
+    #renderDetail(run) {
+        const latest = run.latestStep;
+        this.titleEl.textContent = run.runId;
+        this.statusEl.textContent = run.status;
+        this.statusEl.className = `fluxlab-status status-${run.status}`;
+        this.detailEl.dataset.status = run.status;
+        this.detailEl.dataset.runId = run.runId;
+        this.barEl.style.width = `${run.percent ?? 0}%`;
+        this.stepEl.textContent = run.totalSteps ? `${run.step ?? 0} / ${run.totalSteps}` : String(run.step ?? "–");
+        this.stepEl.dataset.step = String(run.step ?? 0);
+        this.lossEl.textContent = formatNumber(run.summary.loss);
+        this.lrEl.textContent = formatNumber(latest?.lr, 3);
+        this.itsEl.textContent = latest?.its ? `${latest.its.toFixed(2)} it/s` : "–";
+        this.etaEl.textContent = run.live ? formatDuration(latest?.eta_s) : "–";
+        this.memoryEl.textContent = formatMemory(latest?.memory);
+        const allowed = allowedActions(run);
+        for (const [action, button] of Object.entries(this.buttons)) {
+            button.disabled = !allowed.has(action) || this.actionPending !== null;
+        }
+        this.messageEl.textContent = this.#message(run);
+        this.messageEl.className = `fluxlab-message${run.status === "failed" ? " fluxlab-error" : ""}`;
+        drawLossChart(this.chart, run.losses);
+        this.#renderPreviews(run);
+        this.reportEl.replaceChildren(renderDatasetReport(run.datasetReport));
+    }
+
+    #message(run) {
+        if (run.status === "failed") return `Failed: ${run.summary.error ?? "see the server log"}`;
+        if (run.summary.lora_path) return `LoRA: ${run.summary.lora_path}`;
+        if (run.status === "interrupted") return "The server stopped during this run; resume it by queueing the same run name.";
+        if (run.status === "stopping") return "Stopping after this step…";
+        if (!run.historyLoaded && this.historyRequests.has(run.runId)) return "Loading history…";
+        return run.info?.message ?? "";
+    }
+
+    #renderPreviews(run) {
+        const preview = run.preview;
+        this.previewTitleEl.textContent = preview ? `Previews · step ${preview.step}` : "Previews";
+        const key = preview ? `${run.runId}:${preview.seq}` : "";
+        if (this.previewEl.dataset.key === key) return; // keep loaded images: no flicker per step
+        this.previewEl.dataset.key = key;
+        const images = preview?.images ?? [];
+        this.previewEl.replaceChildren(...(images.length ? images.map((path) => h("a",
+            { href: this.client.fileUrl(run.runId, path), target: "_blank", rel: "noopener", title: path },
+            h("img", { src: this.client.fileUrl(run.runId, path), alt: `preview at step ${preview.step}: ${path}`, loading: "lazy" })))
+            : [h("p", { className: "fluxlab-muted" }, "No preview images yet.")]));
+    }
+}

@@ -12,6 +12,7 @@ and every random draw of a step are pure functions of (seed, step): see core/tra
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -51,12 +52,14 @@ class LoraFileInfo:
                                      base_fingerprint=self.base_fingerprint, config=dict(self.config))
 
 
+def user_weights_swapped_in(state: TrainingState):
+    """Context in which the module holds the weights users get: the EMA average when EMA is on."""
+    return state.ema.swapped_in() if state.ema is not None else contextlib.nullcontext()
+
+
 def user_weights(state: TrainingState) -> dict:
-    """The LoRA weights users get: the EMA average when EMA is on, else the trained weights (cloned)."""
-    if state.ema is None:
-        return {name: lora.LoraWeights(w.down.clone(), w.up.clone(), w.alpha)
-                for name, w in lora.lora_state_dict(state.module).items()}
-    with state.ema.swapped_in():
+    """The LoRA weights users get (EMA average when EMA is on, else the trained weights), cloned."""
+    with user_weights_swapped_in(state):
         return {name: lora.LoraWeights(w.down.clone(), w.up.clone(), w.alpha)
                 for name, w in lora.lora_state_dict(state.module).items()}
 

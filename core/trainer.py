@@ -25,7 +25,8 @@ import torch
 
 from . import lora, lora_format
 from .adapter import TrainingAdapter
-from .checkpoint import LORA_FILE, LoraFileInfo, TrainingState, checkpoint_writers, restore, user_weights
+from .checkpoint import (LORA_FILE, LoraFileInfo, TrainingState, checkpoint_writers, restore, user_weights,
+                         user_weights_swapped_in)
 from .config import TrainConfig
 from .control import RunControl
 from .curve import write_svg
@@ -184,13 +185,9 @@ class _Loop:
         if spec is None:
             return {}
         kwargs = dict(device=self.device, dtype=torch.float32, autocast=self.autocast, patch_size=self.adapter.patch_size)
-        if not lora_on:
-            with lora.lora_disabled(self.module):
-                return render_previews(self.adapter, spec, **kwargs)
-        if self.state.ema is not None:
-            with self.state.ema.swapped_in():
-                return render_previews(self.adapter, spec, **kwargs)
-        return render_previews(self.adapter, spec, **kwargs)
+        weights = user_weights_swapped_in(self.state) if lora_on else lora.lora_disabled(self.module)
+        with weights:
+            return render_previews(self.adapter, spec, **kwargs)
 
     def baseline(self) -> None:
         """Seed 002's `baseline/`: the prompts without the LoRA, rendered once before step 1."""

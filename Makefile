@@ -1,8 +1,12 @@
-# Every target first runs the idempotent set-up (a second run returns at once).
-PY := .venv/bin/python
+# Every target first runs the idempotent set-up of one ComfyUI host (a second run returns at once).
+# HOST picks the host of the test matrix (scripts/hosts.py): 0.33.0, the one people run (default),
+# or 0.3.75. `make test-all` runs the suite on both, the current host first.
+HOST ?= 0.33.0
+export FLUXLAB_HOST := $(HOST)
+PY := .venv-$(HOST)/bin/python
 PORT ?= 8188
 
-.PHONY: setup test demo serve bench
+.PHONY: setup test test-all demo serve bench
 
 setup:
 	@bash scripts/setup_env.sh
@@ -10,6 +14,10 @@ setup:
 test: setup
 	@bash scripts/setup_browser.sh
 	FLUXLAB_REQUIRE_BROWSER=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+test-all:
+	$(MAKE) test HOST=0.33.0
+	$(MAKE) test HOST=0.3.75
 
 demo: setup
 	$(PY) scripts/demo.py

@@ -141,7 +141,7 @@ def gpu_section() -> list[str]:
                 lines.append(f"| {r['quantize']} | {r['px']}² | {'on' if r['checkpointing'] else 'off'} | {r['error'][:80]} | | | |")
     else:
         lines += ["**Not measured in this session**: no GPU machine was lent to this task. `bench/gpu.py` is the "
-                  "benchmark that would run there (`.venv/bin/python -m bench.gpu` on a CUDA machine): ComfyUI's `Flux` "
+                  "benchmark that would run there (`.venv-0.33.0/bin/python -m bench.gpu` on a CUDA machine): ComfyUI's `Flux` "
                   "class at Flux.1-dev shape (hidden 3072, 24 heads, 19 double + 38 single blocks, T5 4096 / CLIP 768 "
                   "conditioning, guidance embedding) with random bf16 weights on the GPU, our engine, base bf16 and "
                   "qint8, 512² and 1024², rank 16 (`all` preset), batch 1, with and without checkpointing; it records "

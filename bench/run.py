@@ -7,7 +7,7 @@ machine falls on every configuration alike. Each run trains `warmup + steps` ste
 `warmup` step intervals are dropped, the rest are pooled over rounds. Results go to
 bench/results.json and docs/benchmarks.md.
 
-    .venv/bin/python -m bench.run [--rounds 3] [--steps 15] [--warmup 3] [--threads 1] [--precisions fp32,bf16]
+    .venv-0.33.0/bin/python -m bench.run [--rounds 3] [--steps 15] [--warmup 3] [--threads 1] [--precisions fp32,bf16]
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     flags = " ".join(argv if argv is not None else sys.argv[1:])
-    results = {"command": "make bench" if not flags else f".venv/bin/python -m bench.run {flags}",
+    results = {"command": "make bench" if not flags else f".venv-0.33.0/bin/python -m bench.run {flags}",
                "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(args.threads),
                "rounds": args.rounds, "timed_steps_per_run": args.steps, "warmup_intervals": args.warmup,
                "precisions": {}}

@@ -5,7 +5,7 @@ when a node gains a widget. Here each node is described by widget *name*; the ru
 `/object_info` (the real node schemas) puts them in order and fills every unnamed widget with its
 default. Run it after changing a node's inputs and commit the result:
 
-    .venv/bin/python scripts/build_workflows.py        # starts a headless server for the schemas
+    .venv-0.33.0/bin/python scripts/build_workflows.py        # starts a headless server for the schemas
 The workflow test (tests/e2e/test_workflows.py) checks the committed files against the live server.
 """
 

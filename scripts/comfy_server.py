@@ -1,4 +1,4 @@
-"""Start and stop the real ComfyUI host (`.comfy/`) with this pack loaded: the one launch recipe
+"""Start and stop the real ComfyUI host (`.comfy-<host>/`, scripts/hosts.py) with this pack loaded: the one launch recipe
 shared by `make serve`, `make demo` and the end-to-end tests (tests/harness/server.py).
 
 The server runs in its own base directory (`--base-directory`), so models, inputs, outputs, the user
@@ -19,9 +19,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-COMFY_DIR = REPO_ROOT / ".comfy"
-VENV_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
+from scripts.hosts import REPO_ROOT, selected
+
+HOST = selected()
+COMFY_DIR = HOST.comfy_dir
+VENV_PYTHON = HOST.python
 PACK_DIRNAME = "comfyui-flux-lora-lab"  # the folder name ComfyUI serves the JS under: /extensions/<name>/
 BASE_SUBDIRS = ("custom_nodes", "models/diffusion_models", "models/loras", "input", "output", "temp", "user")
 
@@ -54,7 +56,7 @@ def server_command(base_dir: Path, port: int, host: str = "127.0.0.1", cpu: bool
         str(VENV_PYTHON), str(COMFY_DIR / "main.py"),
         "--listen", host, "--port", str(port),
         "--base-directory", str(base_dir),
-        # The default database lives in .comfy/user/, shared by every server; keep it per base dir.
+        # The default database lives in the host's user/, shared by every server; keep it per base dir.
         "--database-url", f"sqlite:///{base_dir / 'user' / 'comfyui.db'}",
         "--disable-auto-launch", "--disable-api-nodes", "--preview-method", "none",
     ]
@@ -65,7 +67,8 @@ def server_command(base_dir: Path, port: int, host: str = "127.0.0.1", cpu: bool
 
 def check_host_installed() -> None:
     if not (COMFY_DIR / "main.py").is_file() or not VENV_PYTHON.is_file():
-        raise RuntimeError(f"ComfyUI host or venv missing ({COMFY_DIR}, {VENV_PYTHON}): run `make setup` first")
+        raise RuntimeError(f"ComfyUI {HOST.name} host or venv missing ({COMFY_DIR}, {VENV_PYTHON}): "
+                           f"run `make setup HOST={HOST.name}` first")
 
 
 class PortTakenError(RuntimeError):

@@ -1,4 +1,4 @@
-"""`make serve`: the real ComfyUI (.comfy/) in the foreground with this pack loaded.
+"""`make serve`: the real ComfyUI (`.comfy-<host>/`, HOST=0.33.0 by default) in the foreground with this pack loaded.
 
 Base directory `.cache/serve-base/` (models, inputs, outputs, user settings; the pack symlinked into
 its custom_nodes), CPU unless a CUDA device is usable. Put Flux files in

@@ -6,7 +6,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV_PY="$ROOT/.venv/bin/python"
+VENV_PY="$ROOT/.venv-${FLUXLAB_HOST:-0.33.0}/bin/python"
 CHROMIUM="${FLUXLAB_CHROMIUM:-/usr/bin/chromium}"
 
 log() { printf '[setup-browser] %s\n' "$*"; }

@@ -2,7 +2,7 @@
 
 The pack is a ComfyUI custom node folder whose modules import each other relatively, so tests load
 the repository root as the package `flux_lora_lab` (the name does not depend on the clone's folder
-name). The real ComfyUI host lives in `.comfy/` (scripts/setup_env.sh); in-process tests that need it
+name). The real ComfyUI host lives in `.comfy-<host>/` (scripts/hosts.py, scripts/setup_env.sh); in-process tests that need it
 call `tests.comfy_host.import_comfy()`, which forces CPU before comfy is imported.
 """
 

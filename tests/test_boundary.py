@@ -64,7 +64,7 @@ def test_core_imports_without_comfy():
     if not modules:
         pytest.skip("core/ has no modules yet")
     payload = json.dumps([FORBIDDEN, str(REPO_ROOT), PACKAGE_NAME, modules])
-    # -I: no PYTHONPATH, no user site, no cwd on sys.path, so .comfy/ is not reachable anyway.
+    # -I: no PYTHONPATH, no user site, no cwd on sys.path, so the host tree is not reachable anyway.
     done = subprocess.run([sys.executable, "-I", "-c", _CHILD, payload], capture_output=True, text=True, timeout=300, cwd="/")
     assert done.returncode == 0, done.stderr
     failures = json.loads(done.stdout.strip().splitlines()[-1])

@@ -12,7 +12,7 @@ from scripts.comfy_server import PACK_DIRNAME, REPO_ROOT, ComfyServer, free_port
 __all__ = ["PACK_DIRNAME", "ComfyServer", "free_port", "prepare_base_dir", "start_server", "pack_log_problems", "link_model"]
 
 _TRACEBACK_START = "Traceback (most recent call last):"
-_OWN_PATH = re.compile(re.escape(str(REPO_ROOT)) + r"/(?!\.comfy/|\.venv/)")
+_OWN_PATH = re.compile(re.escape(str(REPO_ROOT)) + r"/(?!\.comfy-[^/]+/|\.venv-[^/]+/)")
 
 
 def start_server(base_dir: Path, timeout: float = 180.0, threads: int = 1) -> ComfyServer:

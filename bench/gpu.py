@@ -10,7 +10,7 @@ counters reset after the model is built), and the fraction of the card's dense b
 reached by the model FLOPs of bench/flops.py. Writes bench/gpu_results.json and re-renders
 docs/benchmarks.md when bench/results.json exists.
 
-    .venv/bin/python -m bench.gpu [--steps 10] [--warmup 3] [--px 512,1024] [--quantize none,qint8]
+    .venv-0.33.0/bin/python -m bench.gpu [--steps 10] [--warmup 3] [--px 512,1024] [--quantize none,qint8]
                                   [--checkpointing 1,0] [--peak-tflops N]
 
 qint8: the base is built in bf16 on the GPU, its block linears are quantized into the training tree
@@ -35,7 +35,7 @@ OUT = Path(__file__).resolve().parent / "gpu_results.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FLUX1_DEV = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
                  hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=19, depth_single_blocks=38,
-                 axes_dim=[16, 56, 56], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True)
+                 axes_dim=[16, 56, 56], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True, txt_ids_dims=[])
 # Dense (no sparsity) bf16 tensor-core rates, TFLOPS, by a substring of torch.cuda.get_device_name().
 PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4),
                     ("GH200", 989.4), ("A100", 312.0), ("L40S", 362.0))
@@ -44,7 +44,9 @@ TEXT_TOKENS = 512
 
 def _import_comfy_gpu():
     """ComfyUI on sys.path without tests/comfy_host's CPU forcing (this benchmark wants CUDA)."""
-    comfy_dir = REPO_ROOT / ".comfy"
+    from scripts.hosts import selected
+
+    comfy_dir = selected().comfy_dir
     if str(comfy_dir) not in sys.path:
         sys.path.insert(0, str(comfy_dir))
     import comfy.options
@@ -60,13 +62,16 @@ def build_owner(device: str):
     import comfy.ldm.flux.model
     import comfy.ops
 
-    model = comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, dtype=torch.bfloat16, device=device, **FLUX1_DEV)
+    from flux_lora_lab.nodes._comfy.host import flux_params
+
+    model = comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, dtype=torch.bfloat16, device=device,
+                                      **flux_params(FLUX1_DEV))
     generator = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if param.ndim >= 2:
                 param.normal_(0.0, param.shape[1] ** -0.5, generator=generator)
-            elif name.endswith("scale"):
+            elif name.endswith(("scale", "norm.weight")):
                 param.fill_(1.0)
             else:
                 param.normal_(0.0, 0.02, generator=generator)
@@ -174,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(result)
                 print(json.dumps(result), flush=True)
     OUT.write_text(json.dumps({"device": name, "torch": torch.__version__, "peak_tflops": peak,
-                               "command": ".venv/bin/python -m bench.gpu " + " ".join(argv or sys.argv[1:]),
+                               "command": ".venv-0.33.0/bin/python -m bench.gpu " + " ".join(argv or sys.argv[1:]),
                                "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": runs}, indent=1) + "\n")
     from .run import DOC, RESULTS
     from .report import write_report

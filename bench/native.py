@@ -32,6 +32,13 @@ def latent_list(pool: Pool) -> list:
     return [{"samples": pool.latents[i:i + 1].clone()} for i in range(pool.latents.shape[0])]
 
 
+def _schema_defaults(node, exclude) -> dict:
+    """Every other input of the node at its schema default, as a one-item list. Hosts add inputs
+    (ComfyUI 0.33.0 has five more required ones than 0.3.75); the defaults are what a user who
+    did not touch them gets, so the comparison stays like for like."""
+    return {inp.id: [inp.default] for inp in node.define_schema().inputs if inp.id not in exclude}
+
+
 def run_native(workload: Workload, pool: Pool, patcher, steps: int, checkpointing: bool) -> dict:
     """Train `steps` steps with the native node; step end times (perf_counter) and what it trained."""
     import comfy_extras.nodes_train as nodes_train
@@ -54,6 +61,7 @@ def run_native(workload: Workload, pool: Pool, patcher, steps: int, checkpointin
         loss_function=["MSE"], seed=[workload.seed], training_dtype=[dtype], lora_dtype=["fp32"],
         algorithm=["LoRA"], gradient_checkpointing=[checkpointing], existing_lora=["[None]"],
     )
+    inputs.update(_schema_defaults(nodes_train.TrainLoraNode, exclude=inputs))
     nodes_train.TrainSampler.__init__ = timed_init
     try:
         start = time.perf_counter()
@@ -61,7 +69,8 @@ def run_native(workload: Workload, pool: Pool, patcher, steps: int, checkpointin
         total = time.perf_counter() - start
     finally:
         nodes_train.TrainSampler.__init__ = original_init
-    _, lora_sd, loss_map, _ = output.result
+    # 0.3.75 returns (model, lora, loss map, steps); 0.33.0 (lora, loss map, steps).
+    lora_sd, loss_map = output.result[-3], output.result[-2]
     lora_params = sum(t.numel() for k, t in lora_sd.items() if ".lora_" in k)
     return {
         "start": start, "stamps": stamps, "total_s": total, "losses": list(loss_map["loss"]),

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-SUPPORTED = "ComfyUI's text-to-image Flux transformers (comfy.ldm.flux.model.Flux): Flux.1 dev/schnell/Krea and Flux.2"
+SUPPORTED = "ComfyUI's text-to-image Flux transformers (comfy.ldm.flux.model.Flux): Flux.1 dev/schnell/Krea, Flux.2 dev and Flux.2 klein"
 _REQUIRED = ("params", "img_in", "txt_in", "time_in", "double_blocks", "single_blocks", "final_layer")
 _EPS = 1e-6  # LayerNorm and RMSNorm epsilon used by every Flux norm in ComfyUI
 
@@ -49,7 +49,7 @@ class FluxArch:
     has_guidance: bool  # guidance-distilled (dev) models embed the guidance value
     global_modulation: bool  # Flux.2: one modulation shared by all blocks
     gated_mlp: bool  # Flux.2: SiLU-gated MLP (linear -> silu(a) * b -> linear)
-    text_position_axis: int | None  # Flux.2 gives text tokens a position on the 4th RoPE axis
+    text_position_axes: tuple  # RoPE axes on which text tokens count 0, 1, 2, ... (Flux.2: the 4th)
 
     @classmethod
     def of(cls, owner: nn.Module) -> "FluxArch":
@@ -66,6 +66,8 @@ class FluxArch:
         if hasattr(owner, "distilled_guidance_layer"):
             raise UnsupportedModelError(f"{found} is Chroma (distilled_guidance_layer), not Flux. Supported: {SUPPORTED}")
         p = owner.params
+        if found != "Flux":
+            raise UnsupportedModelError(f"{found} is not ComfyUI's Flux class (comfy.ldm.flux.model.Flux). Supported: {SUPPORTED}")
         if p.in_channels != p.out_channels:
             raise UnsupportedModelError(
                 f"{found} takes {p.in_channels} input channels for {p.out_channels} output channels "
@@ -73,8 +75,12 @@ class FluxArch:
                 "Supported: " + SUPPORTED
             )
         axes = tuple(p.axes_dim)
+        traits = _variant_traits(owner)
+        family = next((name for name, known in _PROVEN_VARIANTS.items() if traits == known), None)
+        if family is None:
+            raise UnsupportedModelError(_unknown_variant_message(traits))
         return cls(
-            family="flux2" if p.global_modulation else "flux1",
+            family=family,
             latent_channels=p.in_channels,
             patch_size=p.patch_size,
             hidden_size=p.hidden_size,
@@ -85,8 +91,47 @@ class FluxArch:
             has_guidance=bool(p.guidance_embed),
             global_modulation=bool(p.global_modulation),
             gated_mlp=bool(p.mlp_silu_act),
-            text_position_axis=3 if len(axes) == 4 else None,  # same rule as ComfyUI's Flux._forward
+            text_position_axes=traits["txt_ids_dims"],
         )
+
+
+_PROVEN_VARIANTS = {
+    # The variants whose forward is proven equal to ComfyUI's (tests/core/test_flux_parity.py).
+    "flux1": dict(rope_axes=3, txt_ids_dims=(), pooled_text=True, global_modulation=False, mlp_silu_act=False,
+                  yak_mlp=False, txt_norm=False),
+    "flux2": dict(rope_axes=4, txt_ids_dims=(3,), pooled_text=False, global_modulation=True, mlp_silu_act=True,
+                  yak_mlp=False, txt_norm=False),
+}
+
+
+def _variant_traits(owner: nn.Module) -> dict:
+    """What tells Flux-class models apart. Current ComfyUI reuses its Flux class for other models
+    (Ovis: gated "yak" MLP + text RMSNorm; LongCat-Image: no pooled text, text ids on axes 1 and 2),
+    which only these switches distinguish. Hosts before `txt_ids_dims` existed (ComfyUI < 0.4) put
+    text positions on axis 3 exactly when RoPE has four axes."""
+    p = owner.params
+    axes = len(p.axes_dim)
+    return dict(
+        rope_axes=axes,
+        txt_ids_dims=tuple(getattr(p, "txt_ids_dims", (3,) if axes == 4 else ())),
+        pooled_text=getattr(owner, "vector_in", None) is not None,
+        global_modulation=bool(p.global_modulation),
+        mlp_silu_act=bool(getattr(p, "mlp_silu_act", False)),
+        yak_mlp=bool(getattr(p, "yak_mlp", False)),
+        txt_norm=getattr(owner, "txt_norm", None) is not None,
+    )
+
+
+def _unknown_variant_message(traits: dict) -> str:
+    if traits["yak_mlp"] and traits["txt_norm"]:
+        guess = "Ovis-Image"
+    elif traits["txt_ids_dims"] == (1, 2) and not traits["pooled_text"]:
+        guess = "LongCat-Image"
+    else:
+        guess = "a model"
+    listed = ", ".join(f"{key}={value}" for key, value in traits.items())
+    return (f"this is {guess} built on ComfyUI's Flux class ({listed}), not a Flux variant this engine trains "
+            f"with a forward proven equal to ComfyUI's. Supported: {SUPPORTED}")
 
 
 class _Container(nn.Module):
@@ -120,16 +165,31 @@ class Modulation(_Container):
         return [chunks[3 * i : 3 * i + 3] for i in range(self.triples)]
 
 
+def rms_norm_gain(norm: nn.Module) -> tuple:
+    """(gain parameter, eps) of one of ComfyUI's RMSNorm modules, whichever kind the host builds.
+
+    Up to ComfyUI 0.13 Flux's own RMSNorm keeps its gain in `scale` and always uses eps 1e-6; from
+    0.14 it is torch's `nn.RMSNorm` (`weight`, and its own `eps`, where None means the input dtype's
+    machine epsilon, as in `F.rms_norm`). Using the norm's own eps is what keeps parity on both.
+    """
+    if isinstance(getattr(norm, "scale", None), Tensor):
+        return norm.scale, _EPS
+    return norm.weight, norm.eps
+
+
 class QKNorm(_Container):
-    """RMSNorm of queries and keys per head, with the owner's `scale` parameters."""
+    """RMSNorm of queries and keys per head, with the owner's gains and eps (`rms_norm_gain`)."""
 
     def __init__(self, owner):
         super().__init__(query_norm=owner.query_norm, key_norm=owner.key_norm)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> tuple:
-        q = F.rms_norm(q, q.shape[-1:], self.query_norm.scale.to(q.dtype), _EPS)
-        k = F.rms_norm(k, k.shape[-1:], self.key_norm.scale.to(k.dtype), _EPS)
-        return q.to(v.dtype), k.to(v.dtype)
+        return _rms(q, self.query_norm).to(v.dtype), _rms(k, self.key_norm).to(v.dtype)
+
+
+def _rms(x: Tensor, norm: nn.Module) -> Tensor:
+    gain, eps = rms_norm_gain(norm)
+    return F.rms_norm(x, x.shape[-1:], gain.to(x.dtype), eps)
 
 
 class Attention(_Container):
@@ -368,8 +428,8 @@ def _positions(arch: FluxArch, n_txt: int, hp: int, wp: int, device, dtype) -> T
     """
     n_axes = len(arch.axes_dim)
     txt_ids = torch.zeros(n_txt, n_axes, dtype=torch.float64, device=device)
-    if arch.text_position_axis is not None:
-        txt_ids[:, arch.text_position_axis] = torch.arange(n_txt, dtype=torch.float64, device=device)
+    for axis in arch.text_position_axes:
+        txt_ids[:, axis] = torch.arange(n_txt, dtype=torch.float64, device=device)
     rows, cols = torch.meshgrid(
         torch.arange(hp, dtype=torch.float64, device=device), torch.arange(wp, dtype=torch.float64, device=device), indexing="ij"
     )

@@ -2,7 +2,7 @@
 
 from comfy_api.latest import io
 
-from .tiny_models import TINY_FLUX_CONFIGS, build_tiny_flux_models
+from .tiny_models import available_variants, build_tiny_flux_models
 
 
 class FluxLabTinyModels(io.ComfyNode):
@@ -15,9 +15,9 @@ class FluxLabTinyModels(io.ComfyNode):
             node_id="FluxLabTinyModels",
             display_name="Tiny Flux Models (Flux LoRA Lab dev)",
             category="FluxLoRALab/dev",
-            description="Seeded tiny Flux.1 / Flux.2 built from ComfyUI's own classes, for testing graphs on CPU.",
+            description="Seeded tiny Flux.1 / Flux.2 dev / Flux.2 klein (hosts with klein) built from ComfyUI's own classes, for testing graphs on CPU.",
             inputs=[
-                io.Combo.Input("variant", options=list(TINY_FLUX_CONFIGS), default="flux1-dev"),
+                io.Combo.Input("variant", options=available_variants(), default="flux1-dev"),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
             ],
             outputs=[io.Model.Output(), io.Clip.Output(), io.Vae.Output()],

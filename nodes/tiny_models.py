@@ -20,6 +20,9 @@ import torch
 # Conditioning widths of the tiny text encoders (real Flux.1: T5-XXL 4096 / CLIP-L pooled 768).
 TINY_CONTEXT_DIM = 64
 TINY_POOLED_DIM = 32
+# Flux.2 klein's context is three hidden states of its Qwen3 encoder side by side (4B: 3 x 2560).
+TINY_QWEN3_HIDDEN = 32
+TINY_QWEN3_TAPS = [1, 2, 3]  # the layers whose inputs are tapped (real: 9, 18, 27 of 36)
 
 _COMMON = dict(hidden_size=64, num_heads=4, depth=2, depth_single_blocks=2, context_in_dim=TINY_CONTEXT_DIM)
 
@@ -28,20 +31,39 @@ TINY_FLUX_CONFIGS = {
     "flux1-dev": dict(
         _COMMON, image_model="flux", in_channels=16, out_channels=16, vec_in_dim=TINY_POOLED_DIM,
         mlp_ratio=4.0, axes_dim=[4, 6, 6], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True,
+        txt_ids_dims=[],
     ),
     # Flux.1 schnell: no guidance embedding.
     "flux1-schnell": dict(
         _COMMON, image_model="flux", in_channels=16, out_channels=16, vec_in_dim=TINY_POOLED_DIM,
         mlp_ratio=4.0, axes_dim=[4, 6, 6], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=False,
+        txt_ids_dims=[],
     ),
     # Flux.2 dev: 128-channel latents, shared modulation, gated SiLU MLP, bias-free linears.
     "flux2-dev": dict(
         _COMMON, image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=None,
         mlp_ratio=3.0, axes_dim=[4, 4, 4, 4], theta=2000, patch_size=1, qkv_bias=False,
         guidance_embed=True, global_modulation=True, mlp_silu_act=True, ops_bias=False,
-        default_ref_method="index", ref_index_scale=10.0,
+        default_ref_method="index", ref_index_scale=10.0, txt_ids_dims=[3],
+    ),
+    # Flux.2 klein (4B / 9B): the Flux.2 architecture without guidance embedding, Qwen3 conditioning.
+    "flux2-klein": dict(
+        _COMMON, image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=None,
+        context_in_dim=len(TINY_QWEN3_TAPS) * TINY_QWEN3_HIDDEN,
+        mlp_ratio=3.0, axes_dim=[4, 4, 4, 4], theta=2000, patch_size=1, qkv_bias=False,
+        guidance_embed=False, global_modulation=True, mlp_silu_act=True, ops_bias=False,
+        default_ref_method="index", ref_index_scale=10.0, txt_ids_dims=[3],
     ),
 }
+NEEDS_KLEIN = {"flux2-klein"}
+"""Variants whose text encoder only hosts with Flux.2 klein support build (ComfyUI >= 0.9.2)."""
+
+
+def available_variants() -> list[str]:
+    """The tiny variants this host can build (klein needs its Qwen3 text encoder)."""
+    from ._comfy.host import klein_available
+
+    return [name for name in TINY_FLUX_CONFIGS if name not in NEEDS_KLEIN or klein_available()]
 
 
 @dataclass(frozen=True)
@@ -51,9 +73,12 @@ class TinyFluxSpec:
     dtype: torch.dtype = torch.float32
 
     def config(self) -> dict:
+        """The FluxParams / unet config of the variant, as this host's Flux class takes it."""
+        from ._comfy.host import flux_params
+
         if self.variant not in TINY_FLUX_CONFIGS:
             raise ValueError(f"unknown tiny Flux variant {self.variant!r}; choose one of {sorted(TINY_FLUX_CONFIGS)}")
-        return dict(TINY_FLUX_CONFIGS[self.variant])
+        return flux_params(TINY_FLUX_CONFIGS[self.variant])
 
 
 def build_tiny_flux_transformer(spec: TinyFluxSpec):
@@ -65,10 +90,9 @@ def build_tiny_flux_transformer(spec: TinyFluxSpec):
     import comfy.ldm.flux.model
     import comfy.ops
 
-    config = spec.config()
-    model = comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, dtype=spec.dtype, device="cpu", **config)
-    # Flux's only 1-D gains are RMSNorm `scale`s and its weights are all 2-D: fan-in is shape[1].
-    _seed_parameters(model, spec.seed, is_gain=lambda name: name.endswith("scale"), fan_in=lambda p: p.shape[1])
+    model = comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, dtype=spec.dtype, device="cpu", **spec.config())
+    # Flux's only 1-D gains are its RMSNorm gains and its weights are all 2-D: fan-in is shape[1].
+    _seed_parameters(model, spec.seed, is_gain=_is_norm_gain, fan_in=lambda p: p.shape[1])
     return model.eval()
 
 
@@ -97,6 +121,9 @@ def _seed_parameters(module: torch.nn.Module, seed: int, is_gain, fan_in) -> Non
 # CLIP-L's pooled output (its hidden size) feeds Flux.1's `vector_in`; T5's hidden states are the context.
 TINY_CLIP_L_CONFIG = dict(hidden_size=TINY_POOLED_DIM, num_attention_heads=2, intermediate_size=64, num_hidden_layers=2, projection_dim=TINY_POOLED_DIM)
 TINY_T5_CONFIG = dict(d_model=TINY_CONTEXT_DIM, d_kv=16, num_heads=4, d_ff=128, num_layers=2)
+# Qwen3-4B shrunk (its head_dim of 128 is a class constant; the vocabulary stays, token ids reach 151k).
+TINY_QWEN3_CONFIG = dict(hidden_size=TINY_QWEN3_HIDDEN, intermediate_size=64, num_hidden_layers=len(TINY_QWEN3_TAPS) + 1,
+                         num_attention_heads=2, num_key_value_heads=1)
 
 # VAE: ComfyUI's KL autoencoder with the SD/Flux layout (4 levels: /8) but 32 base channels (the
 # smallest GroupNorm(32) allows) and one res block per level. Flux.2's VAE is the same network with
@@ -140,8 +167,10 @@ def build_tiny_clip(variant: str, seed: int = 0):
     """A CLIP whose `encode_from_tokens` gives Flux conditioning with tiny widths.
 
     Flux.1: ComfyUI's FluxTokenizer + FluxClipModel (CLIP-L pooled (1, 32), T5 context (1, T, 64)).
-    Flux.2: the real text encoder is Mistral-24B whose tokenizer ships inside the weights, so the
+    Flux.2 dev: the real text encoder is Mistral-24B whose tokenizer ships inside the weights, so the
     stand-in is the bundled T5 tokenizer + a tiny T5: context (1, T, 64) and no pooled vector.
+    Flux.2 klein: ComfyUI's own KleinTokenizer (bundled Qwen tokenizer, chat template, 512-token
+    minimum) and klein text encoder around a tiny Qwen3: context (1, 512, 3 x 32), no pooled vector.
     """
     import comfy.sd
     import comfy.supported_models_base
@@ -149,11 +178,15 @@ def build_tiny_clip(variant: str, seed: int = 0):
     import comfy.text_encoders.genmo
 
     family = TinyFluxSpec(variant).config()["image_model"]
-    if family == "flux":
+    options = {"dtype": torch.float32, "clip_l_model_config": dict(TINY_CLIP_L_CONFIG), "t5xxl_model_config": dict(TINY_T5_CONFIG)}
+    if variant in NEEDS_KLEIN:
+        target = comfy.supported_models_base.ClipTarget(comfy.text_encoders.flux.KleinTokenizer,
+                                                        comfy.text_encoders.flux.klein_te(model_type="qwen3_4b"))
+        options.update(qwen3_4b_model_config=dict(TINY_QWEN3_CONFIG), qwen3_4b_class=_tiny_qwen3_encoder())
+    elif family == "flux":
         target = comfy.supported_models_base.ClipTarget(comfy.text_encoders.flux.FluxTokenizer, comfy.text_encoders.flux.FluxClipModel)
     else:
         target = comfy.supported_models_base.ClipTarget(comfy.text_encoders.genmo.MochiT5Tokenizer, _t5_only_text_encoder())
-    options = {"dtype": torch.float32, "clip_l_model_config": dict(TINY_CLIP_L_CONFIG), "t5xxl_model_config": dict(TINY_T5_CONFIG)}
     clip = comfy.sd.CLIP(target=target, model_options=options)
     _seed_parameters(clip.cond_stage_model, seed, is_gain=_is_norm_gain, fan_in=_fan_in_all)
     return clip
@@ -205,3 +238,15 @@ def _t5_only_text_encoder():
             super().__init__(device=device, dtype=dtype, name="t5xxl", clip_model=comfy.text_encoders.sd3_clip.T5XXLModel, model_options=model_options)
 
     return T5OnlyTextEncoder
+
+
+@functools.cache
+def _tiny_qwen3_encoder():
+    """klein's Qwen3-4B encoder class tapping the tiny model's layers (defined on first use, as above)."""
+    import comfy.text_encoders.flux
+
+    class TinyQwen3Encoder(comfy.text_encoders.flux.Qwen3_4BModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}):
+            super().__init__(device=device, layer=list(TINY_QWEN3_TAPS), dtype=dtype, model_options=model_options)
+
+    return TinyQwen3Encoder

@@ -6,7 +6,7 @@ real widths (hidden 3072, 24 heads, T5 context 4096, CLIP pooled 768, guidance e
 ONE double and ONE single block: about 0.56 B parameters, 1.1 GB in bf16, random seeded weights.
 It is generated on demand into `.cache/` (git-ignored) and reused; it is never committed.
 
-    .venv/bin/python scripts/make_stock_flux_checkpoint.py [--out PATH] [--seed N]
+    .venv-0.33.0/bin/python scripts/make_stock_flux_checkpoint.py [--out PATH] [--seed N]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ FORMAT = "fluxlab-stock-flux1-tiny-depth-v1"  # bump when the layout or the weig
 STOCK_FLUX1_CONFIG = dict(
     image_model="flux", in_channels=16, out_channels=16, patch_size=2, hidden_size=3072, num_heads=24,
     mlp_ratio=4.0, depth=1, depth_single_blocks=1, context_in_dim=4096, vec_in_dim=768,
-    axes_dim=[16, 56, 56], theta=10000, qkv_bias=True, guidance_embed=True,
+    axes_dim=[16, 56, 56], theta=10000, qkv_bias=True, guidance_embed=True, txt_ids_dims=[],
 )
 
 
@@ -60,18 +60,27 @@ def write_stock_flux1_checkpoint(path: Path, seed: int = 0) -> Path:
 
 
 def _flux_parameter_shapes() -> dict[str, tuple[int, ...]]:
-    """Parameter names and shapes of ComfyUI's Flux at STOCK_FLUX1_CONFIG, built on the meta
-    device (no memory, no init)."""
+    """Parameter names (as BFL's released files spell them) and shapes of ComfyUI's Flux at
+    STOCK_FLUX1_CONFIG, built on the meta device (no memory, no init). Hosts since 0.14 name the
+    RMSNorm gains `weight` and map the files' `scale` onto them when loading."""
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
+    from bench._pack import register_pack
     from tests.comfy_host import import_comfy
 
+    register_pack()
     import_comfy()
     import comfy.ldm.flux.model
     import comfy.ops
 
-    model = comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, device="meta", **STOCK_FLUX1_CONFIG)
-    return {name: tuple(param.shape) for name, param in model.state_dict().items()}
+    from flux_lora_lab.nodes._comfy.host import flux_params
+
+    model = comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, device="meta", **flux_params(STOCK_FLUX1_CONFIG))
+    return {_bfl_name(name): tuple(param.shape) for name, param in model.state_dict().items()}
+
+
+def _bfl_name(name: str) -> str:
+    return name.removesuffix(".weight") + ".scale" if name.endswith(("query_norm.weight", "key_norm.weight")) else name
 
 
 def _metadata(seed: int) -> dict[str, str]:

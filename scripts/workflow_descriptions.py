@@ -45,15 +45,21 @@ STYLE_NOTE = """## Flux.1 style LoRA (no DOP)
 - Simple, consistent captions matter most for styles (RunDiffusion's report). Use a trigger such as
   `xyz style` if you want it to be switchable; that is a *concept* LoRA and may use DOP."""
 
-FLUX2_NOTE = """## Flux.2 subject LoRA (klein / dev)
+FLUX2_NOTE = """## Flux.2 klein 4B subject LoRA (the cat-toy example)
 Flux.2 guide settings: rank 32, alpha 32, lr 1e-4, **balanced** timestep sampling, **bell_shaped**
-loss weighting, DOP with the class word (`cat` for the cat-toy example), `dop_every_n_steps` 1-2 on
-klein 4B, 4 on klein 9B, 8 on dev. ~250 steps for a subject.
+loss weighting, DOP with the class word (`cat` for the cat-toy example), `dop_every_n_steps` 2
+(1-2 on klein 4B). ~250 steps for a subject.
 
-This ComfyUI (0.3.75) loads Flux.2 **dev** (Mistral text encoder, `flux2` CLIP type). Flux.2 klein
-needs a ComfyUI release that ships its Qwen3 text encoder; with such a release pick the klein
-diffusion model, its text encoder and the Flux.2 VAE in the three loaders, nothing else changes.
-On dev use **int8** and targets **attention** (the guide: dev needs ~60 GB otherwise)."""
+**Files** (ComfyUI 0.9.2 or newer; names as ComfyUI's own klein templates use them, any name works):
+- `models/diffusion_models/flux-2-klein-4b.safetensors` (Black Forest Labs' FLUX.2 [klein] 4B)
+- `models/text_encoders/qwen_3_4b.safetensors` (Qwen3-4B, CLIP type `flux2`)
+- `models/vae/flux2-vae.safetensors` (the Flux.2 VAE)
+- your images with same-name `.txt` captions in `input/cat_toy/`
+
+**klein 9B**: pick `flux-2-klein-9b.safetensors` and `qwen_3_8b_fp8mixed.safetensors` (Qwen3-8B),
+set `dop_every_n_steps` 4, and quantization `int8` on cards under 24 GB.
+**dev**: `flux2_dev_fp8mixed.safetensors` with `mistral_3_small_flux2_fp8.safetensors`, quantization
+**int8**, targets **attention**, `dop_every_n_steps` 8 (the guide: dev needs ~60 GB otherwise)."""
 
 COMPARE_NOTE = """## Compare the checkpoints of a run
 Set `run_name` to the folder name under `output/fluxlab/`. Rows are base (no LoRA), each kept
@@ -143,16 +149,16 @@ def flux1_style(g):
 
 def flux2_subject(g):
     g.note(FLUX2_NOTE, -1, title="Read me: Flux.2 settings")
-    model = g.add("UNETLoader", 0, 0, unet_name="flux2_dev_fp8mixed.safetensors", weight_dtype="default")
-    clip = g.add("CLIPLoader", 0, 1, clip_name="mistral_3_small_flux2_fp8.safetensors", type="flux2")
+    model = g.add("UNETLoader", 0, 0, unet_name="flux-2-klein-4b.safetensors", weight_dtype="default")
+    clip = g.add("CLIPLoader", 0, 1, clip_name="qwen_3_4b.safetensors", type="flux2")
     vae = g.add("VAELoader", 0, 2, vae_name="flux2-vae.safetensors")
     _train_chain(
         g, model, clip, vae,
-        load={"quantization": "int8", "training_dtype": "bf16", "gradient_checkpointing": True},
+        load={"quantization": "none", "training_dtype": "bf16", "gradient_checkpointing": True},
         dataset={"folder": "cat_toy", "resolutions": "512", "trigger": "sks", "class_word": "cat", "preset": "character"},
         train={"preset": "character", "run_name": "cat_toy", "mode": "background", "train_steps": 250,
                "lora_rank": 32, "lora_targets": "attention", "flow_timestep_sampling": "balanced",
-               "flow_loss_weighting": "bell_shaped", "dop_enabled": "on", "dop_every_n_steps": 8,
+               "flow_loss_weighting": "bell_shaped", "dop_enabled": "on", "dop_every_n_steps": 2,
                "run_save_every": 125, "run_sample_every": 125,
                "preview_prompts": "a photo of sks cat toy on a beach\na photo of a cat on a beach"},
         compare={"prompts": "a photo of sks cat toy in a garden\na photo of a cat in a garden",

@@ -26,6 +26,7 @@ from torch import nn
 
 from ...core import quant
 from ...core.adapter import FluxTrainingAdapter, UnsupportedModelError, detect_flux_family
+from .host import is_dynamic
 
 QUANTIZATION = {"none": "none", "int8": "qint8", "fp8": "qfloat8", "int4": "qint4"}
 """Node choice -> core.quant mode."""
@@ -115,10 +116,44 @@ def flux_transformer(patcher) -> nn.Module:
 
 
 def ensure_loaded(patcher) -> None:
-    """Load the whole model on its load device through ComfyUI's model management (no-op on CPU)."""
+    """Load the whole model on its load device through ComfyUI's model management (no-op on CPU).
+    A dynamic-VRAM patcher never holds its weights resident (a full load asserts there): runs own
+    copies of them instead (`own_weights`)."""
     import comfy.model_management
 
-    comfy.model_management.load_models_gpu([patcher], force_full_load=True)
+    if not is_dynamic(patcher):
+        comfy.model_management.load_models_gpu([patcher], force_full_load=True)
+
+
+def own_weights(tree: nn.Module, owner: nn.Module, device) -> int:
+    """Replace every leaf of `tree` that is one of `owner`'s modules by a plain torch copy on `device`;
+    returns how many were replaced.
+
+    For ComfyUI's dynamic-VRAM patcher (0.16+, NVIDIA default): its modules keep the unpatched base
+    weights in system RAM and stream them to the GPU per operation, with LoRA patches applied on
+    the way, so training on them by reference would read weights on the wrong device or with another
+    prompt's LoRA inside. The copies are plain `nn.Linear` / `nn.RMSNorm` (no ComfyUI op hooks), one
+    leaf at a time, so system RAM never holds a second model. Quantized block layers are ours already.
+    """
+    shared = {id(m) for m in owner.modules()}
+    replaced = 0
+    for parent in list(tree.modules()):
+        for name, child in list(parent.named_children()):
+            if id(child) in shared and not any(True for _ in child.children()):
+                parent.add_module(name, _plain_copy(child, device))
+                replaced += 1
+    return replaced
+
+
+def _plain_copy(leaf: nn.Module, device) -> nn.Module:
+    if isinstance(leaf, nn.Linear):
+        copy = nn.Linear(leaf.in_features, leaf.out_features, bias=leaf.bias is not None, device="meta")
+    elif isinstance(leaf, nn.RMSNorm):
+        copy = nn.RMSNorm(leaf.normalized_shape, eps=leaf.eps, elementwise_affine=leaf.weight is not None, device="meta")
+    else:
+        raise TypeError(f"cannot own a {type(leaf).__name__} of the model; only Linear and RMSNorm leaves are expected")
+    copy.load_state_dict({key: tensor.detach().to(device, copy=True) for key, tensor in leaf.state_dict().items()}, assign=True)
+    return copy.requires_grad_(False)
 
 
 def _check_dtype(patcher, settings: TrainingModelSettings) -> None:
@@ -170,12 +205,15 @@ class TrainingModelHandle:
 
         Loads the MODEL again first (ComfyUI may have unloaded it since the node ran). Quantized
         layers are built on `device` in `settings.compute_dtype`; the owner's weights are only read.
+        On a dynamic-VRAM MODEL every other leaf is copied to `device` as the run's own (`own_weights`).
         """
         ensure_loaded(self.patcher)
         s = self.settings
         adapter = FluxTrainingAdapter.adopt(self.transformer, checkpointing=s.gradient_checkpointing,
                                             checkpoint_every=s.checkpoint_every_n_blocks)
         quant.quantize_base(adapter.module, s.quant_mode, device=self.device, compute_dtype=s.compute_dtype)
+        if is_dynamic(self.patcher):
+            own_weights(adapter.module, self.transformer, self.device)
         return adapter
 
 

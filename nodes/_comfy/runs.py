@@ -29,6 +29,7 @@ from typing import Callable, Optional
 from ...core.events import Record, read_events_file
 from ...core.rundir import RunDir, atomic_write
 from ...core.runner import RunHandle, RunRegistry, TrainFn, check_run_id, default_registry
+from .host import training_mode
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def start_run(run_id: str, train_fn: TrainFn, *, blocking: bool, node_id: Option
 
     def marked_train_fn(control, emit):
         _thread.training = True  # see the module docstring: ComfyUI's interrupt checks skip this thread
-        return train_fn(control, emit)
+        with training_mode():  # the host's autograd-safe kernels while the run trains
+            return train_fn(control, emit)
 
     handle = registry().start(run_id, run_dir, marked_train_fn,
                               cancel_hook=comfy_cancel_requested if blocking else None)

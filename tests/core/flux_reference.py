@@ -12,14 +12,16 @@ import torch
 from einops import rearrange
 
 
-def reference_forward(weights: dict, params, x, timesteps, context, pooled=None, guidance=None, lora=None):
-    """Flux.forward(x, timesteps, context, y=pooled, guidance=guidance) in float64.
+def reference_forward(model, x, timesteps, context, pooled=None, guidance=None, lora=None):
+    """`model`.forward(x, timesteps, context, y=pooled, guidance=guidance) in float64.
 
-    `params`: ComfyUI's FluxParams of the model (read only for sizes and switches).
+    `model`: ComfyUI's Flux, read only for its state dict, its FluxParams (sizes and switches) and
+    its QK-norm epsilon (`qk_norm_eps`).
     `lora`: {module name: (A (r, in), B (out, r), scale)} merged into those linears.
     """
     lora = lora or {}
-    w = {k: v.double() for k, v in weights.items()}
+    params, rms_eps = model.params, qk_norm_eps(model)
+    w = {k: v.double() for k, v in model.state_dict().items()}
 
     def linear(name, h):
         weight = w[name + ".weight"]
@@ -41,8 +43,8 @@ def reference_forward(weights: dict, params, x, timesteps, context, pooled=None,
         var = ((h - mean) ** 2).mean(-1, keepdim=True)
         return (h - mean) / torch.sqrt(var + 1e-6)
 
-    def rms(h, scale):
-        return h / torch.sqrt((h**2).mean(-1, keepdim=True) + 1e-6) * scale
+    def rms(h, gain):
+        return h / torch.sqrt((h**2).mean(-1, keepdim=True) + rms_eps) * gain
 
     heads, hidden = params.num_heads, params.hidden_size
     x, context = x.double(), context.double()
@@ -70,8 +72,8 @@ def reference_forward(weights: dict, params, x, timesteps, context, pooled=None,
     # RoPE as complex rotations: token ids (text first), one frequency band per axis.
     n_axes = len(params.axes_dim)
     txt_ids = torch.zeros(n_txt, n_axes, dtype=torch.float64)
-    if n_axes == 4:
-        txt_ids[:, 3] = torch.arange(n_txt, dtype=torch.float64)
+    for axis in getattr(params, "txt_ids_dims", [3] if n_axes == 4 else []):
+        txt_ids[:, axis] = torch.arange(n_txt, dtype=torch.float64)
     img_ids = torch.zeros(hp, wp, n_axes, dtype=torch.float64)
     img_ids[..., 1] = torch.arange(hp, dtype=torch.float64)[:, None]
     img_ids[..., 2] = torch.arange(wp, dtype=torch.float64)[None, :]
@@ -92,7 +94,10 @@ def reference_forward(weights: dict, params, x, timesteps, context, pooled=None,
 
     def split_heads(qkv, prefix):
         q, k, v = rearrange(qkv, "b l (k h d) -> k b h l d", k=3, h=heads)
-        return rms(q, w[prefix + ".query_norm.scale"]), rms(k, w[prefix + ".key_norm.scale"]), v
+        return rms(q, gain(prefix + ".query_norm")), rms(k, gain(prefix + ".key_norm")), v
+
+    def gain(name):
+        return w[name + ".scale"] if name + ".scale" in w else w[name + ".weight"]
 
     def mlp(prefix, h):
         h = linear(prefix + ".0", h)
@@ -141,6 +146,15 @@ def reference_forward(weights: dict, params, x, timesteps, context, pooled=None,
     out = linear("final_layer.linear", layer_norm(img) * (1 + scale) + shift)
     out = rearrange(out, "b (h w) (c ph pw) -> b c (h ph) (w pw)", h=hp, w=wp, ph=p, pw=p)
     return out[:, :, :h_in, :w_in]
+
+
+def qk_norm_eps(model) -> float:
+    """The epsilon of ComfyUI's QK RMSNorm, in float64: its own RMSNorm (hosts up to 0.13) adds 1e-6;
+    torch's nn.RMSNorm (0.14 on) has `eps`, where None means the input dtype's machine epsilon."""
+    norm = model.double_blocks[0].img_attn.norm.query_norm
+    if not hasattr(norm, "eps"):
+        return 1e-6
+    return torch.finfo(torch.float64).eps if norm.eps is None else norm.eps
 
 
 def make_inputs(model, *, dtype, height=16, width=24, batch=2, tokens=7, seed=1):

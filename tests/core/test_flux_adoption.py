@@ -6,20 +6,25 @@ same parameters (same storage, no copy) and the same output as before, while our
 LoRA under BFL names.
 """
 
+import dataclasses
+
 import peft
 import pytest
 import torch
 from torch import nn
 
-from tests.comfy_host import import_comfy
+from tests.comfy_host import import_comfy, klein_param
 
 import_comfy()
 
+import comfy.ldm.flux.model  # noqa: E402
+import comfy.ops  # noqa: E402
+
 from flux_lora_lab.core.adapter import FluxTrainingAdapter, TrainingAdapter, UnsupportedModelError, detect_flux_family  # noqa: E402
-from flux_lora_lab.nodes.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
+from flux_lora_lab.nodes.tiny_models import TINY_FLUX_CONFIGS, TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
 from tests.core.flux_reference import make_inputs  # noqa: E402
 
-VARIANTS = ["flux1-dev", "flux1-schnell", "flux2-dev"]
+VARIANTS = ["flux1-dev", "flux1-schnell", "flux2-dev", klein_param()]
 
 
 def snapshot(model: nn.Module):
@@ -124,3 +129,34 @@ def test_checkpoint_interval_is_validated():
     assert adapter.module.checkpoint_every == 2
     adapter.set_checkpointing(False)
     assert adapter.module.checkpoint_every == 0
+
+
+def _flux_class_model(**changes):
+    config = {**TINY_FLUX_CONFIGS["flux1-dev"], **changes}
+    return comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, device="cpu", **config)
+
+
+_HAS_OVIS = "yak_mlp" in {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
+
+
+@pytest.mark.skipif(not _HAS_OVIS, reason="this host's Flux class builds only Flux")
+@pytest.mark.parametrize("changes, named", [
+    (dict(yak_mlp=True, txt_norm=True, txt_ids_dims=[1, 2]), "Ovis-Image"),
+    (dict(vec_in_dim=None, guidance_embed=False, txt_ids_dims=[1, 2]), "LongCat-Image"),
+    (dict(txt_ids_dims=[2]), "a model"),
+])
+def test_models_that_reuse_the_flux_class_are_refused_naming_what_was_found(changes, named):
+    """Current ComfyUI builds Ovis-Image and LongCat-Image with its Flux class; training them with
+    the Flux forward would be wrong. Only the proven variants pass, the rest are named."""
+    with pytest.raises(UnsupportedModelError, match=rf"this is {named} built on ComfyUI's Flux class .*txt_ids_dims="):
+        detect_flux_family(_flux_class_model(**changes))
+
+
+def test_a_look_alike_class_is_refused():
+    class NotFlux(type(build_tiny_flux_transformer(TinyFluxSpec("flux1-dev")))):
+        pass
+
+    owner = build_tiny_flux_transformer(TinyFluxSpec("flux1-dev"))
+    owner.__class__ = NotFlux
+    with pytest.raises(UnsupportedModelError, match="NotFlux is not ComfyUI's Flux class"):
+        detect_flux_family(owner)

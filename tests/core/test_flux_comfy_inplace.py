@@ -26,6 +26,7 @@ import comfy_extras.nodes_train as native_train  # noqa: E402
 from torch.utils.checkpoint import CheckpointError  # noqa: E402
 
 from flux_lora_lab.core.adapter import FluxTrainingAdapter  # noqa: E402
+from flux_lora_lab.nodes._comfy.host import training_mode  # noqa: E402
 from flux_lora_lab.nodes.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
 from tests.core.flux_reference import make_inputs, reference_forward  # noqa: E402
 
@@ -54,7 +55,8 @@ def native_lora_grads(model, values, inputs, probe, checkpointing):
         for module in native_train.find_all_highest_child_module_with_forward(model):
             native_train.patch(module)
     latents, sigmas, context, pooled, guidance = inputs
-    (model(latents, sigmas, context, y=pooled, guidance=guidance) * probe).sum().backward()
+    with training_mode():  # as the native node sets in_training where the host has it
+        (model(latents, sigmas, context, y=pooled, guidance=guidance) * probe).sum().backward()
     return [t for ad in adapters for t in (ad.lora_down.weight.grad, ad.lora_up.weight.grad)]
 
 
@@ -75,7 +77,7 @@ def our_lora_grads(model, values, inputs, probe):
 
 def reference_grads(model, values, inputs, probe):
     leaves = {name: (a.clone().requires_grad_(), b.clone().requires_grad_()) for name, (a, b) in values.items()}
-    out = reference_forward(model.state_dict(), model.params, *inputs, lora={n: (a, b, 1.0) for n, (a, b) in leaves.items()})
+    out = reference_forward(model, *inputs, lora={n: (a, b, 1.0) for n, (a, b) in leaves.items()})
     return torch.autograd.grad((out * probe).sum(), [t for pair in leaves.values() for t in pair])
 
 

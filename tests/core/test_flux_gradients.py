@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.comfy_host import import_comfy
+from tests.comfy_host import import_comfy, klein_param
 
 import_comfy()
 
@@ -55,7 +55,7 @@ def reference_grads(model, pairs, inputs, probe):
     """Gradients with respect to every A and B, in float64, through the independent reference."""
     leaves = {name: (a.detach().double().requires_grad_(), b.detach().double().requires_grad_()) for name, (a, b) in pairs.items()}
     lora = {name: (a, b, 1.0) for name, (a, b) in leaves.items()}  # scale = alpha / r = 1
-    out = reference_forward(model.state_dict(), model.params, *inputs, lora=lora)
+    out = reference_forward(model, *inputs, lora=lora)
     flat = [t for pair in leaves.values() for t in pair]
     return torch.autograd.grad((out * probe.double()).sum(), flat)
 
@@ -69,6 +69,7 @@ def rel_err(got, expected):
 # (variant, dtype, checkpoint_every): every family with and without checkpointing in float64, with
 # checkpointing in fp32 (plain fp32 gives the same numbers), and two checkpoint intervals.
 CASES = [(v, torch.float64, c) for v in VARIANTS for c in (0, 1)] + [(v, torch.float32, 1) for v in VARIANTS]
+CASES += [klein_param(torch.float64, 1), klein_param(torch.float32, 1)]
 CASES += [("flux2-dev", torch.float64, 2), ("flux1-schnell", torch.float32, 0), ("flux1-dev", torch.float32, 3)]
 
 

@@ -8,7 +8,7 @@ odd latent sizes (circular padding to the patch). Tolerance (issue 3): relative 
 import pytest
 import torch
 
-from tests.comfy_host import import_comfy
+from tests.comfy_host import import_comfy, klein_param
 
 import_comfy()
 
@@ -16,7 +16,7 @@ from flux_lora_lab.core.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.nodes.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
 from tests.core.flux_reference import make_inputs, reference_forward  # noqa: E402
 
-VARIANTS = ["flux1-dev", "flux1-schnell", "flux2-dev"]
+VARIANTS = ["flux1-dev", "flux1-schnell", "flux2-dev", klein_param()]
 
 
 def rel_err(a, b):
@@ -76,5 +76,5 @@ def test_float64_reference_is_faithful_to_comfy(variant):
     model = build_tiny_flux_transformer(TinyFluxSpec(variant, dtype=torch.float32))
     inputs = make_inputs(model, dtype=torch.float32, height=15, width=9)
     expected = comfy_forward(model, *inputs)
-    got = reference_forward(model.state_dict(), model.params, *inputs)
+    got = reference_forward(model, *inputs)
     assert rel_err(got, expected) < 1e-4

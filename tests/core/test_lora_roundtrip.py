@@ -11,7 +11,7 @@ import logging
 import pytest
 import torch
 
-from tests.comfy_host import import_comfy
+from tests.comfy_host import import_comfy, klein_param
 
 import_comfy()
 
@@ -28,6 +28,7 @@ CASES = [  # variant, spec: every key shape the presets produce appears in some 
     ("flux1-schnell", lora.LoraSpec(rank=3, alpha=12.0, targets="attention", blocks="double:1,single:0-1")),
     ("flux2-dev", lora.LoraSpec(rank=4, alpha=4.0, targets="all", train_modulation=True)),
     ("flux2-dev", lora.LoraSpec(rank=2, alpha=7.0, targets="context")),
+    klein_param(lora.LoraSpec(rank=4, alpha=4.0, targets="all", train_modulation=True)),
 ]
 
 
@@ -35,7 +36,7 @@ def _inputs(adapter, seed=3):
     g = torch.Generator().manual_seed(seed)
     c = adapter.latent_channels
     latents = torch.randn(2, c, 8, 8, generator=g)
-    context = torch.randn(2, 5, 64, generator=g)
+    context = torch.randn(2, 5, adapter.module.txt_in.in_features, generator=g)
     pooled = torch.randn(2, adapter.pooled_dim, generator=g) if adapter.pooled_dim else None
     sigmas = torch.tensor([0.3, 0.8])
     guidance = torch.tensor([3.5, 3.5]) if adapter.uses_guidance else None
@@ -52,7 +53,7 @@ def _randomize_lora(module, seed=7):
     lora.load_lora_state_dict(module, weights)
 
 
-@pytest.mark.parametrize("variant,spec", CASES, ids=[f"{v}-{s.targets}-r{s.rank}-a{s.alpha:g}" for v, s in CASES])
+@pytest.mark.parametrize("variant,spec", CASES, ids=[f"{v}-{s.targets}-r{s.rank}-a{s.alpha:g}" for v, s in (getattr(c, "values", c) for c in CASES)])
 def test_saved_lora_loaded_by_comfyui_reproduces_training_outputs(tmp_path, caplog, variant, spec):
     adapter = FluxTrainingAdapter.adopt(build_tiny_flux_transformer(TinyFluxSpec(variant)), checkpointing=False)
     names = lora.attach_lora(adapter.module, spec)
@@ -84,7 +85,7 @@ def test_saved_lora_loaded_by_comfyui_reproduces_training_outputs(tmp_path, capl
     assert rel < 1e-5, f"ComfyUI's LoRA output differs from training by {rel:.2e}"
 
 
-@pytest.mark.parametrize("variant", ["flux1-dev", "flux2-dev"])
+@pytest.mark.parametrize("variant", ["flux1-dev", "flux2-dev", klein_param()])
 def test_saved_lora_loads_back_bit_exactly_for_resume(tmp_path, variant):
     spec = lora.LoraSpec(rank=4, alpha=2.0, targets="all", train_modulation=True)
     first = FluxTrainingAdapter.adopt(build_tiny_flux_transformer(TinyFluxSpec(variant)), checkpointing=False)

@@ -20,7 +20,7 @@ from flux_lora_lab.core.grid import label_height
 from flux_lora_lab.core.lora import LoraWeights
 from flux_lora_lab.core.lora_format import save_lora
 from flux_lora_lab.core.rundir import RunDir
-from tests.comfy_host import import_comfy
+from tests.comfy_host import import_comfy, klein_param
 from tests.harness.api import ComfyAPIError
 from tests.harness.graphs import TINY_SAMPLING
 from tests.harness.server import link_model
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.e2e
 
 WIDTH, HEIGHT, STEPS, SEED = 64, 48, 2, 7  # not square: a swapped width/height would show
 MODEL_SEED = 11
-FAMILY = {"flux1-dev": "flux1", "flux2-dev": "flux2"}
+FAMILY = {"flux1-dev": "flux1", "flux2-dev": "flux2", "flux2-klein": "flux2"}
 PROMPTS = ["a photo of a red fox", "a blue car at night"]
 
 
@@ -120,7 +120,7 @@ def _saved(client, result, node: str) -> np.ndarray:
     return _pixels(client, image)
 
 
-@pytest.mark.parametrize("variant", ["flux1-dev", "flux2-dev"])
+@pytest.mark.parametrize("variant", ["flux1-dev", "flux2-dev", klein_param()])
 def test_sample_checkpoint_is_bit_identical_to_the_stock_lora_graph(comfy_client, comfy_server, variant):
     run_name = f"e2e sample {variant}"
     run = _make_run(comfy_server, variant, run_name)
@@ -153,28 +153,29 @@ def test_sample_checkpoint_is_bit_identical_to_the_stock_lora_graph(comfy_client
 
 
 @pytest.mark.slow
-def test_a_trained_run_through_the_run_socket_matches_stock_comfyui(comfy_client, comfy_server):
+@pytest.mark.parametrize("variant", ["flux1-dev", klein_param()])
+def test_a_trained_run_through_the_run_socket_matches_stock_comfyui(comfy_client, comfy_server, variant):
     """TrainLoRA (wait, 4 steps) -> SampleCheckpoint / CompareCheckpoints over the FLUXLAB_RUN socket;
     the final LoRA that TrainLoRA published to loras/fluxlab/ gives the same pixels in a stock graph."""
     from tests.e2e.test_training import make_dataset, training_graph
 
-    run_name = "e2e_sample_trained"
+    run_name = f"e2e_sample_trained_{variant}"
     make_dataset(comfy_server)
-    graph = training_graph(comfy_client, run_name, steps=4, run_save_every=2)
+    graph = training_graph(comfy_client, run_name, steps=4, run_save_every=2, variant=variant)
     graph["models"]["inputs"]["seed"] = MODEL_SEED
-    graph.update({k: v for k, v in _base_graph("flux1-dev").items() if k != "models"})
+    graph.update({k: v for k, v in _base_graph(variant).items() if k != "models"})
     graph["ours"] = _sample_node(run=["train", 0], checkpoint="final")
-    ours = _save(graph, "trained", ["ours", 0], "flux1-dev")
+    ours = _save(graph, "trained", ["ours", 0], variant)
     graph["compare"] = _compare_node("", run=["train", 0], include_final=True)
-    _save(graph, "trained_grid", ["compare", 0], "flux1-dev")
+    _save(graph, "trained_grid", ["compare", 0], variant)
     result = comfy_client.run(graph, timeout=180)
 
     (data,) = result.outputs("compare")["fluxlab_compare"]
     assert [r["label"] for r in data["rows"]] == ["base", "step 2", "step 4", "final"]
     assert data["run_id"] == run_name
 
-    stock_graph = _base_graph("flux1-dev")
-    stock = _stock_branch(stock_graph, "trained_stock", "flux1-dev", "guided0", f"fluxlab/{run_name}.safetensors")
+    stock_graph = _base_graph(variant)
+    stock = _stock_branch(stock_graph, "trained_stock", variant, "guided0", f"fluxlab/{run_name}.safetensors")
     stock_px = _saved(comfy_client, comfy_client.run(stock_graph, timeout=120), stock)
     assert np.array_equal(_saved(comfy_client, result, ours), stock_px)
     final_cell = _pixels(comfy_client, data["cells"][3][0])

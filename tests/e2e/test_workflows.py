@@ -18,8 +18,8 @@ WORKFLOW_FILES = sorted((REPO_ROOT / "workflows").glob("*.json"))
 # The stock model files the real-model workflows name (ComfyUI's usual file names). Empty
 # placeholders make the loaders list them; they are never loaded here.
 PLACEHOLDERS = {
-    "diffusion_models": ["flux1-dev.safetensors", "flux2_dev_fp8mixed.safetensors"],
-    "text_encoders": ["clip_l.safetensors", "t5xxl_fp16.safetensors", "mistral_3_small_flux2_fp8.safetensors"],
+    "diffusion_models": ["flux1-dev.safetensors", "flux-2-klein-4b.safetensors"],
+    "text_encoders": ["clip_l.safetensors", "t5xxl_fp16.safetensors", "qwen_3_4b.safetensors"],
     "vae": ["ae.safetensors", "flux2-vae.safetensors"],
 }
 

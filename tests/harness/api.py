@@ -195,5 +195,18 @@ class ComfyClient:
             )
         return result
 
+    def refusal(self, graph: dict, timeout: float = 120.0) -> tuple[str, str]:
+        """How the server refuses a bad graph: ("queue", the HTTP 400 body) when it validates the
+        value before running (V3 combo values since ComfyUI 0.8), or ("node", the exception message)
+        when the node raises. A graph that runs to success fails the calling test."""
+        try:
+            result = self.run(graph, timeout=timeout, expect_success=False)
+        except ComfyAPIError as exc:
+            if "graph rejected" not in str(exc):
+                raise
+            return "queue", str(exc)
+        assert result.status == "error", f"the graph was not refused: {result.status}"
+        return "node", result.error()["exception_message"]
+
     def close(self) -> None:
         self.stream.close()

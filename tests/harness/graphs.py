@@ -8,6 +8,7 @@ TINY_SAMPLING = {
     "flux1-dev": ("EmptySD3LatentImage", True),
     "flux1-schnell": ("EmptySD3LatentImage", False),
     "flux2-dev": ("EmptyFlux2LatentImage", True),
+    "flux2-klein": ("EmptyFlux2LatentImage", False),
 }
 
 

@@ -18,21 +18,25 @@ from tests.comfy_host import import_comfy
 
 import_comfy()
 
+import comfy.model_management  # noqa: E402
+import comfy.model_patcher  # noqa: E402
 import comfy.sample  # noqa: E402
 import folder_paths  # noqa: E402
 import node_helpers  # noqa: E402
 from peft.tuners.lora import LoraLayer  # noqa: E402
 
-from flux_lora_lab.core.adapter import UnsupportedModelError  # noqa: E402
+from flux_lora_lab.core import quant  # noqa: E402
+from flux_lora_lab.core.adapter import FluxTrainingAdapter, UnsupportedModelError  # noqa: E402
 from flux_lora_lab.core.config import TrainConfig  # noqa: E402
 from flux_lora_lab.core.control import RunControl  # noqa: E402
 from flux_lora_lab.core.quant import is_quantized  # noqa: E402
 from flux_lora_lab.core.rundir import RunDir  # noqa: E402
 from flux_lora_lab.core.trainer import TrainingJob, train  # noqa: E402
-from flux_lora_lab.nodes._comfy.model import TrainingModelHandle, TrainingModelSettings  # noqa: E402
+from flux_lora_lab.nodes._comfy.model import QUANTIZATION, TrainingModelHandle, TrainingModelSettings  # noqa: E402
 from flux_lora_lab.nodes.dataset import DatasetFromFolder  # noqa: E402
 from flux_lora_lab.nodes.load_model import LoadFluxForTraining  # noqa: E402
 from flux_lora_lab.nodes.tiny_models import TinyFluxSpec, build_tiny_flux_models, build_tiny_model_patcher  # noqa: E402
+from tests.core.flux_reference import make_inputs  # noqa: E402
 
 LATENT = {"flux1-dev": (16, 8, 8), "flux2-dev": (128, 4, 4)}  # 64 x 64 px
 
@@ -169,3 +173,30 @@ def test_training_leaves_comfy_sampling_bit_identical(comfy_dirs, variant, quant
     assert weights.keys() == snapshot[0].keys() and all(torch.equal(weights[k], snapshot[0][k]) for k in weights)
     assert modules == snapshot[1] and patches == snapshot[2] == {} and object_patches == snapshot[3]
     assert not any(isinstance(m, LoraLayer) for m in models.model.model.modules())
+
+
+@pytest.mark.skipif(not hasattr(comfy.model_patcher.ModelPatcher, "is_dynamic"), reason="this host has no dynamic VRAM")
+@pytest.mark.parametrize("variant,quantization", [("flux1-dev", "none"), ("flux2-dev", "int8")])
+def test_a_dynamic_vram_model_is_trained_on_the_runs_own_weights(monkeypatch, variant, quantization):
+    """ComfyUI's dynamic-VRAM patcher (NVIDIA default since 0.16) streams weights per op, so a run
+    must not train on its modules. It cannot be built without CUDA (it reroutes to ModelPatcher on
+    CPU), so the real patcher stands in with `is_dynamic()` True: the run's tree then holds no module
+    of ComfyUI's, computes the same function, and ComfyUI swapping a weight (as its LoRA patching
+    does) leaves the run untouched. What a real GPU streams is left to the GPU script."""
+    patcher = build_tiny_model_patcher(TinyFluxSpec(variant, seed=3))
+    monkeypatch.setattr(patcher, "is_dynamic", lambda: True)
+    monkeypatch.setattr(comfy.model_management, "load_models_gpu",
+                        lambda *a, **k: pytest.fail("a dynamic patcher must not be force-loaded"))
+    owner = patcher.model.diffusion_model
+    handle = TrainingModelHandle(patcher, TrainingModelSettings(quantization=quantization, training_dtype="fp32"))
+    adapter = handle.new_adapter()
+    assert not {id(m) for m in adapter.module.modules()} & {id(m) for m in owner.modules()}
+    reference = FluxTrainingAdapter.adopt(owner, checkpointing=False)
+    quant.quantize_base(reference.module, QUANTIZATION[quantization], device=torch.device("cpu"), compute_dtype=torch.float32)
+    inputs = tuple(make_inputs(owner, dtype=torch.float32, height=8, width=8, tokens=5))
+    with torch.no_grad():
+        before = adapter.predict(*inputs)
+        assert torch.equal(before, reference.predict(*inputs))
+        owner.img_in.weight = torch.nn.Parameter(owner.img_in.weight + 1.0)  # what a patch would do
+        owner.final_layer.linear.weight.add_(1.0)  # and an in-place one
+        assert torch.equal(adapter.predict(*inputs), before)

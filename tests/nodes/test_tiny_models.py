@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 
-from tests.comfy_host import import_comfy
+from tests.comfy_host import import_comfy, klein_param
 
 import_comfy()
 
@@ -18,6 +18,7 @@ import comfy.sd  # noqa: E402
 
 from flux_lora_lab.nodes.tiny_models import (  # noqa: E402
     TINY_CONTEXT_DIM,
+    TINY_QWEN3_HIDDEN,
     TINY_POOLED_DIM,
     TinyFluxSpec,
     build_tiny_clip,
@@ -32,7 +33,9 @@ EXPECTED = {
     "flux1-dev": (comfy.model_base.Flux, comfy.latent_formats.Flux, 16, 8, True),
     "flux1-schnell": (comfy.model_base.Flux, comfy.latent_formats.Flux, 16, 8, True),
     "flux2-dev": (comfy.model_base.Flux2, comfy.latent_formats.Flux2, 128, 16, False),
+    "flux2-klein": (comfy.model_base.Flux2, comfy.latent_formats.Flux2, 128, 16, False),
 }
+VARIANTS = [klein_param() if v == "flux2-klein" else v for v in sorted(EXPECTED)]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -50,7 +53,7 @@ def tiny(variant):
     return build_tiny_flux_models(variant, seed=0)
 
 
-@pytest.mark.parametrize("variant", sorted(EXPECTED))
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_model_is_a_real_flux_model_patcher(variant):
     model_class, latent_format, channels, _, _ = EXPECTED[variant]
     patcher = tiny(variant).model
@@ -73,7 +76,7 @@ def test_flux1_dev_uses_flux_shift_sampling_and_guidance():
     assert dev.diffusion_model.params.guidance_embed and not schnell.diffusion_model.params.guidance_embed
 
 
-@pytest.mark.parametrize("variant", sorted(EXPECTED))
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_clip_gives_flux_conditioning(variant):
     has_pooled = EXPECTED[variant][4]
     clip = tiny(variant).clip
@@ -83,7 +86,9 @@ def test_clip_gives_flux_conditioning(variant):
         return clip.encode_from_tokens_scheduled(clip.tokenize(text))[0]
 
     context, extra = encode("a photo of a red fox")
-    assert context.shape[0] == 1 and context.shape[2] == TINY_CONTEXT_DIM and context.shape[1] >= 77
+    width = tiny(variant).model.model.diffusion_model.params.context_in_dim  # klein: 3 Qwen3 hidden states
+    assert width == (TINY_CONTEXT_DIM if variant != "flux2-klein" else 3 * TINY_QWEN3_HIDDEN)
+    assert context.shape[0] == 1 and context.shape[2] == width and context.shape[1] >= 77
     if has_pooled:
         assert extra["pooled_output"].shape == (1, TINY_POOLED_DIM)
     else:
@@ -93,7 +98,7 @@ def test_clip_gives_flux_conditioning(variant):
     assert (context - other).abs().max() > 1e-3, "different prompts gave the same conditioning"
 
 
-@pytest.mark.parametrize("variant", sorted(EXPECTED))
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_vae_round_trip_shapes(variant):
     _, _, channels, ratio, _ = EXPECTED[variant]
     vae = tiny(variant).vae
@@ -119,7 +124,7 @@ def test_same_seed_same_models_other_seed_other_models():
         assert all(not torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point() and sa[k].numel() > 1)
 
 
-@pytest.mark.parametrize("variant", ["flux1-dev", "flux2-dev"])
+@pytest.mark.parametrize("variant", ["flux1-dev", "flux2-dev", klein_param()])
 def test_models_sample_through_comfy_sampler(variant):
     """The three pieces fit together in ComfyUI's own sampling call (what KSampler runs)."""
     models = tiny(variant)

@@ -202,3 +202,30 @@ def test_curve_image_is_a_comfy_image(tmp_path):
                                       ("/etc/passwd", False), ("C:\\x", False), ("C:x", False)])
 def test_relative_path_rules(path, ok):
     assert (routes.relative_path_problem(path) is None) == ok
+
+
+@pytest.mark.skipif(not hasattr(mm, "in_training"), reason="this host has no model_management.in_training")
+def test_in_training_is_set_while_any_run_trains_and_restored_after(tmp_path):
+    """Hosts with the flag take their autograd-safe kernels (Flux's RoPE among them) only while it is
+    set; two overlapping runs keep it set until the last one ends, then it is as it was."""
+    first_in, second_in, first_done = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def first(control, emit):
+        seen["first"] = mm.in_training
+        first_in.set()
+        second_in.wait(10)
+        first_done.set()
+
+    def second(control, emit):
+        second_in.set()
+        first_done.wait(10)
+        seen["second_after_first"] = mm.in_training
+
+    assert mm.in_training is False
+    a = runs.start_run("flag_a", first, blocking=False, root=tmp_path, send=lambda e, d: None)
+    first_in.wait(10)
+    b = runs.start_run("flag_b", second, blocking=False, root=tmp_path, send=lambda e, d: None)
+    a.join(10), b.join(10)
+    assert seen == {"first": True, "second_after_first": True}
+    assert mm.in_training is False

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from scripts.hosts import selected
+
 from .report import write_report
 from .worker import RESULT_MARK
 from .workload import Workload
@@ -129,13 +131,16 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     flags = " ".join(argv if argv is not None else sys.argv[1:])
-    results = {"command": "make bench" if not flags else f".venv-0.33.0/bin/python -m bench.run {flags}",
+    host = selected().name
+    results = {"command": f"make bench HOST={host}" if not flags else f"FLUXLAB_HOST={host} .venv-{host}/bin/python -m bench.run {flags}",
+               "comfyui": host,
                "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(args.threads),
                "rounds": args.rounds, "timed_steps_per_run": args.steps, "warmup_intervals": args.warmup,
                "precisions": {}}
+    all_runs: dict[str, dict[str, list[dict]]] = {}
     for precision in args.precisions.split(","):
         workload = Workload(precision=precision)
-        runs: dict[str, list[dict]] = {}
+        runs = all_runs.setdefault(precision, {})
         for r in range(args.rounds):
             order = CONFIGS[r % len(CONFIGS):] + CONFIGS[:r % len(CONFIGS)]
             for side, ckpt in order:
@@ -151,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
                                             "ratios": ratios(summary, runs, args.warmup)}
     results["duration_s"] = round(time.time() - started, 1)
     print(json.dumps({p: v["ratios"] for p, v in results["precisions"].items()}, indent=1))
+    broken = [(p, key, r) for p, rs in all_runs.items() for key, runs_ in rs.items() if key.startswith("ours")
+              for r in runs_ if not r.get("ok")]
+    for precision, key, result in broken:
+        print(f"[{precision}] {key}: {result.get('error')}\n{result.get('traceback', '')}", file=sys.stderr)
+    if broken:
+        return 1  # our side must run; a results file without it would compare nothing
     if not args.no_write:
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
         write_report(results, DOC)

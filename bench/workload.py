@@ -47,7 +47,7 @@ class Workload:
         return dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=self.pooled_dim,
                     context_in_dim=self.context_dim, hidden_size=self.hidden, mlp_ratio=4.0,
                     num_heads=self.heads, depth=self.double_blocks, depth_single_blocks=self.single_blocks,
-                    axes_dim=axes, theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True)
+                    axes_dim=axes, theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True, txt_ids_dims=[])
 
     @property
     def image_tokens(self) -> int:
@@ -59,9 +59,10 @@ class Workload:
 
 def bench_spec(workload: Workload):
     """A TinyFluxSpec whose config is the workload's, so the tests' own builders make the model."""
+    from flux_lora_lab.nodes._comfy.host import flux_params
     from flux_lora_lab.nodes.tiny_models import TinyFluxSpec
 
-    config = workload.flux_config()
+    config = flux_params(workload.flux_config())
 
     @dataclass(frozen=True)
     class BenchFluxSpec(TinyFluxSpec):

@@ -12,7 +12,7 @@ from .train import TrainLoRA
 
 class FluxLabExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        # ComfyUI 0.3.75 never calls on_load; get_node_list runs before the server copies its route
+        # ComfyUI 0.3.75 never calls on_load (0.33.0 does); on both, get_node_list runs before the server copies its route
         # table into the app, so the pack's routes are added here (once).
         from ._comfy.routes import register_routes
 

@@ -160,7 +160,16 @@ def build_tiny_model_patcher(spec: TinyFluxSpec):
     offload_device = comfy.model_management.unet_offload_device()
     model = model_config.get_model({}, "", device=offload_device)
     model.load_model_weights(build_tiny_flux_transformer(spec).state_dict(), "")
-    return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(), offload_device=offload_device)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(), offload_device=offload_device)
+    # What ComfyUI's own loaders register (0.33.0 reads it): how to build this MODEL again, for
+    # code that needs a private copy (its TrainLoraNode clones with force_deepcopy).
+    patcher.cached_patcher_init = (_rebuild_model_patcher, (spec,))
+    return patcher
+
+
+def _rebuild_model_patcher(spec: TinyFluxSpec, disable_dynamic: bool = False):
+    """The same seeded MODEL again (the tiny models are never dynamic, so `disable_dynamic` changes nothing)."""
+    return build_tiny_model_patcher(spec)
 
 
 def build_tiny_clip(variant: str, seed: int = 0):

@@ -1,6 +1,6 @@
 """`make demo`: train a LoRA with the bundled demo workflow in a real headless ComfyUI, on CPU.
 
-Starts ComfyUI 0.3.75 with the pack (its own base folder under .cache/demo-base), writes the demo
+Starts the ComfyUI host (HOST, default 0.33.0) with the pack (its own base folder under .cache/demo-base), writes the demo
 image set into its input folder, turns workflows/fluxlab_demo_tiny_cpu.json into an API prompt with
 the server's own node schemas, queues it, draws a progress bar from the pack's `fluxlab.step`
 websocket events, and prints the run folder: LoRA, learning curve, checkpoints and the compare grid.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.comfy_server import REPO_ROOT, ComfyServer  # noqa: E402
+from scripts.comfy_server import HOST, REPO_ROOT, ComfyServer  # noqa: E402
 from scripts.demo_dataset import write_demo_dataset  # noqa: E402
 from scripts.workflow_descriptions import DEMO_FOLDER  # noqa: E402
 from scripts.workflow_prompt import ui_to_prompt  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> int:
     write_demo_dataset(base / "input" / DEMO_FOLDER)
     t0 = time.monotonic()
     with ComfyServer(base, log_path=base / "comfyui.log", threads=1) as server:
-        print(f"[demo] ComfyUI 0.3.75 with Flux LoRA Lab at {server.url} (CPU), started in {server.startup_seconds:.1f} s")
+        print(f"[demo] ComfyUI {HOST.name} with Flux LoRA Lab at {server.url} (CPU), started in {server.startup_seconds:.1f} s")
         client = ComfyClient(server.url, log_tail=server.log_tail)
         try:
             prompt = ui_to_prompt(json.loads(WORKFLOW.read_text()), client.object_info())

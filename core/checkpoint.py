@@ -22,7 +22,7 @@ import torch
 from . import lora, lora_format
 from .optim import LoraEMA
 from .rundir import CheckpointInfo, Writer, bytes_writer
-from .state_io import capture_rng_state, load_state, restore_rng_state, save_state
+from .state_io import load_state, save_state
 
 LORA_FILE = "lora.safetensors"
 STATE_FILE = "optimizer_state.safetensors"
@@ -73,7 +73,6 @@ def checkpoint_writers(state: TrainingState, info: LoraFileInfo, step: int,
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
         "ema": state.ema.state_dict() if state.ema is not None else None,
-        "rng": capture_rng_state(),
     }
     writers: dict[str, Writer] = {
         LORA_FILE: lambda path: info.write(path, weights, step),
@@ -105,4 +104,5 @@ def restore(state: TrainingState, checkpoint: CheckpointInfo) -> None:
                          "resume with the same setting")
     if state.ema is not None:
         state.ema.load_state_dict(saved["ema"])
-    restore_rng_state(saved["rng"])
+    # Nothing else to restore: every random draw of a step is seeded by (run seed, step), never by
+    # torch's global generator (core/lora_random.py), which a checkpoint of one run must not reset.

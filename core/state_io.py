@@ -1,4 +1,4 @@
-"""Exact save/load of nested training state (optimizer, scheduler, EMA, RNG) as safetensors + JSON.
+"""Exact save/load of nested training state (optimizer, scheduler, EMA) as safetensors + JSON.
 
 Why not torch.save: pickles execute code on load and break across versions; resume must be exact.
 A nested structure (dicts with int or str keys, lists, tuples, tensors, numpy arrays, Python scalars,
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -54,30 +53,6 @@ def load_state(path: Path) -> Any:
     return unflatten_state(load_file(str(path)), json.loads(metadata[_META_KEY]))
 
 
-def capture_rng_state() -> dict:
-    """Every RNG a training step may draw from: torch CPU (and CUDA if initialized), Python, NumPy global."""
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        cuda_states = state["cuda"]
-        if len(cuda_states) != torch.cuda.device_count():
-            raise ValueError(
-                f"checkpoint has CUDA RNG states for {len(cuda_states)} devices, this machine has "
-                f"{torch.cuda.device_count()}; resume on the same device count or start a new run"
-            )
-        torch.cuda.set_rng_state_all(cuda_states)
 
 
 def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:

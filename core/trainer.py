@@ -32,6 +32,7 @@ from .control import RunControl
 from .curve import write_svg
 from .events import Checkpoint, DatasetReport, Event, Finished, Paused, Preview, Resumed, Started, Step
 from .flow import add_noise, flow_loss, image_seq_len, sample_sigmas
+from .lora_random import init_lora, use_seeded_dropout
 from .optim import LoraEMA, build_optimizer, build_scheduler
 from .preview import PreviewSpec, preview_file_name, render_previews
 from .rundir import RunDir
@@ -106,8 +107,10 @@ class _Loop:
 
     # -- set-up -----------------------------------------------------------------------------------
     def attach(self) -> None:
-        torch.manual_seed(_seed(self.cfg.train.seed, 0, stream=1))  # LoRA init
-        lora.attach_lora(self.module, _lora_spec(self.cfg))
+        spec = _lora_spec(self.cfg)
+        lora.attach_lora(self.module, spec)
+        init_lora(self.module, spec, _seed(self.cfg.train.seed, 0, stream=1))
+        self.step_seed = use_seeded_dropout(self.module, spec.dropout)
         if self.cfg.lora.init_lora:
             source = lora_format.load_lora(self.cfg.lora.init_lora, self.adapter.family, self.cfg.lora.rank)
             lora.load_lora_state_dict(self.module, source.weights, source=str(source.path))
@@ -151,7 +154,7 @@ class _Loop:
         noisy, target = add_noise(x, noise, sigmas)
         if self.job.target_fn is not None:
             target = self.job.target_fn(noisy, sigmas, batch, noise)
-        torch.manual_seed(_seed(cfg.train.seed, step, micro, stream=2))  # LoRA dropout
+        self.step_seed.value = _seed(cfg.train.seed, step, micro, stream=2)  # LoRA dropout masks
         pred = self.predict(noisy, sigmas, context, pooled)
         mask = None if batch.loss_mask is None else batch.loss_mask.to(self.device)
         loss = flow_loss(pred, target, sigmas, cfg.flow.loss_weighting, mask=mask)

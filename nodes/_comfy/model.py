@@ -2,18 +2,20 @@
 
 `TrainingModelHandle` is what LoadFluxForTraining outputs and TrainLoRA consumes. It holds the shared
 ModelPatcher and the chosen settings; each run asks it for a fresh adapter (`new_adapter()`), because
-peft attaches a LoRA to an adapter tree once. The adapter adopts the transformer's weight modules by
-reference (core/flux.py): no copy when unquantized, and ComfyUI's module tree, patches and weights
-stay as they were, so a stock KSampler on the same MODEL samples bit-identically after training. The
-one visible trace is `requires_grad=False` on the owner's parameters, which ComfyUI never trains.
+peft attaches a LoRA to an adapter tree once. The adapter's leaves are the run's own modules holding
+the transformer's tensors (core/ownership.py): no copy when unquantized, and ComfyUI's module tree,
+patches and weights stay as they were, so a stock KSampler on the same MODEL samples bit-identically
+after training, and ComfyUI patching a LoRA into the MODEL for a sampling prompt never reaches a
+run. The one visible trace is `requires_grad=False` on the owner's parameters, which ComfyUI never
+trains.
 
 Model management: the patcher is loaded through `comfy.model_management.load_models_gpu` with
 `force_full_load=True` (training touches every weight each step, so a partial "lowvram" load would
 stream the whole model per step), at node execution and again right before each run, so ComfyUI
-counts the memory as used and a model it unloaded in between is loaded back. ComfyUI 0.3.75 has no
-public way to pin a model: while a run trains, another prompt that needs the memory may unload it.
-On CPU nothing moves. On a GPU the shared (unquantized) weights would move to the offload device and
-the run fails with a device-mismatch error; quantized block weights are our own copies and stay.
+counts the memory as used and a model it unloaded in between is loaded back. Neither host has a
+public way to pin a model: while a run trains, another prompt that needs the memory may unload it;
+the run keeps its own references, so it goes on, but ComfyUI no longer counts that memory. A
+dynamic-VRAM MODEL (0.33.0 on NVIDIA) is never force-loaded; runs copy its weights instead.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 
 from ...core import quant
 from ...core.adapter import FluxTrainingAdapter, UnsupportedModelError, detect_flux_family
+from ...core.ownership import own_leaves
 from .host import is_dynamic
 
 QUANTIZATION = {"none": "none", "int8": "qint8", "fp8": "qfloat8", "int4": "qint4"}
@@ -117,43 +120,12 @@ def flux_transformer(patcher) -> nn.Module:
 
 def ensure_loaded(patcher) -> None:
     """Load the whole model on its load device through ComfyUI's model management (no-op on CPU).
-    A dynamic-VRAM patcher never holds its weights resident (a full load asserts there): runs own
-    copies of them instead (`own_weights`)."""
+    A dynamic-VRAM patcher never holds its weights resident (a full load asserts there): runs copy
+    them to the training device instead (`new_adapter`)."""
     import comfy.model_management
 
     if not is_dynamic(patcher):
         comfy.model_management.load_models_gpu([patcher], force_full_load=True)
-
-
-def own_weights(tree: nn.Module, owner: nn.Module, device) -> int:
-    """Replace every leaf of `tree` that is one of `owner`'s modules by a plain torch copy on `device`;
-    returns how many were replaced.
-
-    For ComfyUI's dynamic-VRAM patcher (0.16+, NVIDIA default): its modules keep the unpatched base
-    weights in system RAM and stream them to the GPU per operation, with LoRA patches applied on
-    the way, so training on them by reference would read weights on the wrong device or with another
-    prompt's LoRA inside. The copies are plain `nn.Linear` / `nn.RMSNorm` (no ComfyUI op hooks), one
-    leaf at a time, so system RAM never holds a second model. Quantized block layers are ours already.
-    """
-    shared = {id(m) for m in owner.modules()}
-    replaced = 0
-    for parent in list(tree.modules()):
-        for name, child in list(parent.named_children()):
-            if id(child) in shared and not any(True for _ in child.children()):
-                parent.add_module(name, _plain_copy(child, device))
-                replaced += 1
-    return replaced
-
-
-def _plain_copy(leaf: nn.Module, device) -> nn.Module:
-    if isinstance(leaf, nn.Linear):
-        copy = nn.Linear(leaf.in_features, leaf.out_features, bias=leaf.bias is not None, device="meta")
-    elif isinstance(leaf, nn.RMSNorm):
-        copy = nn.RMSNorm(leaf.normalized_shape, eps=leaf.eps, elementwise_affine=leaf.weight is not None, device="meta")
-    else:
-        raise TypeError(f"cannot own a {type(leaf).__name__} of the model; only Linear and RMSNorm leaves are expected")
-    copy.load_state_dict({key: tensor.detach().to(device, copy=True) for key, tensor in leaf.state_dict().items()}, assign=True)
-    return copy.requires_grad_(False)
 
 
 def _check_dtype(patcher, settings: TrainingModelSettings) -> None:
@@ -205,15 +177,16 @@ class TrainingModelHandle:
 
         Loads the MODEL again first (ComfyUI may have unloaded it since the node ran). Quantized
         layers are built on `device` in `settings.compute_dtype`; the owner's weights are only read.
-        On a dynamic-VRAM MODEL every other leaf is copied to `device` as the run's own (`own_weights`).
+        Every other leaf becomes the run's own (core/ownership.py): holding the same tensors, so
+        ComfyUI's LoRA patching and offloading of the shared MODEL never reach the run; on a
+        dynamic-VRAM MODEL (weights streamed from system RAM per op) copies on `device`.
         """
         ensure_loaded(self.patcher)
         s = self.settings
         adapter = FluxTrainingAdapter.adopt(self.transformer, checkpointing=s.gradient_checkpointing,
                                             checkpoint_every=s.checkpoint_every_n_blocks)
         quant.quantize_base(adapter.module, s.quant_mode, device=self.device, compute_dtype=s.compute_dtype)
-        if is_dynamic(self.patcher):
-            own_weights(adapter.module, self.transformer, self.device)
+        own_leaves(adapter.module, self.transformer, self.device, copy=is_dynamic(self.patcher))
         return adapter
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.harness.api import ComfyAPIError
@@ -191,6 +192,48 @@ def test_background_run_leaves_the_queue_free_and_obeys_the_routes(comfy_client,
     assert summary["status"] == "stopped"
     with pytest.raises(ComfyAPIError, match="409"):
         post(comfy_client, run, "pause")
+
+
+def test_a_lora_sampling_beside_a_background_run_leaves_the_run_as_if_alone(comfy_client, comfy_server, dataset):
+    """Stock LoraLoaderModelOnly + KSampler on the very MODEL a background run trains on: ComfyUI
+    patches the LoRA into that MODEL's modules while it samples. Measured before the run owned its
+    leaves: the run died within one step ("Inference tensors cannot be saved for backward"), and it
+    would otherwise have trained on a base with another LoRA merged in. Now every sampling prompt
+    completes and the run's LoRA equals, bit for bit, the same run trained with nothing beside it."""
+    from safetensors.torch import load_file
+
+    from flux_lora_lab.core.lora_format import save_lora
+    from tests.e2e.test_sample_compare import _lora_weights
+    from tests.harness.server import link_model
+
+    lora_file = comfy_server.base_dir / "side_lora.safetensors"
+    save_lora(lora_file, _lora_weights(VARIANT, seed=5), "flux1", step=1)
+    lora_name = link_model(comfy_server, "loras", lora_file, name="fluxlab_e2e_side.safetensors")
+    sampling = tiny_sampling_graph(VARIANT, prefix="fluxlab_e2e_beside_run")
+    sampling["lora"] = {"class_type": "LoraLoaderModelOnly",
+                        "inputs": {"model": ["models", 0], "lora_name": lora_name, "strength_model": 1.0}}
+    sampling["sampler"]["inputs"]["model"] = ["lora", 0]
+
+    run, steps = "e2e_beside_sampling", 80
+    start = len(comfy_client.stream.events)
+    comfy_client.run(training_graph(comfy_client, run, mode="background", steps=steps, run_save_every=0))
+    wait_event(comfy_client, run, "step", start, step=1)
+    for seed in range(3):
+        sampling["sampler"]["inputs"]["seed"] = seed
+        assert comfy_client.run(sampling, timeout=60).status == "success"
+    assert comfy_client.get_json(f"/fluxlab/runs/{run}")["status"] == "running", "the sampling must overlap the run"
+    finished = wait_event(comfy_client, run, "finished", start, timeout=180)
+    assert not fluxlab_events(comfy_client, run, start, "failed")
+    assert finished["stopped_early"] is False and finished["step"] == steps
+    beside = fluxlab_events(comfy_client, run, start, "step")
+    assert beside[-1]["data"]["step"] == steps
+
+    alone = "e2e_alone"
+    comfy_client.run(training_graph(comfy_client, alone, steps=steps, run_save_every=0), timeout=180)
+    trained_beside = load_file(str(run_folder(comfy_server, run) / "lora_final.safetensors"))
+    trained_alone = load_file(str(run_folder(comfy_server, alone) / "lora_final.safetensors"))
+    assert trained_beside.keys() == trained_alone.keys()
+    assert all(torch.equal(trained_beside[k], trained_alone[k]) for k in trained_alone)
 
 
 # -- Cancel and resume ---------------------------------------------------------------------------------

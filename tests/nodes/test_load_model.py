@@ -191,6 +191,8 @@ def test_a_dynamic_vram_model_is_trained_on_the_runs_own_weights(monkeypatch, va
     handle = TrainingModelHandle(patcher, TrainingModelSettings(quantization=quantization, training_dtype="fp32"))
     adapter = handle.new_adapter()
     assert not {id(m) for m in adapter.module.modules()} & {id(m) for m in owner.modules()}
+    owner_storage = {p.data_ptr() for p in owner.parameters()}
+    assert not any(p.data_ptr() in owner_storage for p in adapter.module.parameters()), "copies, not shared tensors"
     reference = FluxTrainingAdapter.adopt(owner, checkpointing=False)
     quant.quantize_base(reference.module, QUANTIZATION[quantization], device=torch.device("cpu"), compute_dtype=torch.float32)
     inputs = tuple(make_inputs(owner, dtype=torch.float32, height=8, width=8, tokens=5))

@@ -77,6 +77,21 @@ def is_dynamic(patcher) -> bool:
     return bool(getattr(patcher, "is_dynamic", lambda: False)())
 
 
+def offload(patcher) -> bool:
+    """Take the model of `patcher` (and of every clone of it, which share its weights) off its load
+    device the way ComfyUI does when it frees memory for another model: `LoadedModel.model_unload`,
+    then out of `current_loaded_models`. True if it was loaded. The same calls on both hosts."""
+    import comfy.model_management as mm
+
+    unloaded = False
+    for i in range(len(mm.current_loaded_models) - 1, -1, -1):
+        loaded = mm.current_loaded_models[i]
+        if loaded.model is not None and loaded.model.model is patcher.model and loaded.model_unload():
+            mm.current_loaded_models.pop(i)
+            unloaded = True
+    return unloaded
+
+
 def klein_available() -> bool:
     """This host builds Flux.2 klein's Qwen3 text encoder (ComfyUI >= 0.9.2)."""
     import comfy.text_encoders.flux

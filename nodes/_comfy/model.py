@@ -29,7 +29,7 @@ from torch import nn
 from ...core import quant
 from ...core.adapter import FluxTrainingAdapter, UnsupportedModelError, detect_flux_family
 from ...core.ownership import own_leaves
-from .host import is_dynamic
+from .host import is_dynamic, offload
 
 QUANTIZATION = {"none": "none", "int8": "qint8", "fp8": "qfloat8", "int4": "qint4"}
 """Node choice -> core.quant mode."""
@@ -160,7 +160,8 @@ class TrainingModelHandle:
         _check_dtype(patcher, settings)
         self.patcher = patcher
         self.settings = settings
-        ensure_loaded(patcher)
+        if settings.quant_mode == "none":
+            ensure_loaded(patcher)
         self.device: torch.device = torch.device(patcher.load_device)
         """Where training runs: ComfyUI's load device for this MODEL."""
         self.base_fingerprint: str = f"{self.family}:{weights_fingerprint(transformer)}"
@@ -175,14 +176,19 @@ class TrainingModelHandle:
     def new_adapter(self) -> FluxTrainingAdapter:
         """A fresh core adapter over the shared weights, quantized when asked; call once per run.
 
-        Loads the MODEL again first (ComfyUI may have unloaded it since the node ran). Quantized
-        layers are built on `device` in `settings.compute_dtype`; the owner's weights are only read.
+        Unquantized: loads the MODEL again first (ComfyUI may have unloaded it since the node ran).
+        Quantized: takes ComfyUI's float copy off the device instead, then builds the quantized block
+        layers on `device` in `settings.compute_dtype`, one at a time from the offloaded weights
+        (only read); the small float modules come along as copies.
         Every other leaf becomes the run's own (core/ownership.py): holding the same tensors, so
         ComfyUI's LoRA patching and offloading of the shared MODEL never reach the run; on a
         dynamic-VRAM MODEL (weights streamed from system RAM per op) copies on `device`.
         """
-        ensure_loaded(self.patcher)
         s = self.settings
+        if s.quant_mode == "none":
+            ensure_loaded(self.patcher)
+        else:
+            offload(self.patcher)  # quantized copies replace ComfyUI's float blocks on the device
         adapter = FluxTrainingAdapter.adopt(self.transformer, checkpointing=s.gradient_checkpointing,
                                             checkpoint_every=s.checkpoint_every_n_blocks)
         quant.quantize_base(adapter.module, s.quant_mode, device=self.device, compute_dtype=s.compute_dtype)
@@ -228,8 +234,8 @@ def estimate_memory(transformer: nn.Module, family: str, settings: TrainingModel
         block_stored = sum(m.weight.numel() * m.weight.element_size() for m in linears)
         quantized = block_numel * _QUANT_BYTES[settings.quant_mode]
         lines.append(f"Base weights: {_size(quantized + stored - block_stored)} ({settings.quantization} copies of "
-                     f"{len(linears)} block linears + float embedders/norms), built one layer at a time; ComfyUI "
-                     f"keeps its own {_size(stored)} copy loaded alongside.")
+                     f"{len(linears)} block linears + float embedders/norms), built one layer at a time from "
+                     f"ComfyUI's {_size(stored)} copy, which is offloaded to system RAM while the run trains.")
     lora_params = sum(_ESTIMATE_RANK * (m.in_features + m.out_features) for m in linears)
     lines.append(f"LoRA rank {_ESTIMATE_RANK} on all block linears with AdamW: ~{_size(lora_params * _LORA_BYTES_PER_PARAM)} "
                  "(fp32 weights, gradients, optimizer states; scales with rank).")

@@ -202,3 +202,29 @@ def test_a_dynamic_vram_model_is_trained_on_the_runs_own_weights(monkeypatch, va
         owner.img_in.weight = torch.nn.Parameter(owner.img_in.weight + 1.0)  # what a patch would do
         owner.final_layer.linear.weight.add_(1.0)  # and an in-place one
         assert torch.equal(adapter.predict(*inputs), before)
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_quantized_runs_take_comfys_float_copy_off_the_device(quantization):
+    """Quantized modes save memory only if ComfyUI's float copy leaves the training device: the
+    MODEL is taken out of ComfyUI's loaded models (its weights go to the offload device; on CPU both
+    are the same, so what is checked is model management's own record and the run's tensors), and
+    the run's blocks are quantized copies only."""
+    patcher = build_tiny_model_patcher(TinyFluxSpec("flux1-dev", seed=4))
+    comfy.model_management.load_models_gpu([patcher], force_full_load=True)
+    assert any(m.model is patcher for m in comfy.model_management.current_loaded_models)
+
+    handle = TrainingModelHandle(patcher, TrainingModelSettings(quantization=quantization, training_dtype="fp32"))
+    adapter = handle.new_adapter()
+    assert not any(m.model is not None and m.model.model is patcher.model
+                   for m in comfy.model_management.current_loaded_models)
+    blocks = [m for name in ("double_blocks", "single_blocks") for m in getattr(adapter.module, name).modules()]
+    assert not any(isinstance(m, nn.Linear) and not is_quantized(m) for m in blocks), "a float block linear stayed"
+    # The norm gains and embedders are the run's own modules; they hold the owner's tensors only
+    # where its offload device is the training device (here: CPU), and copies on a GPU.
+    owner_modules = {id(m) for m in patcher.model.diffusion_model.modules()}
+    assert not any(id(m) in owner_modules for m in adapter.module.modules())
+
+    plain = TrainingModelHandle(patcher, TrainingModelSettings(quantization="none", training_dtype="fp32"))
+    plain.new_adapter()
+    assert any(m.model is patcher for m in comfy.model_management.current_loaded_models), "'none' trains on the loaded MODEL"

@@ -227,10 +227,11 @@ class TrainLoRA(io.ComfyNode):
 
         def train_fn(control, emit):
             runs.leave_inference_mode(model.transformer)
-            job = TrainingJob(config=config, adapter=model.new_adapter(), data=data,
-                              run_dir=RunDir(control.run_dir), base_fingerprint=model.base_fingerprint, previews=spec,
-                              dataset_report=None if report is None else report.data)
-            return train(job, control, emit)
+            with model.run_lifetime():
+                job = TrainingJob(config=config, adapter=model.new_adapter(), data=data,
+                                  run_dir=RunDir(control.run_dir), base_fingerprint=model.base_fingerprint,
+                                  previews=spec, dataset_report=None if report is None else report.data)
+                return train(job, control, emit)
 
         handle = runs.start_run(run_id, train_fn, blocking=mode == "wait", node_id=cls.hidden.unique_id)
         ref = runs.RunRef(run_id, handle.run_dir.root)

@@ -12,6 +12,7 @@ the two gets the right answer too.
 | V3 combo values checked when a prompt is queued (HTTP 400 "Value not in list") | 0.8.0 | nothing to do: tests accept either |
 | torchaudio imported unconditionally | 0.8.0 | scripts/hosts.py (torch 2.11 for that host) |
 | `model_management.in_training` (autograd-safe kernels, e.g. Flux's fused RoPE) | after 0.3.75 | `training_mode` |
+| no way to keep a model loaded while a run trains on it (both hosts) | - | `kept_loaded` (a `free_memory` shim) |
 | Flux.2 klein (Qwen3 text encoder, `klein_te`) | 0.9.2 | `klein_available` |
 | `ModelPatcherDynamic`, NVIDIA default: weights streamed per op | 0.16.0 | `is_dynamic`; model.py's `own_weights` |
 | `TrainLoraNode`: 5 more required inputs, no MODEL output | after 0.3.75 | bench/native.py reads the schema's defaults |
@@ -27,6 +28,8 @@ import threading
 
 _training_lock = threading.Lock()
 _training_runs = 0
+_pin_lock = threading.Lock()
+_pinned: dict[int, int] = {}  # id(BaseModel) -> how many live runs train on its loaded weights
 
 
 def flux_params(config: dict) -> dict:
@@ -90,6 +93,46 @@ def offload(patcher) -> bool:
             mm.current_loaded_models.pop(i)
             unloaded = True
     return unloaded
+
+
+@contextlib.contextmanager
+def kept_loaded(patcher):
+    """While the block runs, ComfyUI's memory management keeps `patcher`'s model loaded: a run that
+    trains on the loaded weights holds them, so unloading would free nothing on the device while
+    ComfyUI counts the memory as free (and load the next model into memory that is not there).
+
+    Neither host has an API for it (upstream's own trainer deep-copies the model instead; its
+    `in_training` flag only switches kernels), so this is a targeted shim: `free_memory`, through which
+    every unload for memory goes on both hosts, is wrapped once to add the pinned models to its
+    `keep_loaded`. `unload_all_models` (the "free memory" button) still unloads them.
+    """
+    import comfy.model_management as mm
+
+    key = id(patcher.model)
+    with _pin_lock:
+        _install_free_memory_guard(mm)
+        _pinned[key] = _pinned.get(key, 0) + 1
+    try:
+        yield
+    finally:
+        with _pin_lock:
+            _pinned[key] -= 1
+            if not _pinned[key]:
+                del _pinned[key]
+
+
+def _install_free_memory_guard(mm) -> None:
+    original = mm.free_memory
+    if getattr(original, "fluxlab_guard", False):
+        return
+
+    def free_memory(memory_required, device, keep_loaded=[], *args, **kwargs):
+        keep = list(keep_loaded) + [m for m in mm.current_loaded_models
+                                    if m.model is not None and id(m.model.model) in _pinned and m not in keep_loaded]
+        return original(memory_required, device, keep, *args, **kwargs)
+
+    free_memory.fluxlab_guard = True
+    mm.free_memory = free_memory
 
 
 def klein_available() -> bool:

@@ -20,6 +20,7 @@ dynamic-VRAM MODEL (0.33.0 on NVIDIA) is never force-loaded; runs copy its weigh
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ from torch import nn
 from ...core import quant
 from ...core.adapter import FluxTrainingAdapter, UnsupportedModelError, detect_flux_family
 from ...core.ownership import own_leaves
-from .host import is_dynamic, offload
+from .host import is_dynamic, kept_loaded, offload
 
 QUANTIZATION = {"none": "none", "int8": "qint8", "fp8": "qfloat8", "int4": "qint4"}
 """Node choice -> core.quant mode."""
@@ -172,6 +173,14 @@ class TrainingModelHandle:
     @property
     def transformer(self) -> nn.Module:
         return flux_transformer(self.patcher)
+
+    def run_lifetime(self):
+        """Hold for as long as a run lives: a run on the loaded weights ('none') keeps ComfyUI from
+        unloading them under it (`host.kept_loaded`); quantized and dynamic-VRAM runs train on their
+        own copies and pin nothing."""
+        if self.settings.quant_mode == "none" and not is_dynamic(self.patcher):
+            return kept_loaded(self.patcher)
+        return contextlib.nullcontext()
 
     def new_adapter(self) -> FluxTrainingAdapter:
         """A fresh core adapter over the shared weights, quantized when asked; call once per run.

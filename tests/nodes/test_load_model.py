@@ -228,3 +228,30 @@ def test_quantized_runs_take_comfys_float_copy_off_the_device(quantization):
     plain = TrainingModelHandle(patcher, TrainingModelSettings(quantization="none", training_dtype="fp32"))
     plain.new_adapter()
     assert any(m.model is patcher for m in comfy.model_management.current_loaded_models), "'none' trains on the loaded MODEL"
+
+
+def test_comfy_keeps_a_model_loaded_while_a_run_trains_on_it():
+    """Memory pressure (free_memory, what every ComfyUI unload for memory goes through) unloads the
+    MODEL as usual, except while a run trains on its loaded weights; quantized runs pin nothing."""
+    def loaded(patcher):
+        return any(m.model is patcher for m in comfy.model_management.current_loaded_models)
+
+    def squeeze():
+        comfy.model_management.free_memory(1e30, torch.device("cpu"))
+
+    patcher = build_tiny_model_patcher(TinyFluxSpec("flux1-dev", seed=6))
+    plain = TrainingModelHandle(patcher, TrainingModelSettings(quantization="none", training_dtype="fp32"))
+    quantized = TrainingModelHandle(patcher, TrainingModelSettings(quantization="int8", training_dtype="fp32"))
+    comfy.model_management.load_models_gpu([patcher], force_full_load=True)
+    with plain.run_lifetime():
+        squeeze()
+        assert loaded(patcher), "unloaded under a live run"
+        with quantized.run_lifetime():
+            squeeze()
+            assert loaded(patcher)
+    squeeze()
+    assert not loaded(patcher), "after the run it is ComfyUI's to unload again"
+    comfy.model_management.load_models_gpu([patcher], force_full_load=True)
+    with quantized.run_lifetime():
+        squeeze()
+        assert not loaded(patcher)

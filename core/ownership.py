@@ -19,7 +19,10 @@ do not build such patchers.
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .quant import float_weight, stored_in_float
 
 
 def own_leaves(tree: nn.Module, owner: nn.Module, device, *, copy: bool) -> int:
@@ -38,7 +41,10 @@ def own_leaves(tree: nn.Module, owner: nn.Module, device, *, copy: bool) -> int:
 def _own_leaf(leaf: nn.Module, device, copy: bool) -> nn.Module:
     """A plain torch module (no ComfyUI op hooks) with `leaf`'s parameters under the same names."""
     if isinstance(leaf, nn.Linear):
-        own = nn.Linear(leaf.in_features, leaf.out_features, bias=leaf.bias is not None, device="meta")
+        kind = nn.Linear if stored_in_float(leaf) else StoredLinear
+        own = kind(leaf.in_features, leaf.out_features, bias=leaf.bias is not None, device="meta")
+        if isinstance(getattr(leaf, "scale_weight", None), Tensor):  # ComfyUI's scaled fp8: W = weight * scale
+            own.scale_weight = _tensor(leaf.scale_weight, device, copy)
     else:  # a norm gain: read through its parameter and eps (core.flux.rms_norm_gain), never called
         own = nn.Module()
         if hasattr(leaf, "eps"):
@@ -46,6 +52,17 @@ def _own_leaf(leaf: nn.Module, device, copy: bool) -> nn.Module:
     for name, param in leaf.named_parameters(recurse=False):
         setattr(own, name, nn.Parameter(_tensor(param, device, copy), requires_grad=False))
     return own
+
+
+class StoredLinear(nn.Linear):
+    """A frozen linear over a weight kept as ComfyUI loaded it (fp8 from `weight_dtype fp8_e4m3fn`,
+    scaled fp8, a dequantizing tensor subclass): dequantized into the input's dtype for each call
+    and dropped after it, so a 12 GB fp8 MODEL trains without a second, wider copy of its weights.
+    The gradient to the input is that of the dequantized weight (the weight itself is frozen)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = float_weight(self).to(x.dtype)
+        return F.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
 
 
 def _tensor(param: Tensor, device, copy: bool) -> Tensor:

@@ -86,7 +86,7 @@ def _quantized_copy(linear: nn.Linear, qtype, device, compute_dtype) -> nn.Modul
     """A frozen QLinear made from a float copy of `linear`'s weights; `linear` is left as it was."""
     from optimum.quanto.nn import QLinear
 
-    weight = _float_weight(linear)
+    weight = float_weight(linear)
     device = torch.device(device) if device is not None else weight.device
     dtype = compute_dtype or (linear.weight.dtype if linear.weight.dtype in _FLOAT_DTYPES else torch.bfloat16)
     # A stand-in Linear over a detached tensor: quanto's from_module would otherwise adopt the
@@ -103,7 +103,13 @@ def _quantized_copy(linear: nn.Linear, qtype, device, compute_dtype) -> nn.Modul
     return quantized
 
 
-def _float_weight(linear: nn.Module) -> torch.Tensor:
+def stored_in_float(linear: nn.Module) -> bool:
+    """Whether `linear` computes with its weight as stored (a plain float tensor, no scale)."""
+    weight = linear.weight
+    return type(weight.detach()) is torch.Tensor and weight.dtype in _FLOAT_DTYPES and getattr(linear, "scale_weight", None) is None
+
+
+def float_weight(linear: nn.Module) -> torch.Tensor:
     """The weight `linear` computes with, as a plain tensor (not a copy when it already is one).
 
     Covers how ComfyUI stores Flux weights: float (fp32/bf16/fp16), fp8 with an optional

@@ -42,13 +42,30 @@ function loadStyle() {
 const client = new FluxLabClient(api);
 let panel = null;
 
+// Subscribe now, while ComfyUI imports this module: that is the only moment that comes before its
+// websocket opens. The frontend imports the extensions, then opens the socket, and only later (after
+// fetching every node definition) calls the `init` and `setup` hooks, while runs on the server keep
+// broadcasting. Frontend 1.58 drops a message whose type has no listener yet with a console error
+// ("Unknown message type fluxlab.step"), 1.32 with a warning. Records that come before the panel
+// exists wait here (the newest EARLY_LIMIT; the history fetch covers anything older) and go to the
+// panel in `setup`.
+const EARLY_LIMIT = 500;
+const early = [];
+client.subscribe(
+    (runId, record) => {
+        if (panel) panel.handleRecord(runId, record);
+        else if (early.push([runId, record]) > EARLY_LIMIT) early.shift();
+    },
+    () => panel?.handleReconnect(), // before setup there is nothing to refresh: setup lists the runs
+);
+
 app.registerExtension({
     name: "FluxLoRALab.Core",
 
     async setup() {
         loadStyle();
         panel = new FluxLabPanel(client, { toast, onProgress: (runs) => setBadge(progressBadge(runs)) });
-        client.subscribe((runId, record) => panel.handleRecord(runId, record), () => panel.handleReconnect());
+        for (const [runId, record] of early.splice(0)) panel.handleRecord(runId, record);
         app.extensionManager.registerSidebarTab({
             id: TAB_ID,
             icon: "pi pi-chart-line",

@@ -103,12 +103,15 @@ def chromium(browser_tools):
 @pytest.fixture
 def open_ui(chromium, browser_server, artifacts_dir, request):
     """`open_ui()` -> a UiPage on the ComfyUI front page in a new browser context (call it twice for
-    a second browser). At teardown: no errors from our extension in any of them."""
+    a second browser); `open_ui(before_open=fn)` calls `fn(page)` before the page loads (routes).
+    At teardown: no errors from our extension in any of them."""
     pages: list[UiPage] = []
 
-    def opener() -> UiPage:
+    def opener(before_open=None) -> UiPage:
         context = chromium.new_context(viewport={"width": 1400, "height": 900})
         ui = UiPage(context.new_page(), browser_server.url, artifacts_dir)
+        if before_open is not None:
+            before_open(ui.page)
         ui.open()
         pages.append(ui)
         return ui

@@ -2,17 +2,23 @@
 
 In file order (one server per browser session): the empty state before any run exists; a past run
 (an events.jsonl written by core.events.EventLog, as a run from an earlier server leaves it) drawn
-from its history; a live TrainLoRA run on the tiny model, queued over HTTP, watched as the chart
-gains points and the step count rises, paused, resumed and stopped from the panel's buttons, with
-the badge and the toast; then a second browser shows the whole history.
+from its history; an event that reaches the page the moment its websocket opens (before ComfyUI
+calls any extension hook) is not dropped; a live TrainLoRA run on the tiny model, queued over HTTP,
+watched as the chart gains points and the step count rises, picked up by a page opened mid-run,
+paused, resumed and stopped from the panel's buttons, with the badge and the toast; then a second
+browser shows the whole history.
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from PIL import Image
 
 from tests.e2e.test_training import make_dataset, training_graph
+
+from .ui import DROPPED_MESSAGE
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow]
 
@@ -37,6 +43,16 @@ def test_empty_state_says_how_to_start(open_ui, browser_client):
     ui.shot("01_empty_panel")
 
 
+# DatasetReport.data of a small folder with one caption missing and one broken file.
+REPORT = {
+    "images": 3, "samples_per_epoch": 3, "folders": [], "buckets": {"64px 1x1": 3},
+    "captions": {"from_file": 2, "missing": [{"image": "c.png", "used": "trigger_only", "caption": "ohwx"}],
+                 "with_trigger": 3, "empty": []},
+    "duplicates": [], "rejected": [{"file": "broken.png", "reason": "cannot be decoded"}], "ignored_files": [],
+    "cache": {"latents_encoded": 3, "latents_reused": 0, "texts_encoded": 3, "texts_reused": 0, "damaged_rebuilt": []},
+    "batch_size": 1, "steps_per_epoch": 3, "suggested_steps": 300, "suggested_epochs": 100.0, "preset": "concept"}
+
+
 def write_past_run(server) -> None:
     """A finished run's folder as TrainLoRA leaves it: events.jsonl (+ previews on disk)."""
     from flux_lora_lab.core import events as ev
@@ -47,13 +63,7 @@ def write_past_run(server) -> None:
     for i, colour in enumerate([(200, 60, 40), (40, 90, 200)]):
         Image.new("RGB", (64, 64), colour).save(checkpoint / f"preview_{i}.png")
     log = ev.EventLog(folder / "events.jsonl")
-    log.append(ev.DatasetReport(report={
-        "images": 3, "samples_per_epoch": 3, "folders": [], "buckets": {"64px 1x1": 3},
-        "captions": {"from_file": 2, "missing": [{"image": "c.png", "used": "trigger_only", "caption": "ohwx"}],
-                     "with_trigger": 3, "empty": []},
-        "duplicates": [], "rejected": [{"file": "broken.png", "reason": "cannot be decoded"}], "ignored_files": [],
-        "cache": {"latents_encoded": 3, "latents_reused": 0, "texts_encoded": 3, "texts_reused": 0, "damaged_rebuilt": []},
-        "batch_size": 1, "steps_per_epoch": 3, "suggested_steps": 300, "suggested_epochs": 100.0, "preset": "concept"}))
+    log.append(ev.DatasetReport(report=REPORT))
     log.append(ev.Started(run_id=PAST_RUN, total_steps=PAST_STEPS))
     for step in range(1, PAST_STEPS + 1):
         log.append(ev.Step(step=step, total=PAST_STEPS, loss=0.5 / step + 0.1, lr=1e-4, its=5.0,
@@ -87,6 +97,73 @@ def test_past_run_history(open_ui, browser_server):
     ui.shot("02_past_run_history")
 
 
+# Runs in the page before any of its scripts (Playwright init script). ComfyUI's socket to /ws gets,
+# right after the server's first message (its status), `message` as if the server had sent it:
+# dispatched in the page, in order, with no round trip through the test: the earliest moment a
+# server event can arrive. The frontend calls the extensions' `setup` only after it has fetched
+# /object_info, so holding that request until the message is in makes the order certain (without
+# it, on a loaded machine, the socket may open after setup and the test would prove nothing).
+# `window.__fluxlabInjected` records the moment: the first server message's type, and whether our
+# tab was already on screen (it must not be: that would mean our setup had run).
+INJECT_AT_SOCKET_OPEN = """(message) => {
+    const NativeSocket = window.WebSocket;
+    const nativeFetch = window.fetch;
+    const pathOf = (url) => new URL(url, location.href).pathname;
+    let socketCreated = false;
+    let release;
+    const injected = new Promise((resolve) => { release = resolve; });
+    setTimeout(() => release(), 30000); // no message ever: let the page load, the test says why it failed
+    window.__fluxlabInjected = null;
+    window.fetch = function (input, init) {
+        const url = typeof input === "string" || input instanceof URL ? String(input) : input.url;
+        if (socketCreated && /\\/object_info$/.test(pathOf(url))) return injected.then(() => nativeFetch.call(this, input, init));
+        return nativeFetch.call(this, input, init);
+    };
+    window.WebSocket = class extends NativeSocket {
+        constructor(url, protocols) {
+            super(url, protocols);
+            if (!/\\/ws$/.test(pathOf(url)) || socketCreated) return;
+            socketCreated = true;
+            this.addEventListener("message", (first) => {
+                const tabShown = [...document.querySelectorAll("button[aria-label]")]
+                    .some((b) => b.getAttribute("aria-label").startsWith("Flux LoRA Lab"));
+                let firstType = null;
+                try { firstType = JSON.parse(first.data).type; } catch { firstType = "<not JSON>"; }
+                window.__fluxlabInjected = { firstType, tabShown };
+                // After every listener of the first message (ComfyUI's included) has run.
+                queueMicrotask(() => {
+                    this.dispatchEvent(new MessageEvent("message", { data: JSON.stringify(message) }));
+                    release();
+                });
+            }, { once: true });
+        }
+    };
+}"""
+
+
+def test_event_at_socket_open_is_not_dropped(open_ui):
+    """DatasetFromFolder's report (a `fluxlab.dataset_report` with run_id null, as
+    nodes/_comfy/encoders.py broadcasts it) arriving the moment the socket opens reaches the panel,
+    and the frontend does not drop it ("Unknown message type fluxlab.dataset_report": 1.58 logs an
+    error, 1.32 a warning; the teardown fails the test on either)."""
+    event = {"type": "fluxlab.dataset_report", "data": {"run_id": None, "report": REPORT, "text": "3 images"}}
+    ui = open_ui(before_open=lambda page: page.add_init_script(
+        script=f"({INJECT_AT_SOCKET_OPEN})({json.dumps(event)})"))
+    injected = ui.evaluate("() => window.__fluxlabInjected")
+    assert injected, "the page's websocket got no message: nothing was injected"
+    assert injected == {"firstType": "status", "tabShown": False}, \
+        f"injected too late to test anything (after our setup) or not after the status: {injected}"
+    dropped = [line for line in ui.console if DROPPED_MESSAGE.search(line)]
+    assert not dropped, f"the frontend dropped our event: {dropped}"
+    panel = ui.open_panel()
+    box = panel.locator("[data-testid=fluxlab-loose-report]")
+    box.wait_for(state="visible")
+    box.locator("summary").click()
+    report = box.inner_text()
+    assert "3 images" in report and "Rejected broken.png" in report and "No caption file for c.png" in report
+    ui.shot("02b_report_sent_at_socket_open")
+
+
 def test_live_run_pause_resume_stop(open_ui, browser_server, browser_client):
     make_dataset(browser_server)
     ui = open_ui()
@@ -104,10 +181,21 @@ def test_live_run_pause_resume_stop(open_ui, browser_server, browser_client):
     assert ui.text("fluxlab-status") == "running"
     assert "it/s" in ui.text("fluxlab-its") and ui.text("fluxlab-eta") != "–" and "RAM" in ui.text("fluxlab-memory")
     assert ui.text("fluxlab-step").endswith("/ 100000")
-    ui.wait_for("() => /^\\d+%$/.test(document.querySelector('.fluxlab-tab-button')?.innerText.trim())")
+    ui.wait_badge(r"^\d+%$")  # the tab's badge shows the live run's progress
     ui.wait_for("() => document.querySelectorAll('[data-testid=fluxlab-previews] img').length > 0")
     assert panel.locator("[data-action=pause]").is_enabled() and panel.locator("[data-action=resume]").is_disabled()
     ui.shot("03_live_training")
+
+    # A page opened while the run broadcasts its steps: step events reach it before ComfyUI calls
+    # our setup. None may be dropped (the teardown fails the test on "Unknown message type
+    # fluxlab.step"), and the page picks the live run up, badge and panel, and follows it.
+    watcher = open_ui()
+    watcher.wait_badge(r"^\d+%$")
+    watcher.open_panel()
+    watcher.wait_for(f"() => document.querySelector('[data-testid=fluxlab-detail]')?.dataset.runId === '{LIVE_RUN}'")
+    seen_step = watcher.evaluate(STEP)
+    watcher.wait_for(f"() => ({STEP})() > {seen_step}")
+    assert watcher.text("fluxlab-status") == "running"
 
     panel.locator("[data-action=pause]").click()
     ui.wait_for("() => document.querySelector('[data-testid=fluxlab-detail]').dataset.status === 'paused'")

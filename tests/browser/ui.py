@@ -1,5 +1,12 @@
 """`UiPage`: one ComfyUI page in the browser, with the few actions the tests share (open the
-panel, wait for a condition, screenshot) and a record of everything that went wrong in it."""
+panel, wait for a condition, screenshot) and a record of everything that went wrong in it.
+
+What belongs to ComfyUI's frontend is found the way a user (or a screen reader) finds it, not by the
+frontend's CSS classes, which change between its versions (1.32: PrimeVue, `.fluxlab-tab-button`,
+`.p-toast-message`, `.p-dialog`; 1.58: reka-ui, none of those): the sidebar tab is the button named
+by our tab's tooltip (its aria-label in both), toasts and notices are on-screen `role=alert` /
+`role=status` elements, dialogs are `role=dialog`. Our own elements carry `data-testid`s.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,28 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 OURS = re.compile(rf"fluxlab|{re.escape(PACK_DIRNAME)}", re.IGNORECASE)
 WAIT_MS = 60_000
+# A websocket message of ours that the frontend had no listener for: 1.58 logs an error
+# "Unknown message type fluxlab.step", 1.32 a warning "Unhandled message: {...} Error: Unknown ...".
+DROPPED_MESSAGE = re.compile(r"Unknown message type|Unhandled message")
+
+TAB_TITLE = "Flux LoRA Lab"  # the tab's title (web/fluxlab.js), shown as its label where the sidebar has labels
+TAB_NAME = "Flux LoRA Lab: training runs"  # the tab's tooltip, the button's accessible name (aria-label)
+# The tab button in page scripts (an aria-label that starts with the tooltip: a frontend may append a
+# key binding to it).
+TAB_BUTTON_JS = (f"[...document.querySelectorAll('button[aria-label]')]"
+                 f".find((b) => b.getAttribute('aria-label').startsWith({TAB_NAME!r}))")
+# The badge on the tab: the button's visible text without its label.
+BADGE_JS = f"""() => {{
+    const button = {TAB_BUTTON_JS};
+    if (!button) return null;
+    return button.innerText.split("\\n").map((s) => s.trim()).filter((s) => s && s !== {TAB_TITLE!r}).join(" ");
+}}"""
+# Toasts and notices on screen: role alert / status with text, not the 1px screen-reader copies
+# (frontend 1.58 repeats every toast in a visually hidden live region).
+NOTICES_JS = """() => [...document.querySelectorAll('[role=alert], [role=status]')].filter((el) => {
+    const box = el.getBoundingClientRect();
+    return box.width > 2 && box.height > 2 && el.innerText.trim() !== '';
+})"""
 
 
 def _external(where: str, server_url: str) -> bool:
@@ -43,8 +72,10 @@ class UiPage:
         where = (message.location or {}).get("url", "")
         line = f"{message.type}: {message.text} ({where})"
         self.console.append(line)
-        # Errors that mention us, and warnings raised in our own files.
-        if message.type == "error" or (message.type == "warning" and PACK_DIRNAME in where):
+        # Errors that mention us, warnings raised in our own files, and any message that says the
+        # frontend dropped one of our websocket events (1.32 says so in a warning from its own file).
+        if (message.type == "error" or (message.type == "warning" and PACK_DIRNAME in where)
+                or DROPPED_MESSAGE.search(message.text)):
             self._note(line, where)
 
     def _on_response(self, response) -> None:
@@ -61,15 +92,19 @@ class UiPage:
     # -- actions ---------------------------------------------------------------------------------
     def open(self) -> "UiPage":
         self.page.goto(self.url)
-        self.page.wait_for_selector(".fluxlab-tab-button", timeout=WAIT_MS)  # our extension's tab is registered
+        self.tab_button().wait_for(timeout=WAIT_MS)  # our extension's tab is registered
         self.page.wait_for_function("() => window.app?.graph && window.app.extensionManager", timeout=WAIT_MS)
         return self
+
+    def tab_button(self):
+        """The Flux LoRA Lab button in ComfyUI's sidebar, by its accessible name."""
+        return self.page.get_by_role("button", name=re.compile(rf"^{re.escape(TAB_NAME)}"))
 
     def open_panel(self):
         """Open the Flux LoRA Lab sidebar tab (if it is not open) and return the panel locator."""
         panel = self.page.locator("[data-testid=fluxlab-panel]")
         if not panel.is_visible():
-            self.page.click(".fluxlab-tab-button")
+            self.tab_button().click()
         panel.wait_for(state="visible", timeout=WAIT_MS)
         return panel
 
@@ -77,11 +112,30 @@ class UiPage:
         """Poll a JS predicate (a function source) until it is truthy; returns its value."""
         return self.page.wait_for_function(expression, arg=arg, timeout=timeout_ms, polling=100).json_value()
 
+    def wait_until(self, expression: str, arg=None, timeout_ms: int = WAIT_MS) -> bool:
+        """Like wait_for, but False instead of an error when the predicate stays falsy."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            self.wait_for(expression, arg=arg, timeout_ms=timeout_ms)
+        except PlaywrightTimeout:
+            return False
+        return True
+
     def text(self, test_id: str) -> str:
         return self.page.locator(f"[data-testid={test_id}]").inner_text()
 
     def badge(self) -> str:
-        return self.page.locator(".fluxlab-tab-button").inner_text().strip()
+        """The text of the badge on our sidebar tab ("" when it shows none)."""
+        value = self.evaluate(BADGE_JS)
+        assert value is not None, f"no sidebar button named {TAB_NAME!r}"
+        return value
+
+    def wait_badge(self, pattern: str, timeout_ms: int = WAIT_MS) -> str:
+        """Wait until the tab's badge matches `pattern` (a JS regex source); the badge text."""
+        return self.wait_for(f"(pattern) => {{ const text = ({BADGE_JS})(); "
+                             f"return text !== null && new RegExp(pattern).test(text) ? text : null; }}",
+                             arg=pattern, timeout_ms=timeout_ms)
 
     def shot(self, name: str) -> Path:
         path = self.artifacts / f"{name}.png"
@@ -90,12 +144,13 @@ class UiPage:
 
     def wait_toast(self, text: str, timeout_ms: int = WAIT_MS) -> str:
         """Wait for a toast containing `text`, done fading in (so a screenshot shows it); its text."""
-        return self.wait_for("""(text) => [...document.querySelectorAll('.p-toast-message')]
+        return self.wait_for(f"""(text) => ({NOTICES_JS})()
             .find((t) => t.innerText.includes(text) && getComputedStyle(t).opacity === '1')?.innerText""",
                              arg=text, timeout_ms=timeout_ms)
 
     def toasts(self) -> list[str]:
-        return self.page.locator(".p-toast-message").all_inner_texts()
+        """Texts of the toasts and notices on screen (1.58 also shows workflow problems this way)."""
+        return self.evaluate(f"() => ({NOTICES_JS})().map((t) => t.innerText)")
 
     def evaluate(self, expression: str, arg=None):
         return self.page.evaluate(expression, arg)

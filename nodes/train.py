@@ -25,7 +25,7 @@ from ..core.presets import PRESETS, STEP_RULES, apply_preset
 from ..core.rundir import RunDir
 from ..core.trainer import TrainingJob, train
 from . import types
-from ._comfy import previews, runs
+from ._comfy import memory, previews, runs
 
 PRESET_CHOICES = (*PRESETS, "custom")  # custom = TrainConfig defaults
 USE_PRESET = "preset"  # list / switch widgets
@@ -224,6 +224,7 @@ class TrainLoRA(io.ComfyNode):
                                            guidance=preview_guidance)
         report = dataset.report
         run_id = config.run.name
+        memory.check_fits(model, config, data)  # before any thread or file: a clear error, not an OOM at step 1
 
         def train_fn(control, emit):
             runs.leave_inference_mode(model.transformer)

@@ -31,15 +31,12 @@ from ...core import quant
 from ...core.adapter import FluxTrainingAdapter, UnsupportedModelError, detect_flux_family
 from ...core.ownership import own_leaves
 from .host import is_dynamic, kept_loaded, offload
+from .memory import estimate_memory
 
 QUANTIZATION = {"none": "none", "int8": "qint8", "fp8": "qfloat8", "int4": "qint4"}
 """Node choice -> core.quant mode."""
 TRAINING_DTYPES = {"bf16": ("bf16", torch.bfloat16), "fp32": ("no", torch.float32)}
 """Node choice -> (TrainConfig train.mixed_precision, compute dtype of quantized layers)."""
-_QUANT_BYTES = {"qint8": 1.0, "qfloat8": 1.0, "qint4": 0.5 + 4 / 128}  # int4: + bf16 scale/shift per group of 128
-_ESTIMATE_RANK = 16
-_LORA_BYTES_PER_PARAM = 16  # fp32 weight + gradient + two AdamW moments
-_FAMILY_NAMES = {"flux1": "Flux.1", "flux2": "Flux.2"}
 
 
 @dataclass(frozen=True)
@@ -174,11 +171,16 @@ class TrainingModelHandle:
     def transformer(self) -> nn.Module:
         return flux_transformer(self.patcher)
 
+    @property
+    def trains_in_place(self) -> bool:
+        """A run trains on ComfyUI's loaded weights themselves ('none' on a resident MODEL)."""
+        return self.settings.quant_mode == "none" and not is_dynamic(self.patcher)
+
     def run_lifetime(self):
         """Hold for as long as a run lives: a run on the loaded weights ('none') keeps ComfyUI from
         unloading them under it (`host.kept_loaded`); quantized and dynamic-VRAM runs train on their
         own copies and pin nothing."""
-        if self.settings.quant_mode == "none" and not is_dynamic(self.patcher):
+        if self.trains_in_place:
             return kept_loaded(self.patcher)
         return contextlib.nullcontext()
 
@@ -203,54 +205,3 @@ class TrainingModelHandle:
         quant.quantize_base(adapter.module, s.quant_mode, device=self.device, compute_dtype=s.compute_dtype)
         own_leaves(adapter.module, self.transformer, self.device, copy=is_dynamic(self.patcher))
         return adapter
-
-
-def _block_linears(transformer: nn.Module) -> list[nn.Linear]:
-    """The linears core.quant quantizes: every nn.Linear inside double_blocks / single_blocks."""
-    return [m for name in ("double_blocks", "single_blocks") for block in getattr(transformer, name, ())
-            for m in block.modules() if isinstance(m, nn.Linear)]
-
-
-def _count(n: int) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return str(n)
-
-
-def _size(n: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{int(n)} B"
-
-
-def estimate_memory(transformer: nn.Module, family: str, settings: TrainingModelSettings, device) -> str:
-    """Rough memory of a run with these settings: base weights by dtype / quantization, plus a LoRA of
-    rank 16 on every block linear with AdamW (an upper bound for the 'all' target preset). Activations
-    depend on resolution and batch size and are described, not counted."""
-    state = transformer.state_dict()
-    stored = sum(t.numel() * t.element_size() for t in state.values())
-    params = sum(t.numel() for t in state.values())
-    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values()})
-    linears = _block_linears(transformer)
-    lines = [f"{_FAMILY_NAMES[family]}: {_count(params)} parameters stored as {'/'.join(dtypes)} ({_size(stored)}), "
-             f"training on {device}."]
-    if settings.quant_mode == "none":
-        lines.append(f"Base weights: {_size(stored)}, ComfyUI's loaded weights shared as they are (no copy).")
-    else:
-        block_numel = sum(m.weight.numel() for m in linears)
-        block_stored = sum(m.weight.numel() * m.weight.element_size() for m in linears)
-        quantized = block_numel * _QUANT_BYTES[settings.quant_mode]
-        lines.append(f"Base weights: {_size(quantized + stored - block_stored)} ({settings.quantization} copies of "
-                     f"{len(linears)} block linears + float embedders/norms), built one layer at a time from "
-                     f"ComfyUI's {_size(stored)} copy, which is offloaded to system RAM while the run trains.")
-    lora_params = sum(_ESTIMATE_RANK * (m.in_features + m.out_features) for m in linears)
-    lines.append(f"LoRA rank {_ESTIMATE_RANK} on all block linears with AdamW: ~{_size(lora_params * _LORA_BYTES_PER_PARAM)} "
-                 "(fp32 weights, gradients, optimizer states; scales with rank).")
-    checkpointing = (f"gradient checkpointing every {settings.checkpoint_every_n_blocks} block(s) keeps about one "
-                     "block's activations" if settings.gradient_checkpointing
-                     else "no gradient checkpointing: every block's activations are kept (the largest cost at 1024 px)")
-    lines.append(f"Activations: {checkpointing}; they grow with resolution and batch size. "
-                 f"Compute: {'bf16 autocast' if settings.mixed_precision == 'bf16' else 'fp32'}.")
-    return "\n".join(lines)

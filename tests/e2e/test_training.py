@@ -267,6 +267,8 @@ def test_cancel_in_wait_mode_saves_a_checkpoint_and_requeue_resumes(comfy_client
     ({"preset": "character"}, ("class_word", "DOP")),
     ({"optim_optimizer": "sgd"}, ("optim_optimizer", "'sgd' is not one of")),
     ({"flow_timestep_sampling": "balance"}, ("flow_timestep_sampling", "did you mean 'balanced'")),
+    # Measured before the memory plan: "DefaultCPUAllocator: can't allocate" naming nothing.
+    ({"lora_rank": 1_000_000}, ("lora_rank", "will not fit", "largest part is LoRA + optimizer", "peak:")),
 ])
 def test_bad_settings_fail_with_a_message_naming_them(comfy_client, dataset, settings, words):
     """Refused by the node with our words, or (combo values on hosts that check them when a prompt

@@ -14,7 +14,7 @@ the two gets the right answer too.
 | `model_management.in_training` (autograd-safe kernels, e.g. Flux's fused RoPE) | after 0.3.75 | `training_mode` |
 | no way to keep a model loaded while a run trains on it (both hosts) | - | `kept_loaded` (a `free_memory` shim) |
 | Flux.2 klein (Qwen3 text encoder, `klein_te`) | 0.9.2 | `klein_available` |
-| `ModelPatcherDynamic`, NVIDIA default: weights streamed per op | 0.16.0 | `is_dynamic`; model.py's `own_weights` |
+| `ModelPatcherDynamic`, NVIDIA default: weights streamed per op | 0.16.0 | `is_dynamic`; runs copy the weights (`core.ownership.own_leaves`) |
 | `TrainLoraNode`: 5 more required inputs, no MODEL output | after 0.3.75 | bench/native.py reads the schema's defaults |
 | Flux checkpoints' `*_norm.scale` keys mapped to `.weight` on load | 0.14.0 | scripts/make_stock_flux_checkpoint.py writes BFL's `scale` |
 | `SaveImage` lists an IMAGE output | after 0.3.75 | nothing (workflows are generated on the current host) |
@@ -28,6 +28,7 @@ import threading
 
 _training_lock = threading.Lock()
 _training_runs = 0
+_in_training_found = False  # the host's flag as the first of the overlapping runs found it
 _pin_lock = threading.Lock()
 _pinned: dict[int, int] = {}  # id(BaseModel) -> how many live runs train on its loaded weights
 
@@ -56,13 +57,13 @@ def training_mode():
     back as it was found when the last run ends. A no-op on hosts without the flag."""
     import comfy.model_management as mm
 
-    global _training_runs
+    global _training_runs, _in_training_found
     if not hasattr(mm, "in_training"):
         yield
         return
     with _training_lock:
         if _training_runs == 0:
-            training_mode.found = mm.in_training
+            _in_training_found = mm.in_training
         _training_runs += 1
         mm.in_training = True
     try:
@@ -71,7 +72,7 @@ def training_mode():
         with _training_lock:
             _training_runs -= 1
             if _training_runs == 0:
-                mm.in_training = training_mode.found
+                mm.in_training = _in_training_found
 
 
 def is_dynamic(patcher) -> bool:

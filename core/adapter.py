@@ -10,6 +10,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from .block_swap import BlockSwap
 from .flux import FluxArch, TrainFlux, UnsupportedModelError
 
 __all__ = ["TrainingAdapter", "FluxTrainingAdapter", "detect_flux_family", "UnsupportedModelError"]
@@ -84,6 +85,11 @@ class FluxTrainingAdapter:
 
     def set_checkpointing(self, enabled: bool, every: int = 1) -> None:
         self.module.checkpoint_every = every if enabled else 0
+
+    def swap_blocks(self, count: int, device) -> None:
+        """Keep the base weights of the last `count` single blocks in system memory (core/block_swap.py).
+        Call after the LoRA is attached and made trainable: what requires grad stays on the device."""
+        self.module.swap = BlockSwap(list(self.module.single_blocks), count, device) if count else None
 
     def predict(self, latents: Tensor, sigmas: Tensor, context: Tensor, pooled: Tensor | None = None, guidance: Tensor | float | None = None) -> Tensor:
         """The model output (flow velocity, noise - x0) for noisy `latents` (B, C, H, W) at `sigmas` (B,) in [0, 1].

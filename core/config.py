@@ -275,6 +275,9 @@ class TrainSettings(_Section):
                                            "much less memory, ~30% slower. Needed for Flux on <48 GB.")
     checkpoint_every_n_blocks: int = setting(1, "With gradient checkpointing, checkpoint only every "
                                              "N-th block (1 = all; 2-3 trade memory for speed).", ge=1)
+    blocks_to_swap: int = setting(0, "Keep the base weights of the last N single blocks in system RAM and "
+                                  "bring each to the GPU only while it runs (kohya's blocks_to_swap): "
+                                  "for 10-16 GB cards; slower, the same LoRA. 0 = off.", ge=0)
     ema: bool = setting(False, "Keep an exponential moving average of the LoRA weights and save that "
                         "(smoother results, same memory as one extra LoRA copy).")
     ema_decay: float = setting(0.999, "EMA decay per optimizer step (0.999 averages ~1000 steps; "
@@ -328,6 +331,7 @@ _ALIASES = {
     "diff_output_preservation_every_n_steps": "dop.every_n_steps", "max_steps": "train.steps",
     "max_train_steps": "train.steps", "train_batch_size": "train.batch_size", "use_ema": "train.ema",
     "dtype": "train.mixed_precision", "gradient_checkpointing_interval": "train.checkpoint_every_n_blocks",
+    "blocks_to_swap": "train.blocks_to_swap",
     "trigger_word": "run.trigger", "instance_prompt": "run.trigger", "quantize_dtype": "model.quantize",
     "base_model_precision": "model.quantize", "quantization": "model.quantize",
 }

@@ -334,6 +334,8 @@ class TrainFlux(nn.Module):
         arch = FluxArch.of(owner)
         self.arch = arch
         self.checkpoint_every = checkpoint_every
+        self.swap = None
+        """A core.block_swap.BlockSwap when some blocks' weights live in system memory."""
         self.img_in = owner.img_in
         self.txt_in = owner.txt_in
         self.time_in = MLPEmbedder(owner.time_in)
@@ -391,6 +393,10 @@ class TrainFlux(nn.Module):
         return shared_double, self.single_stream_modulation(vec)[0]
 
     def _call(self, index: int, block: nn.Module, *args):
+        if self.swap is not None and self.swap.holds(block):  # always checkpointed (core/block_swap.py)
+            if torch.is_grad_enabled():
+                return checkpoint(self.swap.run, block, *args, use_reentrant=False)
+            return self.swap.run(block, *args)
         every = self.checkpoint_every
         if every and index % every == 0 and torch.is_grad_enabled():
             return checkpoint(block, *args, use_reentrant=False)

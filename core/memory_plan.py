@@ -50,6 +50,8 @@ class ModelShape:
     block_weight_bytes: int
     """The block linears' weights as stored (what quantization replaces)."""
     largest_block_weight: int
+    single_block_weight_count: int
+    """Block-linear weights of one single block (what block swap moves per block)."""
     other_bytes: int
     """Everything else (embedders, final layer, norms, biases, Flux.2's shared modulations)."""
 
@@ -65,6 +67,7 @@ class RunShape:
     tokens: int
     """Largest image tokens + text tokens of any batch."""
     checkpoint_every: int  # 0 = off
+    blocks_to_swap: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class MemoryPlan:
         """What to change so the run fits in `free` bytes."""
         biggest = max(self.parts, key=self.parts.get)
         hints = {
-            "base weights": "quantization int8 (or int4) on LoadFluxForTraining",
+            "base weights": "quantization int8 (or int4) on LoadFluxForTraining, or train_blocks_to_swap",
             "activations": "gradient checkpointing on every block, a lower resolution, or batch size 1",
             "LoRA + optimizer": "a lower lora_rank, fewer lora_targets, or optim_optimizer adamw8bit",
         }
@@ -109,6 +112,9 @@ def plan(model: ModelShape, run: RunShape) -> MemoryPlan:
         base = model.block_weight_bytes + model.other_bytes
     else:  # quantized blocks, plus one float layer being quantized or dequantized at a time
         base = model.block_weight_count * quant + model.other_bytes + model.largest_block_weight * element
+    # Swapped blocks live in system memory; the running one and the one copied ahead are on the device.
+    per_weight = quant if quant is not None else model.block_weight_bytes / model.block_weight_count
+    base -= max(0, run.blocks_to_swap - 2) * model.single_block_weight_count * per_weight
     lora = run.lora_params * (_LORA_BYTES + OPTIMIZER_BYTES[run.optimizer] + (4 if run.ema else 0))
     return MemoryPlan({"base weights": int(base), "LoRA + optimizer": int(lora), "activations": int(activations)})
 
@@ -126,6 +132,8 @@ def shape_of(tree: nn.Module, family: str, mlp_ratio: float) -> ModelShape:
         block_weight_count=sum(w.numel() for w in weights),
         block_weight_bytes=sum(w.numel() * w.element_size() for w in weights),
         largest_block_weight=max(w.numel() for w in weights), other_bytes=other,
+        single_block_weight_count=sum(m.weight.numel() for m in tree.single_blocks[0].modules() if isinstance(m, nn.Linear))
+        if len(tree.single_blocks) else 0,
     )
 
 

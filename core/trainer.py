@@ -119,6 +119,7 @@ class _Loop:
         params = [p for _, p in named]
         for p in params:
             p.requires_grad_(True)
+        self.adapter.swap_blocks(self.cfg.train.blocks_to_swap, self.device)
         optimizer = build_optimizer(self.cfg.optim, params)
         scheduler = build_scheduler(optimizer, self.cfg.optim, self.total)
         ema = LoraEMA(named, self.cfg.train.ema_decay) if self.cfg.train.ema else None

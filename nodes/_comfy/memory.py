@@ -71,7 +71,8 @@ def run_plan(handle, config: TrainConfig, data) -> MemoryPlan:
                    lora_params=memory_plan.lora_parameter_count(tree, names, config.lora.rank),
                    optimizer=config.optim.optimizer, ema=t.ema, batch=t.batch_size,
                    tokens=(width // 16) * (height // 16) + text_tokens,
-                   checkpoint_every=t.checkpoint_every_n_blocks if t.gradient_checkpointing else 0)
+                   checkpoint_every=t.checkpoint_every_n_blocks if t.gradient_checkpointing else 0,
+                   blocks_to_swap=t.blocks_to_swap)
     return memory_plan.plan(shape, run)
 
 

@@ -76,7 +76,7 @@ def test_activation_constants_are_what_autograd_keeps(variant, compute):
 def shape(**changes):
     base = dict(family="flux1", hidden=3072, mlp_ratio=4.0, double_blocks=19, single_blocks=38,
                 block_weight_count=11_800_000_000, block_weight_bytes=23_600_000_000,
-                largest_block_weight=3072 * 12288, other_bytes=200_000_000)
+                largest_block_weight=3072 * 12288, single_block_weight_count=141_000_000, other_bytes=200_000_000)
     return memory_plan.ModelShape(**{**base, **changes})
 
 
@@ -99,5 +99,7 @@ def test_the_plan_follows_the_settings():
     assert plain.parts["activations"] < every_2 < unchecked
     assert memory_plan.plan(shape(), run(batch=2)).parts["activations"] == 2 * plain.parts["activations"]
     assert plain.peak == sum(plain.parts.values()) and "peak:" in plain.describe()
+    swapped = memory_plan.plan(shape(), run(blocks_to_swap=20)).parts["base weights"]
+    assert swapped == plain.parts["base weights"] - 18 * 141_000_000 * 2  # 2 blocks in flight, bf16
     advice = memory_plan.plan(shape(), run()).advice(free=12 * 2**30)
     assert "largest part is base weights" in advice and "int8" in advice

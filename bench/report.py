@@ -131,23 +131,27 @@ def gpu_section() -> list[str]:
         data = json.loads(GPU_RESULTS.read_text())
         lines += [f"Device: {data['device']}, torch {data['torch']}, bf16 peak taken as {data['peak_tflops']:.0f} TFLOPS. "
                   f"Command: `{data['command']}`", "",
-                  "| base | resolution | checkpointing | s/step | peak GPU memory (GiB) | model TFLOP/step | fraction of bf16 peak |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| base | resolution | checkpointing | blocks swapped | s/step | peak GPU memory (GiB) | planned (GiB) | "
+                  "model TFLOP/step | fraction of bf16 peak |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in data["runs"]:
+            head = f"| {r['quantize']} | {r['px']}² | {'on' if r['checkpointing'] else 'off'} | {r.get('swap', 0)} |"
             if r.get("ok"):
-                lines.append(f"| {r['quantize']} | {r['px']}² | {'on' if r['checkpointing'] else 'off'} | {r['s_per_step']:.3f} | "
-                             f"{r['peak_gib']:.1f} | {r['model_tflop']:.1f} | {r['mfu']:.1%} |")
+                planned = f"{r['planned_gib']:.1f}" if r.get("planned_gib") is not None else ""
+                lines.append(f"{head} {r['s_per_step']:.3f} | {r['peak_gib']:.1f} | {planned} | {r['model_tflop']:.1f} | {r['mfu']:.1%} |")
             else:
-                lines.append(f"| {r['quantize']} | {r['px']}² | {'on' if r['checkpointing'] else 'off'} | {r['error'][:80]} | | | |")
+                lines.append(f"{head} {r['error'][:80]} | | | | |")
     else:
         lines += ["**Not measured in this session**: no GPU machine was lent to this task. `bench/gpu.py` is the "
                   "benchmark that would run there (`.venv-0.33.0/bin/python -m bench.gpu` on a CUDA machine): ComfyUI's `Flux` "
                   "class at Flux.1-dev shape (hidden 3072, 24 heads, 19 double + 38 single blocks, T5 4096 / CLIP 768 "
-                  "conditioning, guidance embedding) with random bf16 weights on the GPU, our engine, base bf16 and "
-                  "qint8, 512² and 1024², rank 16 (`all` preset), batch 1, with and without checkpointing; it records "
-                  "s/step, peak GPU memory (`torch.cuda.max_memory_allocated`) and the fraction of the card's bf16 "
-                  "dense matrix rate, writes bench/gpu_results.json, and this page then shows its table. Without CUDA it "
-                  "says so and exits 0."]
+                  "conditioning, guidance embedding) with random bf16 weights on the GPU, our engine, base bf16 shared, "
+                  "fp8-stored, qint8 and qint4, 512² and 1024², rank 16 (`all` preset), batch 1, with and without "
+                  "checkpointing, and block swap (20 blocks); it records s/step, peak GPU memory "
+                  "(`torch.cuda.max_memory_allocated` / reserved) beside the memory plan's estimate, and the fraction "
+                  "of the card's bf16 dense matrix rate, writes bench/gpu_results.json, and this page then shows its "
+                  "table. Without CUDA it says so and exits 0; `--dry-run` checks every configuration on a tiny CPU "
+                  "model (a test runs it)."]
     lines += ["", "### FLOPs per training step (bench/flops.py)", "",
               "Matmul FLOPs, 1 multiply-add = 2 FLOPs, h = 3072, mlp 4h, 57 blocks (19 double + 38 single), "
               "L = image + text tokens, LoRA rank r = 16 on the `all` preset (every block linear but the modulations):", "",

@@ -31,6 +31,8 @@ class TrainingAdapter(Protocol):
 
     def linear_names(self) -> list: ...
 
+    def swap_blocks(self, count: int, device) -> None: ...
+
 
 def detect_flux_family(module: nn.Module) -> str:
     """"flux1" or "flux2" for a ComfyUI Flux transformer; UnsupportedModelError (a ValueError) otherwise."""

@@ -30,7 +30,6 @@ class BlockSwap:
         self._ready: dict[int, object] = {}  # block index -> (copies, event) prefetched
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._last = -1  # the block fetched last: forward runs up the list, the backward down
-        self.log: list[tuple[str, int]] = []  # ("fetch" | "evict", swapped block index), for tests
         pin = self.device.type == "cuda"
         for i, block in enumerate(self.blocks):
             entries = []
@@ -60,7 +59,6 @@ class BlockSwap:
         return [master.to(self.device, non_blocking=True) for _, _, master in self._masters[i]]
 
     def _fetch(self, i: int) -> None:
-        self.log.append(("fetch", i))
         if self._stream is None:
             copies = self._copies(i)
         else:
@@ -84,11 +82,5 @@ class BlockSwap:
         self._ready[i] = (copies, event)
 
     def _evict(self, i: int) -> None:
-        self.log.append(("evict", i))
         for module, name, master in self._masters[i]:
             module._parameters[name] = master
-
-
-def block_bytes(block: nn.Module) -> int:
-    """The frozen weights a swap moves for one block."""
-    return sum(p.numel() * p.element_size() for p in block.parameters() if not p.requires_grad)

@@ -17,7 +17,6 @@ core/quant.py swaps in quantized copies instead.
 Duck typing only: nothing here imports comfy; the owner is read by attribute.
 """
 
-
 import math
 
 import torch

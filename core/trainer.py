@@ -78,7 +78,8 @@ def _seed(seed: int, step: int, micro: int = 0, stream: int = 0) -> int:
     return (seed * 1_000_003 + step * 8_191 + micro * 131 + stream) % (2**63 - 1)
 
 
-def _lora_spec(config: TrainConfig) -> lora.LoraSpec:
+def lora_spec(config: TrainConfig) -> lora.LoraSpec:
+    """The LoRA a run with `config` attaches (also what the memory plan counts)."""
     s = config.lora
     return lora.LoraSpec(rank=s.rank, alpha=s.effective_alpha, dropout=s.dropout, init=s.init, targets=s.targets,
                          train_modulation=s.train_modulation, blocks=s.blocks, exclude_blocks=s.exclude_blocks)
@@ -107,7 +108,7 @@ class _Loop:
 
     # -- set-up -----------------------------------------------------------------------------------
     def attach(self) -> None:
-        spec = _lora_spec(self.cfg)
+        spec = lora_spec(self.cfg)
         lora.attach_lora(self.module, spec)
         init_lora(self.module, spec, _seed(self.cfg.train.seed, 0, stream=1))
         self.step_seed = use_seeded_dropout(self.module, spec.dropout)

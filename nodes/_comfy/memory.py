@@ -10,6 +10,7 @@ from ...core import lora, memory_plan
 from ...core.adapter import FluxTrainingAdapter
 from ...core.config import TrainConfig
 from ...core.memory_plan import MemoryPlan, RunShape, gib
+from ...core.trainer import lora_spec
 
 _FAMILY_NAMES = {"flux1": "Flux.1", "flux2": "Flux.2"}
 _SHOWN = dict(rank=16, side=1024, text_tokens=512)
@@ -25,17 +26,25 @@ def _shape(transformer: nn.Module, family: str):
     return tree, memory_plan.shape_of(tree, family, float(transformer.params.mlp_ratio))
 
 
+def _run(tree: nn.Module, names: list[str], rank: int, quantization: str, mixed_precision: str, checkpointing: bool,
+         checkpoint_every: int, tokens: int, optimizer: str = "adamw", ema: bool = False, batch: int = 1,
+         blocks_to_swap: int = 0) -> RunShape:
+    """A RunShape from settings as TrainConfig spells them (`mixed_precision` "bf16" / "no")."""
+    return RunShape(quantization=quantization, compute="bf16" if mixed_precision == "bf16" else "fp32",
+                    lora_params=memory_plan.lora_parameter_count(tree, names, rank), optimizer=optimizer, ema=ema,
+                    batch=batch, tokens=tokens, checkpoint_every=checkpoint_every if checkpointing else 0,
+                    blocks_to_swap=blocks_to_swap)
+
+
 def estimate_memory(transformer: nn.Module, family: str, settings, device) -> str:
     """The plan for a rank-16 LoRA on every block linear (AdamW), one 1024x1024 image with 512 text
     tokens: what LoadFluxForTraining shows before TrainLoRA's settings are known."""
     tree, shape = _shape(transformer, family)
     state = transformer.state_dict()
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values()})
-    names = [n for n in tree.block_linear_names()]
-    run = RunShape(quantization=settings.quant_mode, compute="bf16" if settings.mixed_precision == "bf16" else "fp32",
-                   lora_params=memory_plan.lora_parameter_count(tree, names, _SHOWN["rank"]), optimizer="adamw",
-                   ema=False, batch=1, tokens=(_SHOWN["side"] // 16) ** 2 + _SHOWN["text_tokens"],
-                   checkpoint_every=settings.checkpoint_every_n_blocks if settings.gradient_checkpointing else 0)
+    names = tree.block_linear_names()
+    run = _run(tree, names, _SHOWN["rank"], settings.quant_mode, settings.mixed_precision, settings.gradient_checkpointing,
+               settings.checkpoint_every_n_blocks, tokens=(_SHOWN["side"] // 16) ** 2 + _SHOWN["text_tokens"])
     parts = memory_plan.plan(shape, run).parts
     stored = shape.block_weight_bytes + shape.other_bytes
     lines = [f"{_FAMILY_NAMES[family]}: {sum(t.numel() for t in state.values()) / 1e9:.2f} B parameters stored as "
@@ -61,18 +70,13 @@ def run_plan(handle, config: TrainConfig, data) -> MemoryPlan:
     """The plan of this run: its LoRA targets and rank, optimizer, EMA, batch, checkpointing, and the
     largest batch the dataset will give (image tokens of the largest bucket + the text length)."""
     tree, shape = _shape(handle.transformer, handle.family)
-    names = lora.target_names(tree, lora.LoraSpec(rank=config.lora.rank, targets=config.lora.targets,
-                                                  train_modulation=config.lora.train_modulation,
-                                                  blocks=config.lora.blocks, exclude_blocks=config.lora.exclude_blocks))
+    names = lora.target_names(tree, lora_spec(config))
     width, height = max(data.buckets, key=lambda wh: wh[0] * wh[1])
     text_tokens = data.batch(0, 1).context.shape[1]
     t = config.train
-    run = RunShape(quantization=config.model.quantize, compute="bf16" if t.mixed_precision == "bf16" else "fp32",
-                   lora_params=memory_plan.lora_parameter_count(tree, names, config.lora.rank),
-                   optimizer=config.optim.optimizer, ema=t.ema, batch=t.batch_size,
-                   tokens=(width // 16) * (height // 16) + text_tokens,
-                   checkpoint_every=t.checkpoint_every_n_blocks if t.gradient_checkpointing else 0,
-                   blocks_to_swap=t.blocks_to_swap)
+    run = _run(tree, names, config.lora.rank, config.model.quantize, t.mixed_precision, t.gradient_checkpointing,
+               t.checkpoint_every_n_blocks, tokens=(width // 16) * (height // 16) + text_tokens,
+               optimizer=config.optim.optimizer, ema=t.ema, batch=t.batch_size, blocks_to_swap=t.blocks_to_swap)
     return memory_plan.plan(shape, run)
 
 

@@ -52,15 +52,18 @@ def test_the_schedule_brings_each_block_in_for_its_forward_and_its_recomputation
         p.requires_grad_(True)
     adapter.swap_blocks(2, torch.device("cpu"))
     swap = adapter.module.swap
+    log = []
+    for action, method in (("fetch", swap._fetch), ("evict", swap._evict)):
+        setattr(swap, f"_{action}", lambda i, action=action, method=method: (log.append((action, i)), method(i))[1])
     masters = {(id(m), n): p for i in range(2) for m, n, p in swap._masters[i]}
     assert masters and all(not p.requires_grad for p in masters.values())
 
     data = SyntheticData(items=2)
     batch = data.batch(0, 2)
     out = adapter.predict(batch.latents, torch.tensor([0.3, 0.7]), batch.context, batch.pooled, 3.5)
-    assert swap.log == [("fetch", 0), ("evict", 0), ("fetch", 1), ("evict", 1)]
+    assert log == [("fetch", 0), ("evict", 0), ("fetch", 1), ("evict", 1)]
     out.square().mean().backward()
-    assert swap.log[4:] == [("fetch", 1), ("evict", 1), ("fetch", 0), ("evict", 0)], "recomputed in reverse order"
+    assert log[4:] == [("fetch", 1), ("evict", 1), ("fetch", 0), ("evict", 0)], "recomputed in reverse order"
     for (module_id, name), master in masters.items():
         module = next(m for m in adapter.module.modules() if id(m) == module_id)
         assert module._parameters[name] is master, "outside its run a block holds its system-memory master"

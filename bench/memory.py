@@ -2,7 +2,7 @@
 
 A Flux.1-dev-shaped transformer of ComfyUI's own class (hidden 3072, 24 heads, T5/CLIP widths) with
 one double and one single block, random bf16 weights; LoRA rank 16 on every linear; one image of
-256, 512 or 768 px (256 / 1024 / 2304 image tokens) and 512 text tokens; bf16 autocast; two
+256, 512, 640 or 768 px (256 / 1024 / 1600 / 2304 image tokens) and 512 text tokens; bf16 autocast; two
 optimizer steps, with and without gradient checkpointing. Each configuration runs in a fresh process that resets the RSS
 high-water mark after the model is built, so the measured growth is what training adds (LoRA,
 optimizer, activations, transients) and is compared with the plan's parts for the same (the base
@@ -14,6 +14,7 @@ weights are resident before the reset in both). Results: bench/memory_results.js
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -27,7 +28,13 @@ MARK = "MEMORY_RESULT "
 CONFIG = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
               hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=1, depth_single_blocks=1,
               axes_dim=[16, 56, 56], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True, txt_ids_dims=[])
-SIDES, TEXT = (32, 64, 96), 512  # latent sides (256 / 512 / 768 px), text tokens
+SIDES, TEXT = (32, 64, 80, 96), 512  # latent sides (256 / 512 / 640 / 768 px), text tokens
+FITTED = (32, 64, 96)
+"""The rows BACKWARD_TRANSIENT and RUNTIME_BYTES were fitted on; 640 px is held out, a check."""
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_ARENA_MAX": "1"}
+"""glibc hands every block over 64 KiB straight back to the system when freed: without it RSS keeps
+what the allocator caches (the same run measured 877 to 1058 MiB), with it RSS follows the live
+tensors, as a GPU's max_memory_allocated does."""
 
 
 def one(checkpointing: bool, side: int) -> dict:
@@ -91,7 +98,8 @@ def main() -> int:
     results = []
     for side, checkpointing in ((s, c) for s in SIDES for c in (True, False)):
         proc = subprocess.run([sys.executable, "-m", "bench.memory", "--one", str(int(checkpointing)), str(side)],
-                              capture_output=True, text=True, timeout=1200, cwd=Path(__file__).resolve().parent.parent)
+                              capture_output=True, text=True, timeout=1200, cwd=Path(__file__).resolve().parent.parent,
+                              env={**os.environ, **MALLOC_ENV})
         line = next((x for x in proc.stdout.splitlines() if x.startswith(MARK)), None)
         if line is None:
             print(proc.stderr[-3000:], file=sys.stderr)
@@ -108,7 +116,8 @@ def main() -> int:
 
 
 def _report(results: list, command: str, date: str) -> str:
-    rows = "\n".join(f"| {r['pixels']} px | {'on' if r['checkpointing'] else 'off'} | {r['measured_growth_mb']} | "
+    rows = "\n".join(f"| {r['pixels']} px{'' if r['pixels'] // 8 in FITTED else ' (held out)'} | "
+                     f"{'on' if r['checkpointing'] else 'off'} | {r['measured_growth_mb']} | "
                      f"{r['planned_mb']} | {r['error']:+.1%} |" for r in results)
     return f"""# The memory plan against measured memory
 
@@ -120,9 +129,12 @@ Measured on CPU (2 cores, no GPU lent): a full-width Flux.1-dev-shaped transform
 1 double + 1 single block, bf16 weights), LoRA rank 16 on every linear, bf16 autocast, AdamW, 512
 text tokens, two optimizer steps, each configuration in a fresh process. "Measured" is the growth of
 the RSS high-water mark over the resident model; "planned" is the plan's LoRA + optimizer +
-activations. `BACKWARD_TRANSIENT` was calibrated on the 512 px rows (the other rows are checks).
-RSS of identical runs varies (glibc keeps freed memory; seen: 877 to 1058 MiB for the 512 px
-checkpointed row across four runs), so read differences under about 20 % as noise.
+activations. Each process runs with glibc told to return every block over 64 KiB to the system at
+once (`MALLOC_MMAP_THRESHOLD_=65536`, no trimming threshold, one arena), so RSS follows the live
+tensors, as a GPU's `max_memory_allocated` does; without that, RSS also held what glibc caches and
+identical runs measured 877 to 1058 MiB. `BACKWARD_TRANSIENT` and `RUNTIME_BYTES` are the slope and
+intercept of a straight-line fit of the 256, 512 and 768 px rows (the same slope fits both
+checkpointing modes); the 640 px rows were not used for it.
 
 | image | checkpointing | measured MiB | planned MiB | plan error |
 |---|---|---|---|---|

@@ -16,7 +16,7 @@ high-water mark may differ, which the GPU script is to measure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -25,11 +25,15 @@ ACTIVATION_BYTES = {
     ("flux1", "fp32"): (20.2, 17.1), ("flux1", "bf16"): (21.7, 21.4),
     ("flux2", "fp32"): (24.2, 21.1), ("flux2", "bf16"): (25.8, 25.4),
 }
-BACKWARD_TRANSIENT = 13.6
+BACKWARD_TRANSIENT = 4.1
 """What one block's backward pass holds beyond the saved tensors (activation gradients, the
 recomputation's temporaries, the MLP's wide intermediates), in the same units times (1 + mlp ratio).
-Saved-tensor hooks cannot see these: calibrated against the measured RSS growth of a full-width
-Flux.1 (hidden 3072) training step on CPU, with and without checkpointing (bench/memory.py)."""
+Saved-tensor hooks cannot see these: calibrated against the measured memory growth of a full-width
+Flux.1 (hidden 3072) training step on CPU, with and without checkpointing, where the fit of
+growth = RUNTIME_BYTES + per-token part gives the same value for both (bench/memory.py)."""
+RUNTIME_BYTES = 64 * 2**20
+"""Memory a training step takes whatever its size (autograd's graph, kernel workspaces, thread
+buffers): the intercept of the same fit (68 and 71 MiB on CPU)."""
 QUANT_BYTES = {"none": None, "qint8": 1.0, "qfloat8": 1.0, "qint4": 0.5 + 4 / 128}
 """Bytes per quantized block weight (int4: + a bf16 scale and shift per group of 128)."""
 OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2, "adafactor": 4, "prodigy": 16}
@@ -105,7 +109,7 @@ def plan(model: ModelShape, run: RunShape) -> MemoryPlan:
         kept += max(blocks)  # the block being recomputed
     else:
         kept = sum(blocks)
-    activations = (kept + BACKWARD_TRANSIENT * (1 + model.mlp_ratio)) * token_units
+    activations = (kept + BACKWARD_TRANSIENT * (1 + model.mlp_ratio)) * token_units + RUNTIME_BYTES
 
     quant = QUANT_BYTES[run.quantization]
     if quant is None:
@@ -117,6 +121,56 @@ def plan(model: ModelShape, run: RunShape) -> MemoryPlan:
     base -= max(0, run.blocks_to_swap - 2) * model.single_block_weight_count * per_weight
     lora = run.lora_params * (_LORA_BYTES + OPTIMIZER_BYTES[run.optimizer] + (4 if run.ema else 0))
     return MemoryPlan({"base weights": int(base), "LoRA + optimizer": int(lora), "activations": int(activations)})
+
+
+AUTO_QUANTIZATION = ("none", "qfloat8", "qint4")
+"""What `choose` tries, by what each costs in fidelity: the loaded weights as they are, then fp8 and
+int4 copies of the block weights (ai-toolkit's default is fp8). int8 takes the memory of fp8, so
+auto never needs it."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    run: RunShape
+    plan: MemoryPlan
+    reason: str
+
+
+def choose(model: ModelShape, run: RunShape, available: dict[str, int]) -> Choice | None:
+    """The least lossy way to fit `run` in memory, with why; None when nothing fits.
+
+    `available[mode]` is what the plan's peak may use with quantization `mode` (the caller knows what
+    the device holds: a run on ComfyUI's resident weights reuses them, a quantized run frees them by
+    offloading). Tried in order: quantization as in AUTO_QUANTIZATION, each with gradient
+    checkpointing as asked and then on every block (exact, about 30 % slower), and last int4 with
+    block swap of more and more single blocks (exact, slower again). The first that fits wins.
+    """
+    tried = []
+    candidates = []
+    for mode in AUTO_QUANTIZATION:
+        candidates.append(replace(run, quantization=mode))
+        if run.checkpoint_every != 1:
+            candidates.append(replace(run, quantization=mode, checkpoint_every=1))
+    for swap in range(max(run.blocks_to_swap, 2) + 2, model.single_blocks + 1, 2):
+        candidates.append(replace(run, quantization="qint4", checkpoint_every=1, blocks_to_swap=swap))
+    for candidate in candidates:
+        planned = plan(model, candidate)
+        budget = available[candidate.quantization]
+        label = _label(candidate)
+        if planned.peak <= budget:
+            why = f"auto: {label} ({gib(planned.peak)} of {gib(budget)} available)"
+            return Choice(candidate, planned, why + (f"; did not fit: {'; '.join(tried)}" if tried else ""))
+        tried.append(f"{label} needs {gib(planned.peak)} of {gib(budget)}")
+    return None
+
+
+def _label(run: RunShape) -> str:
+    parts = [{"none": "the loaded weights", "qfloat8": "fp8", "qint8": "int8", "qint4": "int4"}[run.quantization],
+             "checkpointing every block" if run.checkpoint_every == 1 else
+             f"checkpointing every {run.checkpoint_every} blocks" if run.checkpoint_every else "no checkpointing"]
+    if run.blocks_to_swap:
+        parts.append(f"{run.blocks_to_swap} blocks swapped")
+    return ", ".join(parts)
 
 
 def shape_of(tree: nn.Module, family: str, mlp_ratio: float) -> ModelShape:

@@ -97,9 +97,55 @@ def test_the_plan_follows_the_settings():
     unchecked = memory_plan.plan(shape(), run(checkpoint_every=0)).parts["activations"]
     every_2 = memory_plan.plan(shape(), run(checkpoint_every=2)).parts["activations"]
     assert plain.parts["activations"] < every_2 < unchecked
-    assert memory_plan.plan(shape(), run(batch=2)).parts["activations"] == 2 * plain.parts["activations"]
+    per_token = plain.parts["activations"] - memory_plan.RUNTIME_BYTES
+    assert memory_plan.plan(shape(), run(batch=2)).parts["activations"] - memory_plan.RUNTIME_BYTES == 2 * per_token
     assert plain.peak == sum(plain.parts.values()) and "peak:" in plain.describe()
     swapped = memory_plan.plan(shape(), run(blocks_to_swap=20)).parts["base weights"]
     assert swapped == plain.parts["base weights"] - 18 * 141_000_000 * 2  # 2 blocks in flight, bf16
     advice = memory_plan.plan(shape(), run()).advice(free=12 * 2**30)
     assert "largest part is base weights" in advice and "int8" in advice
+
+
+def _everywhere(size: int) -> dict:
+    return {mode: size for mode in memory_plan.QUANT_BYTES}
+
+
+def test_auto_keeps_the_loaded_weights_when_they_fit():
+    roomy = memory_plan.choose(shape(), run(checkpoint_every=0), _everywhere(80 * 2**30))
+    assert roomy.run == run(checkpoint_every=0) and "did not fit" not in roomy.reason
+
+
+def test_auto_picks_the_least_lossy_setting_that_fits_and_says_why():
+    model, wanted = shape(), run(checkpoint_every=0)
+    peaks = {}
+    for mode in memory_plan.AUTO_QUANTIZATION:
+        for every in (0, 1):
+            peaks[mode, every] = memory_plan.plan(model, run(quantization=mode, checkpoint_every=every)).peak
+    assert peaks["none", 1] < peaks["none", 0] and peaks["qint4", 1] < peaks["qfloat8", 1] < peaks["qfloat8", 0]
+    budget = peaks["qfloat8", 1] + 1  # fp8 fits only with checkpointing
+    choice = memory_plan.choose(model, wanted, _everywhere(budget))
+    assert choice.plan.peak <= budget
+    fitting = [k for k, v in peaks.items() if v <= budget]
+    order = [(m, e) for m in memory_plan.AUTO_QUANTIZATION for e in (0, 1)]
+    first = min(fitting, key=order.index)
+    assert (choice.run.quantization, choice.run.checkpoint_every) == first
+    assert choice.reason.startswith("auto: ") and "did not fit: the loaded weights, no checkpointing needs" in choice.reason
+
+
+def test_auto_swaps_blocks_only_after_int4_and_never_fits_the_impossible():
+    model, wanted = shape(), run()
+    int4 = memory_plan.plan(model, run(quantization="qint4")).peak
+    choice = memory_plan.choose(model, wanted, _everywhere(int4 - 1))
+    assert choice.run.quantization == "qint4" and choice.run.blocks_to_swap >= 4 and choice.plan.peak < int4
+    assert "blocks swapped" in choice.reason
+    assert memory_plan.choose(model, wanted, _everywhere(2**20)) is None
+
+
+def test_auto_weighs_what_each_mode_may_use():
+    """A quantized run frees ComfyUI's resident copy, 'none' reuses it: the budgets differ per mode."""
+    model, wanted = shape(), run()
+    budgets = _everywhere(memory_plan.plan(model, run(quantization="qint8")).peak)
+    budgets["none"] = memory_plan.plan(model, wanted).peak
+    assert memory_plan.choose(model, wanted, budgets).run.quantization == "none"
+    budgets["none"] -= 1
+    assert memory_plan.choose(model, wanted, budgets).run.quantization == "qfloat8"

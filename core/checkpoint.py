@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import torch
 
 from . import lora, lora_format
+from .finite import require_finite_weights
 from .optim import LoraEMA
 from .rundir import CheckpointInfo, Writer, bytes_writer
 from .state_io import load_state, save_state
@@ -48,6 +49,8 @@ class LoraFileInfo:
     config: Mapping[str, Any]
 
     def write(self, path: Path, weights: Mapping, step: int) -> Path:
+        require_finite_weights({f"{name}.{part}": getattr(w, part) for name, w in weights.items()
+                                for part in ("down", "up")}, str(path))
         return lora_format.save_lora(path, weights, self.family, step=step, trigger=self.trigger or None,
                                      base_fingerprint=self.base_fingerprint, config=dict(self.config))
 

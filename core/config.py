@@ -15,12 +15,16 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import math
 import re
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 CONFIG_VERSION = 1
+MAX_LEARNING_RATE = 0.1
+"""The largest learning rate for adamw / adamw8bit / adafactor: 1000x the Flux standard (tiny test
+models learn at 2e-2); far beyond it a LoRA diverges within steps (lr 1e6 trained to NaN at step 3)."""
 
 
 class ConfigError(ValueError):
@@ -116,6 +120,8 @@ class _Section:
             self._fail(name, f"{value!r} is not one of {list(meta['choices'])}{hint}")
         values = value if isinstance(value, tuple) else (value,)
         for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                self._fail(name, f"{value!r} is not a finite number; use a value in {_range_text(meta)}")
             bad = (("ge" in meta and v < meta["ge"]) or ("gt" in meta and v <= meta["gt"])
                    or ("le" in meta and v > meta["le"]) or ("lt" in meta and v >= meta["lt"]))
             if bad:
@@ -139,10 +145,10 @@ class LoraSettings(_Section):
 
     SECTION: ClassVar[str] = "lora"
     rank: int = setting(16, "LoRA rank (ai-toolkit 'linear'): capacity of the adapter. 16 most uses, "
-                        "32 characters, 64 complex styles. File size grows linearly.", ge=1)
+                        "32 characters, 64 complex styles. File size grows linearly.", ge=1, le=1024)
     alpha: float | None = setting(None, "LoRA alpha ('linear_alpha'): the update is scaled by "
                                   "alpha/rank. Empty (None) = same as rank (scale 1), the usual "
-                                  "choice; it then follows rank when rank changes.", gt=0)
+                                  "choice; it then follows rank when rank changes.", gt=0, le=4096)
     dropout: float = setting(0.0, "Dropout on the LoRA input during training (0 = off; 0.05-0.1 can "
                              "reduce overfitting on tiny datasets).", ge=0.0, lt=1.0)
     init: str = setting("default", "Initialisation of the LoRA matrices: 'default' (A Kaiming-uniform, "
@@ -188,24 +194,31 @@ class OptimizerSettings(_Section):
                              "Adafactor uses neither betas nor eps.",
                              choices=("adamw", "adamw8bit", "adafactor", "prodigy"))
     learning_rate: float = setting(1e-4, "Peak learning rate. 1e-4 is the Flux standard; 2e-4 learns "
-                                   "faster but may overfit; 1e-3 fries a LoRA. Prodigy: 1.0.", gt=0.0)
-    weight_decay: float = setting(1e-4, "Decoupled weight decay (pulls LoRA weights toward 0).", ge=0.0)
+                                   "faster but may overfit; 1e-3 fries a LoRA. Prodigy: 1.0.", gt=0.0,
+                                   le=10.0)
+    weight_decay: float = setting(1e-4, "Decoupled weight decay (pulls LoRA weights toward 0).", ge=0.0, le=1.0)
     betas: tuple[float, float] = setting((0.9, 0.999), "Adam momentum coefficients (beta1, beta2).",
                                          ge=0.0, lt=1.0)
-    eps: float = setting(1e-8, "Adam epsilon (numerical floor of the denominator).", gt=0.0)
+    eps: float = setting(1e-8, "Adam epsilon (numerical floor of the denominator).", gt=0.0, le=1.0)
     lr_scheduler: str = setting("constant", "Learning-rate shape after warmup: 'constant', 'cosine' "
                                 "(to 0 at the last step) or 'linear' (to 0).",
                                 choices=("constant", "cosine", "linear"))
-    warmup_steps: int = setting(0, "Optimizer steps of linear warmup from ~0 to the peak rate.", ge=0)
+    warmup_steps: int = setting(0, "Optimizer steps of linear warmup from ~0 to the peak rate.", ge=0,
+                                le=1_000_000)
     gradient_accumulation: int = setting(1, "Micro-batches summed before each optimizer step "
                                          "(effective batch = batch_size x this). Costs time, not memory.",
-                                         ge=1)
-    max_grad_norm: float = setting(1.0, "Clip the gradient norm to this value (0 = no clipping).", ge=0.0)
+                                         ge=1, le=1024)
+    max_grad_norm: float = setting(1.0, "Clip the gradient norm to this value (0 = no clipping).", ge=0.0,
+                                   le=1000.0)
 
     def _check(self) -> None:
         if self.optimizer == "prodigy" and self.learning_rate < 0.1:
             self._fail("learning_rate", f"{self.learning_rate} with prodigy: Prodigy estimates the step "
                        "size itself and learning_rate is a multiplier of it; use 1.0 (0.1-2 is sane)")
+        if self.optimizer != "prodigy" and self.learning_rate > MAX_LEARNING_RATE:
+            self._fail("learning_rate", f"{self.learning_rate} would blow the LoRA up within a few steps "
+                       f"(Flux LoRAs train at 1e-4 to 4e-4); use at most {MAX_LEARNING_RATE} with "
+                       f"{self.optimizer} (larger values are for prodigy, which scales its own steps)")
 
 
 @dataclass(frozen=True)
@@ -220,20 +233,20 @@ class FlowSettings(_Section):
         "composition, styles); 'balanced' (50/50 content and style, recommended).",
         choices=("uniform", "sigmoid", "shift", "flux_shift", "content", "style", "balanced"))
     sigmoid_scale: float = setting(1.0, "Spread of 'sigmoid' sampling: sigma = sigmoid(scale * N(0,1)). "
-                                   "Larger = more mass near 0 and 1.", gt=0.0)
+                                   "Larger = more mass near 0 and 1.", gt=0.0, le=10.0)
     shift: float = setting(3.0, "Fixed shift of 'shift' sampling (SimpleTuner's flow_schedule_shift): "
                            ">1 moves noise levels up (composition, colour), <1 down (fine detail). "
-                           "1 = uniform.", gt=0.0)
+                           "1 = uniform.", gt=0.0, le=100.0)
     content_style_bias: float = setting(3.0, "Exponent of 'content' / 'style' / 'balanced' sampling "
                                         "(sigma = u^k or 1-u^k): 1 = uniform, 3 = ai-toolkit's cubic.",
-                                        ge=1.0)
+                                        ge=1.0, le=10.0)
     loss_weighting: str = setting("bell_shaped", "Weight of each noise level in the loss: 'uniform' or "
                                   "'bell_shaped' (mid noise counts most, ends least; mean weight 1).",
                                   choices=("uniform", "bell_shaped"))
     guidance: float = setting(1.0, "Guidance value fed to guidance-distilled models (Flux.1 dev) "
                               "while training. 1.0 keeps the distillation (the compatible default); "
                               "3.5-4.5 reintroduces CFG behaviour. Ignored by models without it.",
-                              ge=0.0)
+                              ge=0.0, le=100.0)
 
 
 @dataclass(frozen=True)
@@ -247,9 +260,9 @@ class DopSettings(_Section):
     class_word: str = setting("", "Word that replaces the trigger in the preservation prompt "
                               "(e.g. 'woman', 'cat'). Required when DOP is on.")
     multiplier: float = setting(1.0, "Strength of the preservation loss (1.0 = equal to the main loss; "
-                                "raise to 1.5-2 if the subject leaks into no-trigger images).", gt=0.0)
+                                "raise to 1.5-2 if the subject leaks into no-trigger images).", gt=0.0, le=100.0)
     every_n_steps: int = setting(1, "Do the preservation pass every N steps (1 = always; 4-8 for big "
-                                 "models to save time).", ge=1)
+                                 "models to save time).", ge=1, le=1_000_000)
 
     def _check(self) -> None:
         if self.enabled and not self.class_word.strip():
@@ -264,20 +277,21 @@ class TrainSettings(_Section):
     SECTION: ClassVar[str] = "train"
     steps: int = setting(1000, "Optimizer steps to train. Each uses batch_size x "
                          "gradient_accumulation images. Rule of thumb: 27 per image for subjects "
-                         "(min 300), 100 per image for styles.", ge=1)
-    batch_size: int = setting(1, "Images per micro-batch (1 is normal for small datasets).", ge=1)
+                         "(min 300), 100 per image for styles.", ge=1, le=1_000_000)
+    batch_size: int = setting(1, "Images per micro-batch (1 is normal for small datasets).", ge=1, le=256)
     seed: int = setting(42, "Seed for noise, timesteps, data order and LoRA init: same seed = same run.",
-                        ge=0)
+                        ge=0, le=2**31 - 1)
     mixed_precision: str = setting("bf16", "Compute precision: 'bf16' autocast (fast, standard) or "
                                    "'no' (fp32, slow; for exact tests). fp16 overflows in Flux.",
                                    choices=("no", "bf16"))
     gradient_checkpointing: bool = setting(True, "Recompute block activations in the backward pass: "
                                            "much less memory, ~30% slower. Needed for Flux on <48 GB.")
     checkpoint_every_n_blocks: int = setting(1, "With gradient checkpointing, checkpoint only every "
-                                             "N-th block (1 = all; 2-3 trade memory for speed).", ge=1)
+                                             "N-th block (1 = all; 2-3 trade memory for speed).", ge=1,
+                                             le=64)
     blocks_to_swap: int = setting(0, "Keep the base weights of the last N single blocks in system RAM and "
                                   "bring each to the GPU only while it runs (kohya's blocks_to_swap): "
-                                  "for 10-16 GB cards; slower, the same LoRA. 0 = off.", ge=0)
+                                  "for 10-16 GB cards; slower, the same LoRA. 0 = off.", ge=0, le=64)
     ema: bool = setting(False, "Keep an exponential moving average of the LoRA weights and save that "
                         "(smoother results, same memory as one extra LoRA copy).")
     ema_decay: float = setting(0.999, "EMA decay per optimizer step (0.999 averages ~1000 steps; "
@@ -297,10 +311,12 @@ class RunSettings(_Section):
                         "(letters, digits, '.', '_', '-').")
     trigger: str = setting("", "Trigger word your captions contain (e.g. 'ohwx' or 'maya_char'); "
                            "prepended to captions that lack it. Empty = no trigger.")
-    save_every: int = setting(250, "Save a checkpoint every N steps (0 = only the final LoRA).", ge=0)
+    save_every: int = setting(250, "Save a checkpoint every N steps (0 = only the final LoRA).", ge=0,
+                              le=1_000_000)
     max_step_saves_to_keep: int = setting(4, "Keep only the newest N step checkpoints (0 = keep all); "
-                                          "the final LoRA is always kept.", ge=0)
-    sample_every: int = setting(250, "Render preview images every N steps (0 = no previews).", ge=0)
+                                          "the final LoRA is always kept.", ge=0, le=100_000)
+    sample_every: int = setting(250, "Render preview images every N steps (0 = no previews).", ge=0,
+                                le=1_000_000)
 
     def _check(self) -> None:
         if not _RUN_NAME.match(self.name):

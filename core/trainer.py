@@ -30,11 +30,13 @@ from .checkpoint import (LORA_FILE, LoraFileInfo, TrainingState, checkpoint_writ
 from .config import TrainConfig
 from .control import RunControl
 from .curve import write_svg
-from .events import Checkpoint, DatasetReport, Event, Finished, Paused, Preview, Resumed, Started, Step
+from .events import Checkpoint, DatasetReport, Event, Finished, Info, Paused, Preview, Resumed, Started, Step
+from .finite import check_step
 from .flow import add_noise, flow_loss, image_seq_len, sample_sigmas
 from .lora_random import init_lora, use_seeded_dropout
 from .optim import LoraEMA, build_optimizer, build_scheduler
 from .preview import PreviewSpec, preview_file_name, render_previews
+from .resume import check_resume, trained_on
 from .rundir import RunDir
 from .runner import Throughput, memory_snapshot
 
@@ -68,6 +70,8 @@ class TrainingJob:
     data: TrainingData
     run_dir: RunDir
     base_fingerprint: str = ""
+    dataset_fingerprint: str = ""
+    """Both recorded in every checkpoint; resuming on others is refused (core/resume.py)."""
     previews: Optional[PreviewSpec] = None
     dataset_report: Optional[Mapping] = None
     target_fn: Optional[TargetFn] = None
@@ -128,7 +132,8 @@ class _Loop:
         self.params = params
 
     def resume(self) -> None:
-        latest = self.job.run_dir.latest_checkpoint()
+        job = self.job
+        latest = check_resume(job.run_dir, self.cfg, job.base_fingerprint, job.dataset_fingerprint)
         if latest is None:
             return
         restore(self.state, latest)
@@ -175,14 +180,19 @@ class _Loop:
 
     def optimizer_step(self, step: int) -> float:
         losses = [self.micro_step(step, micro) for micro in range(self.cfg.optim.gradient_accumulation)]
-        if self.cfg.optim.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.max_grad_norm)
+        clip = self.cfg.optim.max_grad_norm if self.cfg.optim.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))  # inf: measured, not clipped
+        check_step(step, losses, grad_norm, self.cfg, kept=self.kept)
         self.state.optimizer.step()
         self.state.scheduler.step()
         self.state.optimizer.zero_grad(set_to_none=True)
         if self.state.ema is not None:
             self.state.ema.update()
         return sum(losses) / len(losses)
+
+    def kept(self) -> str:
+        latest = self.job.run_dir.latest_checkpoint()
+        return f"the checkpoint of step {latest.step} ({latest.path})" if latest else "no checkpoint yet"
 
     # -- outputs ---------------------------------------------------------------------------------
     def render(self, *, lora_on: bool = True) -> dict[str, bytes]:
@@ -211,8 +221,8 @@ class _Loop:
         previews = self.render()
         info = self.job.run_dir.write_checkpoint(
             step, checkpoint_writers(self.state, self.file_info, step, previews),
-            {"step": step, "losses": self.losses, "config": self.cfg.to_dict(),
-             "base_fingerprint": self.job.base_fingerprint},
+            {"step": step, "losses": self.losses,
+             **trained_on(self.cfg, self.job.base_fingerprint, self.job.dataset_fingerprint)},
         )
         self.job.run_dir.prune(self.cfg.run.max_step_saves_to_keep)
         self.write_curve()
@@ -248,6 +258,9 @@ class _Loop:
         self.emit(Started(run_id=self.job.run_dir.run_id, total_steps=self.total, start_step=self.step,
                           config=cfg.to_dict()))
         if self.step >= self.total and self.job.run_dir.final_lora_path.is_file():
+            self.emit(Info(message=f"run {self.job.run_dir.run_id!r} finished at step {self.step}; to train it "
+                                   f"further, raise train_steps above {self.step} and queue it again (it goes on "
+                                   f"from step {self.step})", step=self.step))
             self.emit(Finished(step=self.step, lora_path=str(self.job.run_dir.final_lora_path)))
             return self.job.run_dir.final_lora_path
         self.module.train()

@@ -84,6 +84,7 @@ def test_requeue_of_a_finished_run_trains_nothing_more(tmp_path):
     before = load_file(str(final))
     again, events = run(owner, tmp_path / "r")
     assert again == final
-    assert [e.kind for e in events] == ["started", "finished"]
+    assert [e.kind for e in events] == ["started", "info", "finished"]
+    assert events[1].message.startswith(f"run 'r' finished at step {STEPS}; to train it further, raise train_steps")
     after = load_file(str(final))
     assert all(torch.equal(before[k], after[k]) for k in before)

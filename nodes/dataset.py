@@ -68,8 +68,9 @@ class DatasetFromFolder(io.ComfyNode):
                                "truncated images: stop with an error naming the file, or skip them (listed in the report)."),
                 io.Combo.Input("preset", options=list(PRESETS), default="character", tooltip="Kind of LoRA, only "
                                "for the suggested step count (27 steps per image, min 300; styles 100 per image)."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seeds data order, random crops, "
-                             "caption dropout and token shuffle."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
+                             tooltip="Seeds data order, random crops, caption dropout and token shuffle. Part "
+                             "of the dataset a run resumes on, so it never changes by itself."),
                 Dataset.Input("dataset", optional=True, tooltip="A previous DatasetFromFolder: its folders are "
                               "combined with this one (each keeps its own resolutions and repeats; the other "
                               "settings of this node apply to the whole set)."),

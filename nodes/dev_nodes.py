@@ -18,7 +18,7 @@ class FluxLabTinyModels(io.ComfyNode):
             description="Seeded tiny Flux.1 / Flux.2 dev / Flux.2 klein (hosts with klein) built from ComfyUI's own classes, for testing graphs on CPU.",
             inputs=[
                 io.Combo.Input("variant", options=available_variants(), default="flux1-dev"),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False),  # the weights
             ],
             outputs=[io.Model.Output(), io.Clip.Output(), io.Vae.Output()],
         )

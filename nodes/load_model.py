@@ -2,7 +2,7 @@
 
 from comfy_api.latest import io, ui
 
-from ._comfy.model import QUANTIZATION, TRAINING_DTYPES, TrainingModelHandle, TrainingModelSettings
+from ._comfy.model import AUTO, QUANTIZATION, TRAINING_DTYPES, TrainingModelHandle, TrainingModelSettings
 from .types import TrainingModel
 
 
@@ -20,10 +20,13 @@ class LoadFluxForTraining(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="A Flux.1 (dev / schnell / Krea) or Flux.2 MODEL from ComfyUI's "
                                "checkpoint or diffusion-model loader. It is shared, never modified."),
-                io.Combo.Input("quantization", options=list(QUANTIZATION), default="none",
+                io.Combo.Input("quantization", options=list(QUANTIZATION), default=AUTO,
                                tooltip="Base weights while training: 'none' uses the loaded weights as they are "
-                               "(no copy); 'int8' / 'fp8' (~half) and 'int4' (~quarter, some quality loss) train "
-                               "on frozen quantized copies of the block layers. The LoRA itself stays in float."),
+                               "(no copy); 'fp8' / 'int8' (~half) and 'int4' (~quarter, some quality loss) train "
+                               "on frozen quantized copies of the block layers. 'auto' picks, when a run starts, "
+                               "the first of none, fp8, int8, int4 (then checkpointing on every block, then "
+                               "block swap) that fits the device's free memory for that run's settings, and "
+                               "says why in the run's log. The LoRA itself stays in float."),
                 io.Combo.Input("training_dtype", options=list(TRAINING_DTYPES), default="bf16",
                                tooltip="'bf16': bf16 autocast, the standard. 'fp32': no autocast, slow, needs an "
                                "fp32 MODEL. Also the compute dtype of quantized layers."),

@@ -21,7 +21,9 @@ from comfy_api.latest import io, ui
 
 from ..core.config import ConfigError, TrainConfig, merge_sections
 from ..core.curve import loss_points, render_image
+from ..core.events import Info
 from ..core.presets import PRESETS, STEP_RULES, apply_preset
+from ..core.resume import ON_EXISTING, settle_run
 from ..core.rundir import RunDir
 from ..core.trainer import TrainingJob, train
 from . import types
@@ -81,15 +83,21 @@ def _widget(key: str, meta: dict) -> list[io.Input]:
         return [io.Combo.Input(name, options=[USE_PRESET, "on", "off"], default=USE_PRESET,
                                tooltip=f"{tip} 'preset' = the preset's value.")]
     if kind == "int":
-        return [io.Int.Input(name, default=UNSET, min=UNSET, max=2**31 - 1, tooltip=f"{tip} -1 = the preset's value.")]
+        return [io.Int.Input(name, default=UNSET, min=UNSET, max=_widget_max(meta), tooltip=f"{tip} -1 = the preset's value.")]
     if kind == "tuple":  # optim.betas
         return [io.Float.Input(beta, default=UNSET, min=UNSET, max=1.0, step=1e-4,
                                tooltip=f"{tip} ({beta}) -1 = the preset's value.") for beta in BETA_WIDGETS]
     if kind.startswith("float"):
         extra = " 0 = same as rank." if kind != "float" else ""
-        return [io.Float.Input(name, default=UNSET, min=UNSET, max=1e6, step=FLOAT_STEPS.get(key, 0.01),
+        return [io.Float.Input(name, default=UNSET, min=UNSET, max=_widget_max(meta), step=FLOAT_STEPS.get(key, 0.01),
                                tooltip=f"{tip} -1 = the preset's value.{extra}")]
     return [io.String.Input(name, default="", tooltip=f"{tip} Empty = the preset's value (no preset sets it).")]
+
+
+def _widget_max(meta: dict):
+    """The setting's own upper bound, so ComfyUI refuses a larger value when the prompt is queued
+    (naming the widget); every bounded setting has one (tests/nodes/test_train_node.py)."""
+    return meta.get("le", meta.get("lt"))
 
 
 def setting_widgets() -> list[io.Input]:
@@ -189,6 +197,12 @@ class TrainLoRA(io.ComfyNode):
                 io.Int.Input("preview_steps", default=20, min=1, max=100, optional=True),
                 io.Int.Input("preview_seed", default=0, min=0, max=2**31 - 1, optional=True),
                 io.Float.Input("preview_guidance", default=3.5, min=0.0, max=30.0, step=0.1, optional=True),
+                io.Combo.Input("on_existing_run", options=list(ON_EXISTING), default="resume", optional=True,
+                               tooltip="When output/fluxlab/<run_name>/ already holds a run. resume: go on from "
+                                       "its newest checkpoint, refused (nothing touched) if the MODEL, dataset or "
+                                       "LoRA shape differ. new run: train fresh as <run_name>_2 (_3, ...). new run "
+                                       "from its LoRA: the same, starting from the old run's newest LoRA. The old "
+                                       "run's files are never overwritten."),
             ],
             outputs=[
                 types.Run.Output(display_name="run"),
@@ -198,6 +212,13 @@ class TrainLoRA(io.ComfyNode):
             hidden=[io.Hidden.unique_id],
             is_output_node=True,  # training is the point: the node runs even with nothing connected
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, **inputs):
+        """Never the same: ComfyUI runs TrainLoRA whenever it is queued, so queuing an unchanged graph
+        resumes a stopped or failed run (or says at once that it finished) instead of serving the
+        last result from its cache."""
+        return float("nan")
 
     @classmethod
     def validate_inputs(cls, preset, mode):
@@ -212,7 +233,7 @@ class TrainLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, model, dataset, preset, run_name, mode, preview_prompts="", clip=None, vae=None,
                 preview_width=512, preview_height=512, preview_steps=20, preview_seed=0, preview_guidance=3.5,
-                **settings) -> io.NodeOutput:
+                on_existing_run="resume", **settings) -> io.NodeOutput:
         dataset.require_family(model.family)
         data = dataset.dataset
         config = build_config(preset, settings, run_name=run_name.strip(), trigger=dataset.trigger,
@@ -223,14 +244,22 @@ class TrainLoRA(io.ComfyNode):
                                            height=preview_height, steps=preview_steps, seed=preview_seed,
                                            guidance=preview_guidance)
         report = dataset.report
+        # Before any thread or file: a run that would resume on other weights or data is refused, one
+        # that will not fit says so (not an OOM at step 1), and 'auto' settles quantization.
+        config, name_note = settle_run(runs.runs_root(), config, on_existing_run, model.base_fingerprint,
+                                       data.fingerprint)
         run_id = config.run.name
-        memory.check_fits(model, config, data)  # before any thread or file: a clear error, not an OOM at step 1
+        model, config, _, auto_note = memory.fit_run(model, config, data)
 
         def train_fn(control, emit):
+            for note in (name_note, auto_note):
+                if note:
+                    emit(Info(message=note))
             runs.leave_inference_mode(model.transformer)
             with model.run_lifetime():
                 job = TrainingJob(config=config, adapter=model.new_adapter(), data=data,
                                   run_dir=RunDir(control.run_dir), base_fingerprint=model.base_fingerprint,
+                                  dataset_fingerprint=data.fingerprint,
                                   previews=spec, dataset_report=None if report is None else report.data)
                 return train(job, control, emit)
 

@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from scripts.workflow_descriptions import WORKFLOWS  # noqa: E402
-from scripts.workflow_prompt import FRONTEND_ONLY, _input_specs, is_widget  # noqa: E402
+from scripts.workflow_prompt import FRONTEND_ONLY, _input_specs, has_seed_control, is_widget  # noqa: E402
 
 NODE_WIDTH = 320
 
@@ -63,9 +63,8 @@ class Graph:
             names.add(name)
             if is_widget(spec):
                 widgets.append(values.get(name, _default(spec)))
-                options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-                if options.get("control_after_generate"):
-                    widgets.append("fixed")
+                if has_seed_control(name, spec):
+                    widgets.append("fixed")  # bundled workflows reproduce: never "randomize"
             else:
                 inputs.append({"name": name, "type": spec[0], "link": None})
         unknown = set(values) - names

@@ -31,7 +31,8 @@ Settings of ai-toolkit's community character template (seed guides):
 - **DOP** (differential output preservation) is on in the *character* preset: the caption with the
   trigger replaced by the **class word** (`woman` here) is trained to match the base model, so the
   character appears only with the trigger. `dop_every_n_steps` 4-8 saves time on big models.
-- **int8** base (`quantize: true` in ai-toolkit) fits Flux.1-dev training in 24 GB.
+- quantization **auto**: when the run starts, the least lossy base that fits your card for these
+  settings (the loaded weights, then fp8, then int4; ai-toolkit's `quantize: true`), said in the log.
 - **resolutions 512,768,1024**: multi-resolution buckets, as ai-toolkit's `resolution: [512, 768, 1024]`.
 - **content** timestep sampling: biased toward low noise, for subjects (Flux.2 guide).
 
@@ -57,9 +58,9 @@ loss weighting, DOP with the class word (`cat` for the cat-toy example), `dop_ev
 - your images with same-name `.txt` captions in `input/cat_toy/`
 
 **klein 9B**: pick `flux-2-klein-9b.safetensors` and `qwen_3_8b_fp8mixed.safetensors` (Qwen3-8B),
-set `dop_every_n_steps` 4, and quantization `int8` on cards under 24 GB.
+set `dop_every_n_steps` 4 (quantization auto picks fp8 or int4 where bf16 does not fit).
 **dev**: `flux2_dev_fp8mixed.safetensors` with `mistral_3_small_flux2_fp8.safetensors`, quantization
-**int8**, targets **attention**, `dop_every_n_steps` 8 (the guide: dev needs ~60 GB otherwise)."""
+**auto** (or int4), targets **attention**, `dop_every_n_steps` 8 (the guide: dev needs ~60 GB otherwise)."""
 
 COMPARE_NOTE = """## Compare the checkpoints of a run
 Set `run_name` to the folder name under `output/fluxlab/`. Rows are base (no LoRA), each kept
@@ -120,7 +121,7 @@ def flux1_character_dop(g):
     model, clip, vae = _flux1_loaders(g)
     _train_chain(
         g, model, clip, vae,
-        load={"quantization": "int8", "training_dtype": "bf16", "gradient_checkpointing": True},
+        load={"quantization": "auto", "training_dtype": "bf16", "gradient_checkpointing": True},
         dataset={"folder": "my_character", "resolutions": "512,768,1024", "trigger": "ohwx", "class_word": "woman",
                  "caption_dropout": 0.05, "preset": "character"},
         train={"preset": "character", "run_name": "my_character", "mode": "background", "lora_rank": 32,
@@ -137,7 +138,7 @@ def flux1_style(g):
     model, clip, vae = _flux1_loaders(g)
     _train_chain(
         g, model, clip, vae,
-        load={"quantization": "int8", "training_dtype": "bf16", "gradient_checkpointing": True},
+        load={"quantization": "auto", "training_dtype": "bf16", "gradient_checkpointing": True},
         dataset={"folder": "my_style", "resolutions": "512,1024", "trigger": "xyz style", "preset": "style"},
         train={"preset": "style", "run_name": "my_style", "mode": "background", "dop_enabled": "off",
                "preview_prompts": "a lighthouse at dusk, xyz style\na portrait of an old sailor, xyz style",
@@ -154,7 +155,7 @@ def flux2_subject(g):
     vae = g.add("VAELoader", 0, 2, vae_name="flux2-vae.safetensors")
     _train_chain(
         g, model, clip, vae,
-        load={"quantization": "none", "training_dtype": "bf16", "gradient_checkpointing": True},
+        load={"quantization": "auto", "training_dtype": "bf16", "gradient_checkpointing": True},
         dataset={"folder": "cat_toy", "resolutions": "512", "trigger": "sks", "class_word": "cat", "preset": "character"},
         train={"preset": "character", "run_name": "cat_toy", "mode": "background", "train_steps": 250,
                "lora_rank": 32, "lora_targets": "attention", "flow_timestep_sampling": "balanced",

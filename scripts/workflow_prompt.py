@@ -64,10 +64,20 @@ def widget_inputs(node: dict, info: dict, check: bool = True) -> dict:
         if check:
             _check_value(node, name, spec, value)
         out[name] = value
-        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-        if options.get("control_after_generate") and values and values[0] in SEED_CONTROL_VALUES:
+        if has_seed_control(name, spec) and values and values[0] in SEED_CONTROL_VALUES:
             values.pop(0)
     return out
+
+
+def has_seed_control(name: str, spec) -> bool:
+    """Whether the frontend puts a "control after generate" widget after this one: when the input
+    asks for it, and (unless it says false) for every INT named `seed` or `noise_seed`, whose control
+    then starts at 'randomize' (ComfyUI frontend 1.x `widgetConstructor`)."""
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    asked = options.get("control_after_generate")
+    if asked is not None:
+        return bool(asked)
+    return spec[0] == "INT" and name in ("seed", "noise_seed")
 
 
 def ui_to_prompt(workflow: dict, object_info: dict, check: bool = True) -> dict:

@@ -81,6 +81,19 @@ def is_dynamic(patcher) -> bool:
     return bool(getattr(patcher, "is_dynamic", lambda: False)())
 
 
+def resident_bytes(patcher) -> int:
+    """Bytes of `patcher`'s weights ComfyUI holds loaded on its load device now (0 for a dynamic-VRAM
+    patcher, which holds none for long). Both hosts: `ModelPatcher.loaded_size`."""
+    return 0 if is_dynamic(patcher) else int(patcher.loaded_size())
+
+
+def offload_frees_device(patcher) -> bool:
+    """Whether `offload` gives the load device memory back (not when both devices are the CPU)."""
+    import torch
+
+    return torch.device(patcher.offload_device) != torch.device(patcher.load_device)
+
+
 def offload(patcher) -> bool:
     """Take the model of `patcher` (and of every clone of it, which share its weights) off its load
     device the way ComfyUI does when it frees memory for another model: `LoadedModel.model_unload`,

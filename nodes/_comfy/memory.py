@@ -3,14 +3,17 @@ and the check TrainLoRA makes before a run starts, against the memory free on th
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
 from ...core import lora, memory_plan
 from ...core.adapter import FluxTrainingAdapter
-from ...core.config import TrainConfig
+from ...core.config import TrainConfig, merge_sections
 from ...core.memory_plan import MemoryPlan, RunShape, gib
 from ...core.trainer import lora_spec
+from . import host
 
 _FAMILY_NAMES = {"flux1": "Flux.1", "flux2": "Flux.2"}
 _SHOWN = dict(rank=16, side=1024, text_tokens=512)
@@ -36,19 +39,30 @@ def _run(tree: nn.Module, names: list[str], rank: int, quantization: str, mixed_
                     blocks_to_swap=blocks_to_swap)
 
 
-def estimate_memory(transformer: nn.Module, family: str, settings, device) -> str:
+def estimate_memory(handle) -> str:
     """The plan for a rank-16 LoRA on every block linear (AdamW), one 1024x1024 image with 512 text
-    tokens: what LoadFluxForTraining shows before TrainLoRA's settings are known."""
+    tokens: what LoadFluxForTraining shows before TrainLoRA's settings are known. With quantization
+    'auto', what auto would pick for that run on the device as it is now."""
+    transformer, family, settings = handle.transformer, handle.family, handle.settings
     tree, shape = _shape(transformer, family)
     state = transformer.state_dict()
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values()})
     names = tree.block_linear_names()
-    run = _run(tree, names, _SHOWN["rank"], settings.quant_mode, settings.mixed_precision, settings.gradient_checkpointing,
-               settings.checkpoint_every_n_blocks, tokens=(_SHOWN["side"] // 16) ** 2 + _SHOWN["text_tokens"])
-    parts = memory_plan.plan(shape, run).parts
+    run = _run(tree, names, _SHOWN["rank"], "none" if settings.is_auto else settings.quant_mode,
+               settings.mixed_precision, settings.gradient_checkpointing, settings.checkpoint_every_n_blocks,
+               tokens=(_SHOWN["side"] // 16) ** 2 + _SHOWN["text_tokens"])
     stored = shape.block_weight_bytes + shape.other_bytes
     lines = [f"{_FAMILY_NAMES[family]}: {sum(t.numel() for t in state.values()) / 1e9:.2f} B parameters stored as "
-             f"{'/'.join(dtypes)} ({gib(stored)}), training on {device}."]
+             f"{'/'.join(dtypes)} ({gib(stored)}), training on {handle.device}."]
+    if settings.is_auto:
+        choice = memory_plan.choose(shape, run, _available(handle))
+        if choice is None:
+            lines.append("Quantization auto: even int4 with block swap does not fit this run now; TrainLoRA "
+                         "decides with its own settings.")
+            return "\n".join(lines)
+        run, settings = choice.run, settings.fitted(choice.run.quantization, choice.run.checkpoint_every)
+        lines.append(f"Quantization {choice.reason}. TrainLoRA picks again for its own settings when a run starts.")
+    parts = memory_plan.plan(shape, run).parts
     if settings.quant_mode == "none":
         lines.append(f"Base weights: {gib(parts['base weights'])}, ComfyUI's loaded weights shared as they are (no copy).")
     else:
@@ -67,29 +81,59 @@ def estimate_memory(transformer: nn.Module, family: str, settings, device) -> st
 
 
 def run_plan(handle, config: TrainConfig, data) -> MemoryPlan:
-    """The plan of this run: its LoRA targets and rank, optimizer, EMA, batch, checkpointing, and the
-    largest batch the dataset will give (image tokens of the largest bucket + the text length)."""
+    """The plan of this run as configured."""
     tree, shape = _shape(handle.transformer, handle.family)
+    return memory_plan.plan(shape, _run_shape(tree, config, data))
+
+
+def _run_shape(tree: nn.Module, config: TrainConfig, data) -> RunShape:
+    """The run's LoRA targets and rank, optimizer, EMA, batch, checkpointing, and the largest batch
+    the dataset will give (image tokens of the largest bucket + the text length)."""
     names = lora.target_names(tree, lora_spec(config))
     width, height = max(data.buckets, key=lambda wh: wh[0] * wh[1])
     text_tokens = data.batch(0, 1).context.shape[1]
     t = config.train
-    run = _run(tree, names, config.lora.rank, config.model.quantize, t.mixed_precision, t.gradient_checkpointing,
+    return _run(tree, names, config.lora.rank, config.model.quantize, t.mixed_precision, t.gradient_checkpointing,
                t.checkpoint_every_n_blocks, tokens=(width // 16) * (height // 16) + text_tokens,
                optimizer=config.optim.optimizer, ema=t.ema, batch=t.batch_size, blocks_to_swap=t.blocks_to_swap)
-    return memory_plan.plan(shape, run)
 
 
-def check_fits(handle, config: TrainConfig, data) -> MemoryPlan:
-    """The run's plan, or RunWillNotFit with the plan and what to change. Weights a run trains on in
-    place ('none', resident) are already counted as used by the device."""
-    planned = run_plan(handle, config, data)
-    needed = planned.peak - (planned.parts["base weights"] if handle.trains_in_place else 0)
-    free = free_memory(handle.device)
-    if needed > free:
-        raise RunWillNotFit(f"TrainLoRA: run {config.run.name!r} will not fit on {handle.device}: "
-                            f"{planned.advice(free)}\n{planned.describe()}")
-    return planned
+def fit_run(handle, config: TrainConfig, data) -> tuple:
+    """(handle, config, plan, note) for a run that fits the training device, or RunWillNotFit with the
+    plan and what to change. With quantization 'auto' the handle and config come back with the least
+    lossy quantization / checkpointing / block swap that fits (`memory_plan.choose`), and the note
+    says what was picked and why; otherwise they come back as given, and the note is None."""
+    tree, shape = _shape(handle.transformer, handle.family)
+    run = _run_shape(tree, config, data)
+    available = _available(handle)
+    if not handle.settings.is_auto:
+        planned = memory_plan.plan(shape, run)
+        if planned.peak > available[run.quantization]:
+            raise RunWillNotFit(f"TrainLoRA: run {config.run.name!r} will not fit on {handle.device}: "
+                                f"{planned.advice(available[run.quantization])} Or quantization 'auto' on "
+                                f"LoadFluxForTraining.\n{planned.describe()}")
+        return handle, config, planned, None
+    choice = memory_plan.choose(shape, run, available)
+    if choice is None:
+        smallest = memory_plan.plan(shape, dataclasses.replace(run, quantization="qint4", checkpoint_every=1,
+                                                               blocks_to_swap=shape.single_blocks))
+        raise RunWillNotFit(f"TrainLoRA: run {config.run.name!r} will not fit on {handle.device} even with int4, "
+                            f"checkpointing and every single block swapped: "
+                            f"{smallest.advice(available['qint4'])}\n{smallest.describe()}")
+    picked = choice.run
+    settings = handle.settings.fitted(picked.quantization, picked.checkpoint_every)
+    overrides = merge_sections(settings.config_overrides(), {"train": {"blocks_to_swap": picked.blocks_to_swap}})
+    return handle.with_settings(settings), config.with_overrides(overrides), choice.plan, choice.reason
+
+
+def _available(handle) -> dict[str, int]:
+    """What a run's peak may use on the device, per quantization: the free memory, plus ComfyUI's
+    resident copy of this MODEL where the run reuses it ('none', trained in place) or frees it
+    (quantized: `host.offload` takes it off a GPU; on the CPU it stays in RAM)."""
+    free, resident = free_memory(handle.device), host.resident_bytes(handle.patcher)
+    reused = resident if not host.is_dynamic(handle.patcher) else 0
+    freed = resident if host.offload_frees_device(handle.patcher) else 0
+    return {mode: free + (reused if mode == "none" else freed) for mode in memory_plan.QUANT_BYTES}
 
 
 def free_memory(device: torch.device) -> int:

@@ -21,6 +21,8 @@ dynamic-VRAM MODEL (0.33.0 on NVIDIA) is never force-loaded; runs copy its weigh
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -33,8 +35,9 @@ from ...core.ownership import own_leaves
 from .host import is_dynamic, kept_loaded, offload
 from .memory import estimate_memory
 
-QUANTIZATION = {"none": "none", "int8": "qint8", "fp8": "qfloat8", "int4": "qint4"}
-"""Node choice -> core.quant mode."""
+AUTO = "auto"
+QUANTIZATION = {AUTO: None, "none": "none", "int8": "qint8", "fp8": "qfloat8", "int4": "qint4"}
+"""Node choice -> core.quant mode ('auto' is settled per run by TrainLoRA: nodes/_comfy/memory.fit_run)."""
 TRAINING_DTYPES = {"bf16": ("bf16", torch.bfloat16), "fp32": ("no", torch.float32)}
 """Node choice -> (TrainConfig train.mixed_precision, compute dtype of quantized layers)."""
 
@@ -43,9 +46,10 @@ TRAINING_DTYPES = {"bf16": ("bf16", torch.bfloat16), "fp32": ("no", torch.float3
 class TrainingModelSettings:
     """The LoadFluxForTraining widgets, checked."""
 
-    quantization: str = "none"
-    """"none" (train on the loaded weights, shared) or "int8" / "fp8" / "int4" (frozen quanto copies
-    of the block linears on the training device, built layer by layer)."""
+    quantization: str = AUTO
+    """"none" (train on the loaded weights, shared), "int8" / "fp8" / "int4" (frozen quanto copies
+    of the block linears on the training device, built layer by layer), or "auto": the least lossy of
+    these (with checkpointing and block swap) that fits the device, picked when a run starts."""
     training_dtype: str = "bf16"
     """"bf16": bf16 autocast (standard). "fp32": no autocast (slow; needs an fp32 or manual-cast MODEL,
     because the shared weights are never cast). Also the compute dtype of quantized layers."""
@@ -63,8 +67,21 @@ class TrainingModelSettings:
             raise ValueError(f"checkpoint_every_n_blocks={self.checkpoint_every_n_blocks!r} must be an integer >= 1.")
 
     @property
+    def is_auto(self) -> bool:
+        return self.quantization == AUTO
+
+    @property
     def quant_mode(self) -> str:
+        """The core.quant mode (not for 'auto', which `fitted` settles per run)."""
+        if self.is_auto:
+            raise ValueError("quantization 'auto' has no mode until a run settles it (nodes/_comfy/memory.fit_run)")
         return QUANTIZATION[self.quantization]
+
+    def fitted(self, quant_mode: str, checkpoint_every: int) -> TrainingModelSettings:
+        """These settings with what `memory_plan.choose` picked for a run (0 = no checkpointing)."""
+        node_choice = next(name for name, mode in QUANTIZATION.items() if mode == quant_mode)
+        return dataclasses.replace(self, quantization=node_choice, gradient_checkpointing=checkpoint_every > 0,
+                                   checkpoint_every_n_blocks=max(checkpoint_every, 1))
 
     @property
     def mixed_precision(self) -> str:
@@ -77,7 +94,7 @@ class TrainingModelSettings:
     def config_overrides(self) -> dict:
         """The TrainConfig sections these settings decide (for `TrainConfig.with_overrides`)."""
         return {
-            "model": {"quantize": self.quant_mode},
+            "model": {"quantize": "none" if self.is_auto else self.quant_mode},  # auto: settled by fit_run
             "train": {"mixed_precision": self.mixed_precision, "gradient_checkpointing": self.gradient_checkpointing,
                       "checkpoint_every_n_blocks": self.checkpoint_every_n_blocks},
         }
@@ -158,23 +175,34 @@ class TrainingModelHandle:
         _check_dtype(patcher, settings)
         self.patcher = patcher
         self.settings = settings
-        if settings.quant_mode == "none":
+        # Either way the weights read below are the base's: loading this patcher, or offloading, takes
+        # off a clone that ComfyUI patched a LoRA into for sampling ('auto' loads nothing until a run
+        # has picked, and quantized runs train on copies).
+        if settings.quantization == "none":
             ensure_loaded(patcher)
+        else:
+            offload(patcher)
         self.device: torch.device = torch.device(patcher.load_device)
         """Where training runs: ComfyUI's load device for this MODEL."""
         self.base_fingerprint: str = f"{self.family}:{weights_fingerprint(transformer)}"
         """Stable id of the base weights (family + `weights_fingerprint` of the transformer)."""
-        self.memory_estimate: str = estimate_memory(transformer, self.family, settings, self.device)
+        self.memory_estimate: str = estimate_memory(self)
         """Human-readable memory estimate for the chosen settings (shown on the node)."""
 
     @property
     def transformer(self) -> nn.Module:
         return flux_transformer(self.patcher)
 
+    def with_settings(self, settings: TrainingModelSettings) -> TrainingModelHandle:
+        """The same MODEL with other settings (what 'auto' picked for one run); shares the rest."""
+        handle = copy.copy(self)
+        handle.settings = settings
+        return handle
+
     @property
     def trains_in_place(self) -> bool:
         """A run trains on ComfyUI's loaded weights themselves ('none' on a resident MODEL)."""
-        return self.settings.quant_mode == "none" and not is_dynamic(self.patcher)
+        return self.settings.quantization == "none" and not is_dynamic(self.patcher)
 
     def run_lifetime(self):
         """Hold for as long as a run lives: a run on the loaded weights ('none') keeps ComfyUI from

@@ -4,6 +4,7 @@ its run finishes, and its compare grid shown in the A/B widget."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -79,6 +80,15 @@ def test_demo_from_template_browser_trains_in_the_panel(open_ui, browser_server,
                       arg=default_complaints, timeout_ms=15_000)
     complaints = [t for t in ui.toasts() if COMPLAINT.search(t)]
     assert not complaints, f"the frontend rejects parts of {demo.name}: {complaints}"
+    # Every widget holds the saved value (a seed control the file did not account for would shift
+    # the rest), and no seed is left to 'randomize': the same workflow trains the same run.
+    loaded = ui.evaluate("() => Object.fromEntries(window.app.graph.nodes.map((n) => "
+                         "[String(n.id), (n.widgets || []).map((w) => [w.name, w.value])]))")
+    for node in json.loads(demo.read_text())["nodes"]:
+        widgets, saved = loaded[str(node["id"])], node.get("widgets_values", [])
+        # (after them: widgets of the pack's own front end, such as CompareCheckpoints' A/B view)
+        assert [value for _, value in widgets][:len(saved)] == saved, (node["type"], widgets)
+        assert all(value == "fixed" for name, value in widgets if "control" in name), (node["type"], widgets)
     ui.shot("11_demo_workflow_loaded")
     panel = ui.open_panel()
     ui.page.get_by_role("button", name="Run", exact=True).first.click()

@@ -102,7 +102,9 @@ def test_wait_mode_trains_and_the_lora_loads_in_stock_comfyui(comfy_client, comf
 
     events = fluxlab_events(comfy_client, run, start)
     kinds = [e["type"].removeprefix("fluxlab.") for e in events]
-    assert kinds[0] == "dataset_report" and kinds[1] == "started" and kinds[-1] == "finished", kinds
+    assert kinds[:3] == ["info", "dataset_report", "started"] and kinds[-1] == "finished", kinds
+    # quantization 'auto' (LoadFluxForTraining's default) says what it picked, first.
+    assert events[0]["data"]["message"].startswith("auto: the loaded weights, no checkpointing (")
     seqs = [e["data"]["seq"] for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert [e["data"]["step"] for e in events if e["type"] == "fluxlab.step"] == list(range(1, 9))
@@ -267,8 +269,8 @@ def test_cancel_in_wait_mode_saves_a_checkpoint_and_requeue_resumes(comfy_client
     ({"preset": "character"}, ("class_word", "DOP")),
     ({"optim_optimizer": "sgd"}, ("optim_optimizer", "'sgd' is not one of")),
     ({"flow_timestep_sampling": "balance"}, ("flow_timestep_sampling", "did you mean 'balanced'")),
-    # Measured before the memory plan: "DefaultCPUAllocator: can't allocate" naming nothing.
-    ({"lora_rank": 1_000_000}, ("lora_rank", "will not fit", "largest part is LoRA + optimizer", "peak:")),
+    # NaN passes every comparison (ComfyUI's min/max checks too): refused by name, not in the thread.
+    ({"optim_learning_rate": float("nan")}, ("optim_learning_rate", "not a finite number")),
 ])
 def test_bad_settings_fail_with_a_message_naming_them(comfy_client, dataset, settings, words):
     """Refused by the node with our words, or (combo values on hosts that check them when a prompt
@@ -292,6 +294,24 @@ def test_unknown_values_are_refused_at_validation(comfy_client, dataset, name, v
     with pytest.raises(ComfyAPIError, match=name):
         comfy_client.queue(graph)
     assert comfy_client.get_json("/system_stats")["system"], "the server keeps serving"
+
+
+@pytest.mark.parametrize("name, value", [
+    # Measured before the bounds: lr 1e6 trained to NaN from step 3 and published a NaN LoRA; rank
+    # 1e6 ended in "DefaultCPUAllocator: can't allocate", naming nothing.
+    ("optim_learning_rate", 1e6), ("lora_rank", 1_000_000), ("train_batch_size", 100_000),
+])
+def test_numbers_past_a_settings_bound_are_refused_when_queued(comfy_client, dataset, name, value):
+    graph = training_graph(comfy_client, "e2e_bounds", steps=4)
+    graph["train"]["inputs"][name] = value
+    with pytest.raises(ComfyAPIError) as refused:
+        comfy_client.queue(graph)
+    assert name in str(refused.value) and "bigger than max" in str(refused.value)
+    assert not run_folder_exists(comfy_client, "e2e_bounds")
+
+
+def run_folder_exists(client, run_name: str) -> bool:
+    return any(r["run_id"] == run_name for r in client.get_json("/fluxlab/runs")["runs"])
 
 
 def test_a_live_run_name_is_refused(comfy_client, dataset):

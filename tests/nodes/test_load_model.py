@@ -120,6 +120,22 @@ def test_base_fingerprint_is_stable_and_tells_weights_apart():
     assert first == again and first != other and first.startswith("flux1:")
 
 
+@pytest.mark.parametrize("quantization", list(QUANTIZATION))
+def test_base_fingerprint_is_the_bases_while_comfy_has_a_lora_patched_in(quantization):
+    """ComfyUI patches a sampling LoRA into the shared weights in place (a clone of the MODEL): the
+    fingerprint, and so the resume check, must see the base, whatever the quantization."""
+    patcher = build_tiny_model_patcher(TinyFluxSpec("flux1-dev", seed=5))
+    clean = TrainingModelHandle(patcher, TrainingModelSettings("none", "fp32")).base_fingerprint
+    key = "diffusion_model.double_blocks.0.img_attn.qkv.weight"
+    base_weight = patcher.model.get_parameter(key).detach().clone()
+    clone = patcher.clone()
+    clone.add_patches({key: (torch.ones_like(base_weight),)}, 1.0)
+    comfy.model_management.load_models_gpu([clone], force_full_load=True)
+    assert not torch.equal(patcher.model.get_parameter(key), base_weight), "the patch is in the shared weights"
+    handle = TrainingModelHandle(patcher, TrainingModelSettings(quantization, "fp32"))
+    assert handle.base_fingerprint == clean
+
+
 def test_non_flux_models_are_refused_naming_what_was_found():
     class FakePatcher:  # a MODEL whose diffusion model is not Flux (e.g. an SD UNet)
         model = type("BaseModel", (), {"diffusion_model": nn.Linear(2, 2)})()
@@ -228,6 +244,26 @@ def test_quantized_runs_take_comfys_float_copy_off_the_device(quantization):
     plain = TrainingModelHandle(patcher, TrainingModelSettings(quantization="none", training_dtype="fp32"))
     plain.new_adapter()
     assert any(m.model is patcher for m in comfy.model_management.current_loaded_models), "'none' trains on the loaded MODEL"
+
+
+@pytest.mark.parametrize("quantization", ["int8", "fp8", "int4"])
+def test_quantized_runs_put_no_float_block_weight_on_a_distinct_training_device(quantization):
+    """The same with a training device that is not the offload device ('meta' stands in for a GPU:
+    tensors there have a device but no memory): every tensor of the run is on the training device,
+    each block linear there is a quantized copy, and ComfyUI's own weights stay on the offload
+    device, unloaded in its model management."""
+    patcher = build_tiny_model_patcher(TinyFluxSpec("flux1-dev", seed=4))
+    patcher.load_device = torch.device("meta")
+    handle = TrainingModelHandle(patcher, TrainingModelSettings(quantization=quantization, training_dtype="fp32"))
+    adapter = handle.new_adapter()
+    tensors = list(adapter.module.parameters()) + list(adapter.module.buffers())
+    assert tensors and {t.device.type for t in tensors} == {"meta"}
+    block_linears = [m for name in ("double_blocks", "single_blocks") for m in getattr(adapter.module, name).modules()
+                     if isinstance(m, nn.Linear)]
+    assert block_linears and all(is_quantized(m) for m in block_linears), "a float block weight on the device"
+    owner = patcher.model.diffusion_model
+    assert {t.device.type for t in owner.state_dict().values()} == {"cpu"}, "ComfyUI's copy left the offload device"
+    assert not any(m.model is patcher for m in comfy.model_management.current_loaded_models)
 
 
 def test_comfy_keeps_a_model_loaded_while_a_run_trains_on_it():

@@ -21,13 +21,15 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
+from .errors import FluxLabError
+
 CONFIG_VERSION = 1
 MAX_LEARNING_RATE = 0.1
 """The largest learning rate for adamw / adamw8bit / adafactor: 1000x the Flux standard (tiny test
 models learn at 2e-2); far beyond it a LoRA diverges within steps (lr 1e6 trained to NaN at step 3)."""
 
 
-class ConfigError(ValueError):
+class ConfigError(FluxLabError, ValueError):
     """A setting has a bad value or name. `key` is the dotted name ("lora.rank") for UIs to highlight."""
 
     def __init__(self, key: str, message: str):

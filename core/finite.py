@@ -15,9 +15,10 @@ from typing import Callable, Iterable, Mapping
 import torch
 
 from .config import TrainConfig
+from .errors import FluxLabError
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(FluxLabError, FloatingPointError):
     """Training produced NaN or infinity; the message names the step, what, the likely cause and what
     the run kept."""
 

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .errors import FluxLabError
+
 SUPPORTED = "ComfyUI's text-to-image Flux transformers (comfy.ldm.flux.model.Flux): Flux.1 dev/schnell/Krea, Flux.2 dev and Flux.2 klein"
 _REQUIRED = ("params", "img_in", "txt_in", "time_in", "double_blocks", "single_blocks", "final_layer")
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(FluxLabError, ValueError):
     """The module handed in is not a Flux.1 / Flux.2 transformer this engine can train."""
 
 

@@ -185,9 +185,13 @@ def load_lora(path, family: str = None, rank: int = None) -> LoraFile:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"LoRA file {path} does not exist")
-    with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        metadata = dict(f.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            metadata = dict(f.metadata() or {})
+    except Exception as err:  # safetensors' own error names no file ("header too large")
+        raise ValueError(f"LoRA file {path} ({path.stat().st_size} bytes) cannot be read as .safetensors: empty, "
+                         f"truncated or another format ({type(err).__name__}: {str(err)[:120]})") from err
     found = detect_family(tensors, path)
     if family is not None:
         _check_family(family)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from .config import TrainConfig
+from .errors import FluxLabError
 from .rundir import CheckpointInfo, RunDir
 
 LORA_SHAPE = ("rank", "targets", "train_modulation", "blocks", "exclude_blocks")
@@ -23,7 +24,7 @@ ON_EXISTING = ("resume", "new run", "new run from its LoRA")
 """What to do with a run name whose folder already holds a run (TrainLoRA's `on_existing_run`)."""
 
 
-class ResumeMismatch(ValueError):
+class ResumeMismatch(FluxLabError, ValueError):
     """The run folder holds a run on other weights, data or LoRA settings; nothing was changed."""
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from .control import RunControl
+from .errors import FluxLabError
 from .events import TERMINAL_KINDS, Event, EventLog, Failed, Finished, Record, Started
 from .rundir import RunDir
 
@@ -31,7 +32,7 @@ LIVE_STATUSES = frozenset({"starting", "running", "paused", "stopping"})
 TrainFn = Callable[[RunControl, Callable[[Event], Record]], Optional[object]]
 
 
-class RunError(RuntimeError):
+class RunError(FluxLabError, RuntimeError):
     """A run request that cannot be honoured (duplicate id, control of a run that is not live, ...)."""
 
 

@@ -27,7 +27,7 @@ from ..core.resume import ON_EXISTING, settle_run
 from ..core.rundir import RunDir
 from ..core.trainer import TrainingJob, train
 from . import types
-from ._comfy import memory, previews, runs
+from ._comfy import memory, previews, runs, sampling
 
 PRESET_CHOICES = (*PRESETS, "custom")  # custom = TrainConfig defaults
 USE_PRESET = "preset"  # list / switch widgets
@@ -244,6 +244,12 @@ class TrainLoRA(io.ComfyNode):
                                            height=preview_height, steps=preview_steps, seed=preview_seed,
                                            guidance=preview_guidance)
         report = dataset.report
+        if config.lora.init_lora:  # confined like every LoRA a graph names: the loras and output folders
+            try:
+                init = sampling.lora_file(config.lora.init_lora)
+            except (ValueError, FileNotFoundError) as err:
+                raise ValueError(f"TrainLoRA widget 'lora_init_lora': {err}") from err
+            config = config.with_overrides({"lora": {"init_lora": str(init)}})
         # Before any thread or file: a run that would resume on other weights or data is refused, one
         # that will not fit says so (not an OOM at step 1), and 'auto' settles quantization.
         config, name_note = settle_run(runs.runs_root(), config, on_existing_run, model.base_fingerprint,

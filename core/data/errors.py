@@ -4,8 +4,10 @@ Every message names the file or the setting at fault and says how to fix it, bec
 it in ComfyUI's error popup, far from any traceback.
 """
 
+from ..errors import FluxLabError
 
-class DatasetError(ValueError):
+
+class DatasetError(FluxLabError, ValueError):
     """A dataset cannot be built as configured (bad file under policy "error", bad setting, ...)."""
 
 

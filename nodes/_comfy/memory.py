@@ -11,6 +11,7 @@ from torch import nn
 from ...core import lora, memory_plan
 from ...core.adapter import FluxTrainingAdapter
 from ...core.config import TrainConfig, merge_sections
+from ...core.errors import FluxLabError
 from ...core.memory_plan import MemoryPlan, RunShape, gib
 from ...core.trainer import lora_spec
 from . import host
@@ -20,7 +21,7 @@ _SHOWN = dict(rank=16, side=1024, text_tokens=512)
 """What the LoadFluxForTraining estimate assumes before TrainLoRA's settings are known."""
 
 
-class RunWillNotFit(MemoryError):
+class RunWillNotFit(FluxLabError, MemoryError):
     """The plan's peak exceeds the memory free on the training device."""
 
 

@@ -36,6 +36,7 @@ from comfy_api.latest import io, ui
 
 from ...core.rundir import RunDir
 from ...core.runner import check_run_id
+from .lora_files import checked_lora
 from .runs import runs_root
 
 
@@ -112,10 +113,11 @@ def lora_file(name_or_path: str) -> Path:
 # --- the stock nodes' steps ---------------------------------------------------------------------
 
 def apply_lora(model, path: Path | None, strength: float):
-    """LoraLoaderModelOnly(model, path, strength): a patched clone; `model` itself for no LoRA or 0."""
+    """LoraLoaderModelOnly(model, path, strength): a patched clone; `model` itself for no LoRA or 0.
+    The file is checked against the model first (lora_files.checked_lora)."""
     if path is None or strength == 0:
         return model
-    lora = comfy.utils.load_torch_file(str(path), safe_load=True)
+    lora = checked_lora(model, Path(path))
     model_lora, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0)
     return model_lora
 

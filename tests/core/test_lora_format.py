@@ -117,3 +117,12 @@ def test_a_failing_write_leaves_the_previous_file(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["lora.safetensors"], "the temp file must be cleaned up"
     assert lora_format.load_lora(path).step == 1
+
+
+@pytest.mark.parametrize("content", [b"", b"not a safetensors file at all", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\""])
+def test_an_unreadable_file_is_named_with_what_it_is(tmp_path, content):
+    """Measured before: `SafetensorError: header too large`, naming no file (e.g. as init_lora)."""
+    path = tmp_path / "broken.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"LoRA file .*broken.safetensors \({len(content)} bytes\) cannot be read"):
+        lora_format.load_lora(path)

@@ -159,6 +159,8 @@ def test_corrupt_image_is_named_and_the_server_keeps_serving(failing_server):
     result = comfy_client.run(dataset_graph(comfy_client, folder), timeout=180, expect_success=False)
     assert result.status == "error" and result.error()["node_id"] == "data"
     assert re.search(r"Image .*h7_corrupt/img_2\.png: .*on_bad_file='skip'", result.error()["exception_message"])
+    # ComfyUI titles the error dialog with the type: ours read as such, not as the install path.
+    assert result.error()["exception_type"] == "fluxlab.BadImage"
 
     skipped = comfy_client.run(dataset_graph(comfy_client, folder, bad_files="skip"), timeout=180)
     text, report = report_of(skipped)

@@ -282,3 +282,50 @@ def test_bad_selection_is_refused_naming_the_run_and_what_it_has(comfy_client, c
     errors = body["node_errors"]["node"]["errors"]  # ComfyUI repeats it once per validated input
     assert errors and {e["type"] for e in errors} == {"custom_validation_failed"}
     assert re.search(message, errors[0]["details"]), errors[0]["details"]
+
+
+def _bad_lora_files(server) -> dict:
+    """Files users give SampleCheckpoint by mistake, in the loras folder: name -> how to write it."""
+    folder = server.base_dir / "models" / "loras"
+    folder.mkdir(parents=True, exist_ok=True)
+    flux2 = folder / "e2e_flux2.safetensors"
+    save_lora(flux2, _lora_weights("flux2-dev", seed=5), "flux2", step=1)
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(flux2)), str(folder / "e2e_flux2_foreign.safetensors"))  # no metadata: a foreign file
+    save_file({"state.0.exp_avg": torch.zeros(4, 8)}, str(folder / "e2e_optimizer_state.safetensors"))
+    (folder / "e2e_text.safetensors").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\n")
+    (folder / "e2e_empty.safetensors").write_bytes(b"")
+    (folder / "e2e_truncated.safetensors").write_bytes(flux2.read_bytes()[:200])
+
+
+@pytest.mark.parametrize("kind, file, words", [
+    ("sample", "e2e_flux2.safetensors", ("was trained on Flux.2 but the model is Flux.1",)),
+    ("sample", "e2e_flux2_foreign.safetensors", ("does not fit this Flux.1 model", "differ in shape")),
+    ("sample", "e2e_optimizer_state.safetensors", ("patches nothing in this Flux.1 model", "not a LoRA")),
+    ("sample", "e2e_text.safetensors", ("cannot be read: a text file",)),
+    ("sample", "e2e_empty.safetensors", ("is empty (0 bytes)",)),
+    ("sample", "e2e_truncated.safetensors", ("cannot be read: truncated or not a .safetensors file",)),
+    ("compare", "e2e_flux2.safetensors", ("was trained on Flux.2 but the model is Flux.1",)),
+])
+def test_a_lora_that_does_not_fit_the_model_is_refused_naming_the_file(comfy_client, comfy_server, kind, file, words):
+    """Measured before: each of these rendered the base model's image, with "lora key not loaded"
+    only in the server log (or `SafetensorError: header too large` naming no file)."""
+    _bad_lora_files(comfy_server)
+    graph = _base_graph("flux1-dev")
+    if kind == "sample":
+        graph["node"] = _sample_node(lora=file)
+    else:  # a run whose checkpoint is that file
+        run = _make_run(comfy_server, "flux1-dev", "e2e foreign rows", steps=(2,), final=False)
+        source = comfy_server.base_dir / "models" / "loras" / file
+        (run.checkpoint_dir(2) / LORA_FILE).write_bytes(source.read_bytes())
+        info = json.loads((run.checkpoint_dir(2) / "training_state.json").read_text())
+        info["files"][LORA_FILE] = source.stat().st_size
+        (run.checkpoint_dir(2) / "training_state.json").write_text(json.dumps(info))
+        graph["node"] = _compare_node("e2e foreign rows", include_base=False)
+    graph["out"] = {"class_type": "PreviewImage", "inputs": {"images": ["node", 0]}}
+    stage, message = comfy_client.refusal(graph, timeout=60)
+    named = file if kind == "sample" else f"checkpoint_000002/{LORA_FILE}"
+    assert stage == "node" and named in message, message
+    for word in words:
+        assert word in message, message

@@ -271,6 +271,9 @@ def test_cancel_in_wait_mode_saves_a_checkpoint_and_requeue_resumes(comfy_client
     ({"flow_timestep_sampling": "balance"}, ("flow_timestep_sampling", "did you mean 'balanced'")),
     # NaN passes every comparison (ComfyUI's min/max checks too): refused by name, not in the thread.
     ({"optim_learning_rate": float("nan")}, ("optim_learning_rate", "not a finite number")),
+    # Measured before: init_lora read any file of the server, unlike every other LoRA input.
+    ({"lora_init_lora": "/etc/hostname"}, ("lora_init_lora", "absolute paths must lie in ComfyUI's output or loras")),
+    ({"lora_init_lora": "no_such.safetensors"}, ("lora_init_lora", "not a name in the loras folder")),
 ])
 def test_bad_settings_fail_with_a_message_naming_them(comfy_client, dataset, settings, words):
     """Refused by the node with our words, or (combo values on hosts that check them when a prompt

@@ -85,11 +85,13 @@ def test_a_quantized_run_may_use_the_memory_its_offload_frees(setup, monkeypatch
     built: that memory counts for quantized runs (not for the CPU, where it stays)."""
     models, data, config = setup
     patcher = models.model
+    handle = _handle(models, "int8")  # offloads ComfyUI's copy; a sampling prompt loads it again:
     comfy.model_management.load_models_gpu([patcher], force_full_load=True)
     resident = patcher.loaded_size()
+    assert resident > 0
     monkeypatch.setattr(memory, "free_memory", lambda device: 1000)
-    assert memory._available(_handle(models, "int8"))["qint8"] == 1000  # offload device = load device
+    assert memory._available(handle)["qint8"] == 1000  # offload device = load device
     monkeypatch.setattr(memory.host, "offload_frees_device", lambda p: True)
-    available = memory._available(_handle(models, "int8"))
+    available = memory._available(handle)
     assert available["qint8"] == available["qint4"] == available["none"] == 1000 + resident
     assert memory_plan.QUANT_BYTES.keys() == available.keys()

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,22 @@ def atomic_write(path: Path, writer: Writer) -> Path:
         temp.unlink(missing_ok=True)
     fsync_dir(path.parent)
     return path
+
+
+def remove_stale_temps(folder: Path, idle_s: float = 600.0) -> list[Path]:
+    """Delete `atomic_write` temp files in a shared folder (loras/fluxlab) that nobody has written to
+    for `idle_s` seconds: debris of a process killed mid-copy. A copy in progress keeps its file's
+    mtime fresh, so it is left alone."""
+    removed = []
+    now = time.time()
+    for entry in Path(folder).glob(f"{TEMP_PREFIX}*"):
+        try:
+            if entry.is_file() and now - entry.stat().st_mtime > idle_s:
+                entry.unlink()
+                removed.append(entry)
+        except FileNotFoundError:  # another process cleaned it first
+            continue
+    return removed
 
 
 def bytes_writer(data: bytes) -> Writer:

@@ -115,9 +115,12 @@ class RunRoutes:
             return _error(400, problem)
         try:
             target = handle.run_dir.resolve_inside(relative)
+            found = target.is_file()
         except ValueError:
             return _error(403, f"path {relative!r} leads outside the run folder (a link?); refused")
-        if not target.is_file():
+        except OSError as exc:  # e.g. a name over the file system's 255 bytes (ENAMETOOLONG)
+            return _error(400, f"path {relative[:80]!r}... is not a usable file name here ({exc.strerror})")
+        if not found:
             return _error(404, f"run {handle.run_id!r} has no file {relative!r}")
         return web.FileResponse(target)
 
@@ -142,7 +145,7 @@ class RunRoutes:
     async def _use(self, request: web.Request, handle: RunHandle) -> web.Response:
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
             return _error(400, 'body must be JSON: {"checkpoint": "checkpoint_000010" or "final"}')
         which = body.get("checkpoint") if isinstance(body, dict) else None
         if not isinstance(which, str) or not which:

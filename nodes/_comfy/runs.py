@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ...core.events import Record, read_events_file
-from ...core.rundir import RunDir, atomic_write
+from ...core.rundir import RunDir, atomic_write, remove_stale_temps
 from ...core.runner import RunHandle, RunRegistry, TrainFn, check_run_id, default_registry
 from .host import training_mode
 
@@ -62,6 +62,8 @@ def loras_folder() -> Path:
 def publish_lora(source: Path, name: str, folder: Optional[Path] = None) -> str:
     """Copy `source` to `<loras>/fluxlab/<name>.safetensors` atomically; returns the loader's name for it."""
     folder = loras_folder() if folder is None else Path(folder)
+    for stale in remove_stale_temps(folder):  # a copy killed midway (server stopped) left it
+        log.info("removed %s, left by an interrupted copy", stale)
     target = folder / f"{name}.safetensors"
     atomic_write(target, lambda temp: shutil.copyfile(source, temp))
     return f"{RUNS_SUBFOLDER}/{target.name}"

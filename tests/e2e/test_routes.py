@@ -92,6 +92,10 @@ def test_malformed_requests_get_a_json_message(comfy_client, trained):
     for action in ("pause", "resume", "checkpoint", "stop"):
         assert "not running" in error_of(comfy_client, "POST", f"/fluxlab/runs/{RUN}/{action}", 409)
     assert "folder name" in error_of(comfy_client, "GET", "/fluxlab/runs/.hidden", 400)
+    # Measured before: both answered 500 (ENAMETOOLONG, RecursionError).
+    assert "not a usable file name" in error_of(comfy_client, "GET", file_url("a" * 300), 400)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert "body must be JSON" in error_of(comfy_client, "POST", f"/fluxlab/runs/{RUN}/use", 400, raw=deep)
 
 
 def test_use_copies_a_checkpoint_into_the_loras_folder(comfy_client, comfy_server, trained):

@@ -7,7 +7,9 @@ train_fn on the real runner: websocket forwarding per session, LoRA publishing, 
 and the interrupt guard that keeps ComfyUI's per-op interrupt check away from training threads.
 """
 
+import os
 import threading
+import time
 
 import pytest
 import torch
@@ -141,6 +143,21 @@ def test_events_are_forwarded_once_per_session_and_the_lora_is_published(tmp_pat
     assert seqs == list(range(len(seqs))), "each record once, in order"
     assert all(data["run_id"] == "fwd" for _, data in sent)
     assert (tmp_path / "loras" / "fwd.safetensors").read_bytes() == b"lora bytes 3"
+
+
+def test_publishing_clears_copies_a_killed_server_left_behind(tmp_path):
+    """Measured before: a kill during the copy into loras/fluxlab left `.tmp-<run>.safetensors.<hex>`
+    there forever. Temps idle for 10 minutes go; one being written now stays."""
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    stale, live = loras / ".tmp-old.safetensors.1a2b3c4d", loras / ".tmp-other.safetensors.5e6f7a8b"
+    stale.write_bytes(b"half a lora")
+    live.write_bytes(b"being copied")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    source = tmp_path / "final.safetensors"
+    source.write_bytes(b"lora")
+    assert runs.publish_lora(source, "new", loras) == "fluxlab/new.safetensors"
+    assert not stale.exists() and live.exists() and (loras / "new.safetensors").read_bytes() == b"lora"
 
 
 def test_a_live_run_name_is_refused_and_blocking_runs_report_progress(tmp_path, monkeypatch):

@@ -15,13 +15,16 @@ layer) wraps it with its plain lora.Linear, whose forward is base(x) + LoRA(x): 
 plus a float delta. peft's merge would add the delta to `weight.data`, a quanto tensor, and the
 delta is lost; core/lora.py refuses merges on every layer it attaches.
 
-First use of qint4 on CPU compiles quanto's C++ unpack kernel (torch.utils.cpp_extension, with the
-system C++ compiler, no network) into optimum/quanto/library/extensions/cpp/build inside the venv;
-about 35 s once on a 2-core machine, cached afterwards (rebuilt if torch changes).
+qint4 needs quanto's compiled unpack kernel (C++ on the CPU, built with the system compiler, no
+network, into optimum/quanto/library/extensions/cpp/build inside the venv; about 35 s once on two
+cores, rebuilt if torch changes): set-up builds it, and core/quanto_kernel.py makes sure of it, never
+waiting on a dead builder's lock.
 """
 
 import torch
 from torch import nn
+
+from .quanto_kernel import ensure_built
 
 MODES = ("none", "qint8", "qfloat8", "qint4")
 _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -60,6 +63,8 @@ def quantize_base(tree: nn.Module, mode: str, device=None, compute_dtype: torch.
 
     if any(isinstance(m, LoraLayer) for m in tree.modules()):
         raise ValueError("quantize the base before attaching LoRA (core/lora.attach_lora), not after")
+    if mode == "qint4":  # int4 weights are unpacked by a compiled kernel: build it now, with a clear error
+        ensure_built(torch.device(device).type if device is not None else next(tree.parameters()).device.type)
     qtype, count = _qtype(mode), 0
     for list_name in _BLOCK_LISTS:
         for block in getattr(tree, list_name, ()):

@@ -42,6 +42,9 @@ class PreviewSpec:
     steps: int = 20
     seed: int = 0
     guidance: float = 3.5
+    sigmas: tuple[float, ...] | None = None
+    """The sampling schedule (steps + 1 descending sigmas ending at 0): the MODEL's own, as ComfyUI's
+    KSampler computes it, so a preview shows what users get. None: BFL's size-dependent shift."""
 
 
 def preview_file_name(index: int, prompt: PreviewPrompt, spec: PreviewSpec) -> str:
@@ -68,7 +71,8 @@ def render_previews(adapter: TrainingAdapter, spec: PreviewSpec, *, device: torc
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                     return adapter.predict(x, sigmas, context, pooled, spec.guidance).to(dtype)
 
-            latents = euler_sample(velocity, noise, spec.steps,
+            schedule = None if spec.sigmas is None else torch.tensor(spec.sigmas, dtype=torch.float64)
+            latents = euler_sample(velocity, noise, spec.steps, sigmas=schedule,
                                    image_seq_len=image_seq_len(spec.latent_height, spec.latent_width, patch_size))
             (image,) = spec.decode(latents.float().cpu())
             buffer = io.BytesIO()

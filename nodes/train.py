@@ -242,7 +242,7 @@ class TrainLoRA(io.ComfyNode):
         spec = previews.build_preview_spec(previews.parse_prompts(preview_prompts), clip or dataset.clip,
                                            vae or dataset.vae, model.family, width=preview_width,
                                            height=preview_height, steps=preview_steps, seed=preview_seed,
-                                           guidance=preview_guidance)
+                                           guidance=preview_guidance, patcher=model.patcher)
         report = dataset.report
         if config.lora.init_lora:  # confined like every LoRA a graph names: the loras and output folders
             try:

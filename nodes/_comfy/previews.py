@@ -3,13 +3,15 @@
 Prompts are encoded once, on the node's thread, by the encoder the dataset's captions went through
 (CLIPTextEncode's steps plus Flux.2's context padding). The training thread only decodes: the
 family's latent format `process_out`, then ComfyUI's VAE.decode (what KSampler + VAEDecode do), so
-previews look like what ComfyUI shows for those latents.
+previews look like what ComfyUI shows for those latents. The schedule is the MODEL's own (what
+KSampler with the "simple" scheduler uses), so a preview is what SampleCheckpoint renders.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import comfy.samplers
 import torch
 from PIL import Image
 
@@ -36,9 +38,17 @@ def vae_decoder(vae) -> Decode:
     return decode
 
 
+def model_schedule(patcher, steps: int, scheduler: str = "simple") -> tuple[float, ...]:
+    """The sigmas ComfyUI's KSampler samples `patcher` with (its model's own sampling settings, e.g.
+    Flux.1's shift 1.15; the "simple" scheduler SampleCheckpoint and the stock graphs default to)."""
+    sampling = patcher.get_model_object("model_sampling")
+    return tuple(float(s) for s in comfy.samplers.calculate_sigmas(sampling, scheduler, steps))
+
+
 def build_preview_spec(prompts: Sequence[str], clip, vae, family: str, *, width: int, height: int,
-                       steps: int, seed: int, guidance: float) -> PreviewSpec | None:
-    """The PreviewSpec for TrainLoRA's preview inputs; None when there are no prompts."""
+                       steps: int, seed: int, guidance: float, patcher=None) -> PreviewSpec | None:
+    """The PreviewSpec for TrainLoRA's preview inputs; None when there are no prompts. With the
+    MODEL's `patcher`, previews follow its own sampling schedule (`model_schedule`)."""
     if not prompts:
         return None
     if clip is None or vae is None:
@@ -53,4 +63,5 @@ def build_preview_spec(prompts: Sequence[str], clip, vae, family: str, *, width:
     encoded = [PreviewPrompt(f"prompt_{i}", *encoder.encode(text)) for i, text in enumerate(prompts)]
     return PreviewSpec(prompts=tuple(encoded), decode=vae_decoder(vae), latent_height=height // ratio,
                        latent_width=width // ratio, pixel_height=height, pixel_width=width, steps=steps,
-                       seed=seed, guidance=guidance)
+                       seed=seed, guidance=guidance,
+                       sigmas=None if patcher is None else model_schedule(patcher, steps))

@@ -7,6 +7,7 @@ the server's input folder) -> TrainLoRA, rank 4, a few steps: each training take
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -353,3 +354,19 @@ def test_runs_are_listed_again_after_a_server_restart(comfy_client, comfy_server
         assert runs[run]["status"] == "finished" and runs[run]["live"] is False, runs[run]
         assert runs[run]["step"] == 2 and runs[run]["lora_path"].endswith("lora_final.safetensors")
     assert [e["kind"] for e in detail["events"]][-1] == "finished"
+
+
+# -- previews ----------------------------------------------------------------------------------------
+def test_a_preview_shows_what_stock_comfyui_samples(comfy_client, comfy_server, dataset):
+    """The baseline preview (LoRA off, before step 1) against KSampler + VAEDecode on the same MODEL,
+    prompt, seed, size, steps and guidance. Measured before: previews used BFL's size-dependent
+    shift, not the MODEL's own (Flux.1: 1.15), so they were not what users get."""
+    run = "e2e_preview_match"
+    comfy_client.run(training_graph(comfy_client, run, steps=1, previews=True, run_save_every=0), timeout=120)
+    preview = np.asarray(Image.open(run_folder(comfy_server, run) / "baseline" / "prompt_1_64x64.png").convert("RGB"))
+    result = comfy_client.run(tiny_sampling_graph(VARIANT, seed=0, steps=2, prompt="a red fox",
+                                                  prefix="fluxlab_e2e_preview_stock"), timeout=60)
+    (image,) = result.outputs("save")["images"]
+    stock = np.asarray(Image.open(io.BytesIO(comfy_client.view(**image))).convert("RGB"))
+    difference = np.abs(preview.astype(np.float64) - stock).mean()
+    assert difference < 1.0, f"mean pixel difference {difference:.2f} of 255"

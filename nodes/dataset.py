@@ -36,7 +36,8 @@ class DatasetFromFolder(io.ComfyNode):
                                 "(e.g. '512,768,1024'): each image is trained at every one, in aspect buckets of equal area."),
                 io.Int.Input("repeats", default=0, min=0, max=10000, tooltip="Times each image is seen per epoch; "
                              "0 = from kohya folder names ('40_maya_char' -> 40), else 1."),
-                io.Boolean.Input("recursive", default=False, tooltip="Also take images from sub-folders."),
+                io.Boolean.Input("recursive", default=False, tooltip="Also take images from every sub-folder. kohya's "
+                                 "repeat folders ('10_sks_toy/') directly inside the folder are always read."),
                 io.String.Input("caption_ext", default="txt", tooltip="Extension of the caption file next to each "
                                 "image (photo.png -> photo.txt)."),
                 io.Combo.Input("missing_caption", options=list(MISSING_CAPTION_POLICIES), default="error",

@@ -21,6 +21,7 @@ from comfy_api.latest import io, ui
 
 from ..core.config import ConfigError, TrainConfig, merge_sections
 from ..core.curve import loss_points, render_image
+from ..core.data.report import at_batch_size
 from ..core.events import Info
 from ..core.presets import PRESETS, STEP_RULES, apply_preset
 from ..core.resume import ON_EXISTING, settle_run
@@ -266,7 +267,8 @@ class TrainLoRA(io.ComfyNode):
                 job = TrainingJob(config=config, adapter=model.new_adapter(), data=data,
                                   run_dir=RunDir(control.run_dir), base_fingerprint=model.base_fingerprint,
                                   dataset_fingerprint=data.fingerprint,
-                                  previews=spec, dataset_report=None if report is None else report.data)
+                                  previews=spec, dataset_report=None if report is None else at_batch_size(
+                                      report.data, data, config.train.batch_size * config.optim.gradient_accumulation))
                 return train(job, control, emit)
 
         handle = runs.start_run(run_id, train_fn, blocking=mode == "wait", node_id=cls.hidden.unique_id)

@@ -7,7 +7,6 @@ encodings stay on disk and are read per batch (see dataset.py for why).
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,26 +18,16 @@ from .buckets import Placement, place
 from .cache import EncodingCache, entry_key
 from .captions import base_caption, class_caption, shuffle_variants
 from .dataset import Sample, TrainingDataset
+from .doctor import examine, refusal
 from .encoders import LatentEncoder, TextEncoder, encode_latent, encode_text
 from .errors import BadImage, DatasetError
 from .images import load_sample, probe
 from .report import ImageRecord, build_report
-from .scan import ScannedImage, scan_source
+from .scan import IMAGE_EXTENSIONS, ScannedImage, scan_source
 from .spec import DatasetSpec, FolderSource
 
 Progress = Callable[[int, int, str], None]
 """progress(done, total, path): called before each image, for the node's progress event."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as exc:
-        raise BadImage(path, f"cannot be read ({exc})", "Check the file's permissions.") from exc
-    return digest.hexdigest()
 
 
 @dataclass
@@ -84,15 +73,10 @@ class _Builder:
             self.counts["latents_reused"] += 1
         return key, "mask" in entry
 
-    def image(self, scanned: ScannedImage) -> tuple[list[Sample], ImageRecord]:
+    def image(self, scanned: ScannedImage, content: str) -> tuple[list[Sample], ImageRecord]:
+        """One image the doctor passed (`content`: its sha256)."""
         spec, source = self.spec, self.spec.sources[scanned.source_index]
-        content = file_sha256(scanned.path)
         width, height = probe(scanned.path)
-        if min(width, height) < source.min_size:
-            raise BadImage(
-                scanned.path, f"{width}x{height} px is under min_size {source.min_size}",
-                "Use a larger image, lower min_size, or set on_small='skip'.", kind="small",
-            )
         caption, origin = base_caption(scanned, source.missing_caption, spec.trigger, source.caption_ext)
         placements = [
             place(width, height, res, square_only=source.square_only, no_upscale=source.no_upscale,
@@ -116,39 +100,30 @@ class _Builder:
         return samples, record
 
 
-def _refuse_missing_captions(spec: DatasetSpec, scanned: list[ScannedImage]) -> None:
-    """Policy "error": name every image without caption at once, before anything is encoded."""
-    missing = [s for s in scanned
-               if s.caption_path is None and spec.sources[s.source_index].missing_caption == "error"]
-    if missing:
-        names = ", ".join(str(s.path) for s in missing[:10])
-        if len(missing) > 10:
-            names += f" and {len(missing) - 10} more"
-        ext = spec.sources[missing[0].source_index].caption_ext
-        raise DatasetError(
-            f"{len(missing)} image(s) have no .{ext} caption file: {names}. "
-            "Add the caption files, or set missing_caption to 'trigger_only' or 'folder_name'."
-        )
-
-
 def build_dataset(
     spec: DatasetSpec, latent_encoder: LatentEncoder, text_encoder: TextEncoder, progress: Progress | None = None
 ) -> TrainingDataset:
-    """Scan, check, encode (what the cache lacks) and return the dataset with its report."""
+    """Scan, examine every file at once (core/data/doctor.py), encode what the cache lacks and return
+    the dataset with its report."""
     scans = [scan_source(source, index) for index, source in enumerate(spec.sources)]
     scanned = [image for scan in scans for image in scan.images]
-    _refuse_missing_captions(spec, scanned)
+    diagnosis = examine(spec, scanned, [p for scan in scans for p in scan.orphan_captions])
+    if diagnosis.refusing(spec):
+        raise refusal(spec, diagnosis)
+    skipped = diagnosis.skipped(spec)
     builder = _Builder(spec, latent_encoder, text_encoder)
     samples: list[Sample] = []
     records: list[ImageRecord] = []
-    rejected: list[tuple[Path, str]] = []
+    rejected: list[tuple[Path, str]] = list(skipped.items())
     for done, image in enumerate(scanned):
         if progress is not None:
             progress(done, len(scanned), str(image.path))
+        if image.path in skipped:
+            continue
         try:
-            image_samples, record = builder.image(image)
-        except BadImage as exc:
-            if (spec.on_small if exc.kind == "small" else spec.on_bad_file) == "error":
+            image_samples, record = builder.image(image, diagnosis.digests[image.path])
+        except BadImage as exc:  # damage only a full decode finds (the doctor checks headers and PNG chunks)
+            if spec.on_bad_file == "error":
                 raise
             rejected.append((image.path, exc.reason))
             continue
@@ -158,11 +133,14 @@ def build_dataset(
         progress(len(scanned), len(scanned), "")
     if not samples:
         folders = ", ".join(str(s.folder) for s in spec.sources)
-        raise DatasetError(f"No usable images in {folders} ({len(rejected)} rejected); see the formats and min_size.")
+        reasons = "; ".join(f"{path.name}: {why}" for path, why in rejected[:5])
+        raise DatasetError(f"No usable images in {folders} ({len(rejected)} rejected{': ' + reasons if reasons else ''}); "
+                           f"supported formats: {', '.join(sorted(IMAGE_EXTENSIONS))}.")
     empty_key = builder.text_key("") if spec.caption_dropout > 0 else None
     dataset = TrainingDataset(spec, tuple(samples), empty_key, builder.texts, builder.latents)
     dataset.report = build_report(
         spec, dataset, records, rejected, [p for scan in scans for p in scan.ignored],
         builder.counts, builder.latents.damaged + builder.texts.damaged,
+        warnings=[(p.path, p.reason) for p in diagnosis.warnings],
     )
     return dataset

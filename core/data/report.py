@@ -44,7 +44,7 @@ def suggested_steps(image_count: int, preset: str) -> int:
     return preset_steps(preset, image_count) if image_count > 0 else 0
 
 
-def build_report(spec, dataset, records, rejected, ignored, counts, damaged) -> DatasetReport:
+def build_report(spec, dataset, records, rejected, ignored, counts, damaged, warnings=()) -> DatasetReport:
     by_hash: dict[str, list[str]] = defaultdict(list)
     for record in records:
         by_hash[record.content_hash].append(str(record.path))
@@ -75,6 +75,7 @@ def build_report(spec, dataset, records, rejected, ignored, counts, damaged) -> 
         "duplicates": [paths for paths in by_hash.values() if len(paths) > 1],
         "rejected": [{"file": str(path), "reason": reason} for path, reason in rejected],
         "ignored_files": [str(p) for p in ignored],
+        "warnings": [{"file": str(path), "problem": why} for path, why in warnings],
         "cache": {
             **{k: counts.get(k, 0) for k in ("latents_encoded", "latents_reused", "texts_encoded", "texts_reused")},
             "damaged_rebuilt": [{"file": str(p), "reason": why} for p, why in damaged],
@@ -86,6 +87,14 @@ def build_report(spec, dataset, records, rejected, ignored, counts, damaged) -> 
         "preset": spec.preset,
     }
     return DatasetReport(data, render(data, spec.trigger))
+
+
+def at_batch_size(data: dict, dataset, batch_size: int) -> dict:
+    """The report's numbers for the batch a run really takes per optimizer step (TrainLoRA's batch
+    size x gradient accumulation), not DatasetFromFolder's."""
+    steps = dataset.steps_per_epoch(batch_size)
+    return {**data, "batch_size": batch_size, "steps_per_epoch": steps,
+            "suggested_epochs": round(data["suggested_steps"] / steps, 1)}
 
 
 def render(data: dict, trigger: str) -> str:
@@ -108,6 +117,8 @@ def render(data: dict, trigger: str) -> str:
         lines.append("Duplicate content: " + " == ".join(group))
     for item in data["rejected"]:
         lines.append(f"Rejected: {item['file']}: {item['reason']}")
+    for item in data["warnings"]:
+        lines.append(f"Warning: {item['file']}: {item['problem']}")
     if data["ignored_files"]:
         lines.append(f"Ignored (not an image or caption): {', '.join(data['ignored_files'])}")
     cache = data["cache"]

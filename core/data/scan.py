@@ -33,6 +33,8 @@ class ScannedImage:
 class ScanResult:
     images: tuple[ScannedImage, ...]
     ignored: tuple[Path, ...]
+    orphan_captions: tuple[Path, ...] = ()
+    """Caption files with no image of the same name beside them."""
 
 
 def parse_kohya_folder(name: str) -> tuple[int | None, str]:
@@ -43,13 +45,15 @@ def parse_kohya_folder(name: str) -> tuple[int | None, str]:
     return None, name.replace("_", " ").strip()
 
 
-def _walk(folder: Path, recursive: bool):
+def _walk(folder: Path, recursive: bool, top: bool = True):
+    """Files under `folder`: every subfolder when `recursive`, else kohya's repeat folders
+    (`10_sks_toy/`) directly inside it, as kohya reads a parent folder."""
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            if recursive:
-                yield from _walk(entry, recursive)
+            if recursive or (top and parse_kohya_folder(entry.name)[0] is not None):
+                yield from _walk(entry, recursive, top=False)
         elif entry.is_file():
             yield entry
 
@@ -61,9 +65,11 @@ def scan_source(source: FolderSource, source_index: int) -> ScanResult:
     caption_suffix = "." + source.caption_ext.lower()
     images: list[ScannedImage] = []
     ignored: list[Path] = []
+    captions: list[Path] = []
     for path in _walk(folder, source.recursive):
         suffix = path.suffix.lower()
         if suffix == caption_suffix:
+            captions.append(path)
             continue
         if suffix not in IMAGE_EXTENSIONS:
             ignored.append(path)
@@ -72,7 +78,8 @@ def scan_source(source: FolderSource, source_index: int) -> ScanResult:
         repeats = source.repeats if source.repeats is not None else (kohya_repeats or 1)
         caption = _caption_file(path, source.caption_ext)
         images.append(ScannedImage(path, source_index, repeats, folder_class, caption))
-    return ScanResult(tuple(images), tuple(ignored))
+    used = {image.caption_path for image in images}
+    return ScanResult(tuple(images), tuple(ignored), tuple(c for c in captions if c not in used))
 
 
 def _caption_file(image: Path, ext: str) -> Path | None:

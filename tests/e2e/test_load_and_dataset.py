@@ -158,11 +158,35 @@ def test_corrupt_image_is_named_and_the_server_keeps_serving(failing_server):
     path.write_bytes(path.read_bytes()[:200])  # truncated PNG
     result = comfy_client.run(dataset_graph(comfy_client, folder), timeout=180, expect_success=False)
     assert result.status == "error" and result.error()["node_id"] == "data"
-    assert re.search(r"Image .*h7_corrupt/img_2\.png: .*on_bad_file='skip'", result.error()["exception_message"])
+    assert re.search(r"h7_corrupt/img_2\.png: damaged or truncated .*on_bad_file='skip'", result.error()["exception_message"])
     # ComfyUI titles the error dialog with the type: ours read as such, not as the install path.
-    assert result.error()["exception_type"] == "fluxlab.BadImage"
+    assert result.error()["exception_type"] == "fluxlab.DatasetError"
 
     skipped = comfy_client.run(dataset_graph(comfy_client, folder, bad_files="skip"), timeout=180)
     text, report = report_of(skipped)
     assert report["images"] == 2 and [r["file"].endswith("img_2.png") for r in report["rejected"]] == [True]
     assert "Rejected: " in text
+
+
+def test_a_kohya_users_folder_gets_every_problem_in_one_report(failing_server):
+    """A parent folder holding `10_sks_toy/` with a truncated PNG, an empty file, a 6x6 image, a
+    Latin-1 caption, a caption without image, an image without caption, a duplicate and CMYK /
+    16-bit / palette images. Measured before: "No usable images in ... (0 rejected)" at the
+    defaults, and one problem per queue with recursive on."""
+    from tests.core.data.kohya_folder import EXPECTED, GOOD, write_kohya_folder
+
+    comfy_server, comfy_client = failing_server
+    write_kohya_folder(comfy_server.base_dir / "input" / "kohya_toy")
+    result = comfy_client.run(dataset_graph(comfy_client, "kohya_toy"), timeout=180, expect_success=False)
+    assert result.status == "error" and result.error()["exception_type"] == "fluxlab.DatasetError"
+    message = result.error()["exception_message"]
+    assert message.startswith(f"The dataset has {len(EXPECTED)} problem(s)")
+    for name, (words, _) in EXPECTED.items():
+        assert any(f"10_sks_toy/{name}: " in line and words in line for line in message.splitlines()), (name, message)
+
+    relaxed = comfy_client.run(dataset_graph(comfy_client, "kohya_toy", bad_files="skip",
+                                             missing_caption="trigger_only"), timeout=180)
+    text, report = report_of(relaxed)
+    assert report["images"] == len(GOOD) and f"Dataset: {len(GOOD)} images" in text
+    assert {r["file"].rsplit("/", 1)[-1] for r in report["rejected"]} == {"truncated.png", "empty.png", "latin1.png",
+                                                                          "tiny.png"}

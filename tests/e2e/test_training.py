@@ -370,3 +370,13 @@ def test_a_preview_shows_what_stock_comfyui_samples(comfy_client, comfy_server, 
     stock = np.asarray(Image.open(io.BytesIO(comfy_client.view(**image))).convert("RGB"))
     difference = np.abs(preview.astype(np.float64) - stock).mean()
     assert difference < 1.0, f"mean pixel difference {difference:.2f} of 255"
+
+
+def test_the_runs_dataset_report_counts_steps_at_the_runs_batch(comfy_client, dataset):
+    """Measured before: 'steps per epoch' used DatasetFromFolder's batch size (1), whatever TrainLoRA's."""
+    run = "e2e_report_batch"
+    start = len(comfy_client.stream.events)
+    comfy_client.run(training_graph(comfy_client, run, steps=1, train_batch_size=2, optim_gradient_accumulation=2,
+                                    run_save_every=0), timeout=120)
+    report = wait_event(comfy_client, run, "dataset_report", start)["report"]
+    assert report["batch_size"] == 4 and report["steps_per_epoch"] == 1  # 3 images, 4 per optimizer step

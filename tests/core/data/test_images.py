@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageFile, ImageOps
 
-from flux_lora_lab.core.data import BadImage, DatasetSpec, FolderSource, build_dataset
+from flux_lora_lab.core.data import BadImage, DatasetError, DatasetSpec, FolderSource, build_dataset
 from flux_lora_lab.core.data.buckets import Placement
 from flux_lora_lab.core.data.images import load_sample, probe
 
@@ -112,10 +112,11 @@ def test_policies_through_build(tmp_path):
     assert f"Rejected: {folder / 'cut.jpg'}: cannot be decoded" in ds.report.text
 
     strict = DatasetSpec((source,), cache_dir=tmp_path / "c2", on_bad_file="error", on_small="skip")
-    with pytest.raises(BadImage, match="cut.jpg|junk.png"):
+    with pytest.raises(DatasetError, match="junk.png: not a readable image") as refused:
         build_dataset(strict, FakeVAE(), FakeTextEncoder())
+    assert "tiny.png: 20x20 px is under min_size 32 [on_small: skipped]" in str(refused.value), "all problems at once"
     small = DatasetSpec((source,), cache_dir=tmp_path / "c3", on_bad_file="skip", on_small="error")
-    with pytest.raises(BadImage, match=r"tiny\.png: 20x20 px is under min_size 32"):
+    with pytest.raises(DatasetError, match=r"tiny\.png: 20x20 px is under min_size 32 \[on_small='error'"):
         build_dataset(small, FakeVAE(), FakeTextEncoder())
 
 

@@ -34,8 +34,8 @@ def test_recursive_and_kohya_repeats(tmp_path):
     make_image(root / "top.png", caption="top")
     make_image(root / "40_maya_char" / "a.png", caption="a")
     make_image(root / "sub" / "b.png", caption="b")
-    flat = scan_source(FolderSource(root), 0)
-    assert [i.path.name for i in flat.images] == ["top.png"]
+    flat = scan_source(FolderSource(root), 0)  # kohya's repeat folders are read at the defaults, as kohya does
+    assert [i.path.name for i in flat.images] == ["a.png", "top.png"]
     deep = {i.path.name: i for i in scan_source(FolderSource(root, recursive=True), 0).images}
     assert set(deep) == {"top.png", "a.png", "b.png"}
     assert deep["a.png"].repeats == 40 and deep["a.png"].folder_class == "maya char"

@@ -22,6 +22,7 @@ def start_server(base_dir: Path, timeout: float = 180.0, threads: int = 1) -> Co
 
 
 _NODE_ERROR_MARK = "!!! Exception during processing !!!"
+_CHAIN_LINES = ("The above exception was the direct cause", "During handling of the above exception")
 
 
 def pack_log_problems(log_text: str) -> list[str]:
@@ -44,18 +45,29 @@ def _mentions_pack(text: str) -> bool:
 
 
 def _traceback_blocks(log_text: str) -> list[str]:
-    """Each traceback with its frames and the exception line that ends it."""
-    blocks, current, previous = [], None, ""
+    """Each traceback with its frames and the exception line that ends it. A chained traceback
+    ("The above exception was the direct cause…", "During handling…") joins the block it follows,
+    so a node error raised `from` another keeps the node-error mark."""
+    blocks, current, previous, chained = [], None, "", False
     for line in log_text.splitlines():
         if line.startswith(_TRACEBACK_START):
-            # A node's execution error (ComfyUI logs this mark, then the traceback) is reported to
-            # the user through the API; tests provoke those on purpose. Keep the mark to tell them apart.
-            current = [_NODE_ERROR_MARK, line] if _NODE_ERROR_MARK in previous else [line]
+            if chained:
+                current = [blocks.pop(), line]
+            else:
+                # A node's execution error (ComfyUI logs this mark, then the traceback) is reported to
+                # the user through the API; tests provoke those on purpose. Keep the mark to tell them apart.
+                current = [_NODE_ERROR_MARK, line] if _NODE_ERROR_MARK in previous else [line]
+            chained = False
         elif current is not None:
             current.append(line)
-            if line and not line.startswith((" ", "\t")) and not line.startswith("During handling"):
+            if line and not line.startswith((" ", "\t")):
                 blocks.append("\n".join(current))
                 current = None
+        elif line.startswith(_CHAIN_LINES) and blocks:
+            blocks[-1] += "\n" + line
+            chained = True
+        elif line.strip():
+            chained = False
         previous = line
     if current:
         blocks.append("\n".join(current))

@@ -47,12 +47,14 @@ class LoraFileInfo:
     trigger: str
     base_fingerprint: str
     config: Mapping[str, Any]
+    layout: str = "kohya"
 
     def write(self, path: Path, weights: Mapping, step: int) -> Path:
         require_finite_weights({f"{name}.{part}": getattr(w, part) for name, w in weights.items()
                                 for part in ("down", "up")}, str(path))
         return lora_format.save_lora(path, weights, self.family, step=step, trigger=self.trigger or None,
-                                     base_fingerprint=self.base_fingerprint, config=dict(self.config))
+                                     base_fingerprint=self.base_fingerprint, config=dict(self.config),
+                                     layout=self.layout)
 
 
 def user_weights_swapped_in(state: TrainingState):

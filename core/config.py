@@ -319,6 +319,11 @@ class RunSettings(_Section):
                                           "the final LoRA is always kept.", ge=0, le=100_000)
     sample_every: int = setting(250, "Render preview images every N steps (0 = no previews).", ge=0,
                                 le=1_000_000)
+    lora_format: str = setting("kohya", "Key layout of Flux.1 LoRA files: 'kohya' (ComfyUI, Forge and kohya "
+                               "sd-scripts apply every layer; diffusers drops txt_in, which lora.targets "
+                               "'context' trains) or 'diffusers' (ai-toolkit's layout: ComfyUI, Forge and "
+                               "diffusers apply every layer; kohya sd-scripts does not read it). Flux.2 files "
+                               "have one layout that every loader reads.", choices=("kohya", "diffusers"))
 
     def _check(self) -> None:
         if not _RUN_NAME.match(self.name):

@@ -1,13 +1,20 @@
-"""Portable LoRA files: what ComfyUI's stock loader, Forge and diffusers read, with explicit alphas.
+"""Portable LoRA files: what ComfyUI's stock loader, Forge, kohya and diffusers read, each applying
+the same change.
 
-- Flux.1 (`family="flux1"`): kohya keys, `lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight`,
-  `.lora_up.weight`, `.alpha`.
-- Flux.2 (`family="flux2"`): `diffusion_model.<BFL name>.lora_A.weight`, `.lora_B.weight`, `.alpha`.
-Every pair carries a scalar `.alpha` tensor: ComfyUI treats a missing alpha as rank-less 1.0, which
-would rescale the LoRA by rank / alpha. The file describes itself in safetensors metadata (strings):
-format version, family, rank, alpha, targets, step, trigger, base-model fingerprint, full config.
-State is read from there, never from the file name. Writes are atomic (temp file in the same
-folder, fsync, os.replace; core/rundir.atomic_write), so a crash mid-save leaves the previous file as it was.
+- Flux.1, layout 'kohya' (default): `lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight`,
+  `.lora_up.weight` and an explicit `.alpha` (ComfyUI, Forge, kohya sd-scripts; diffusers reads it
+  but drops `txt_in`, see core/lora_diffusers.py).
+- Flux.1, layout 'diffusers': ai-toolkit's `transformer.<diffusers module>.lora_A/lora_B.weight`
+  (ComfyUI, Forge, diffusers), alpha folded into lora_B (core/lora_diffusers.py).
+- Flux.2 (one layout): `diffusion_model.<BFL name>.lora_A.weight`, `.lora_B.weight`, alpha / rank
+  folded into lora_B and no `.alpha`: diffusers' Flux.2 reader refuses `.alpha` keys, and with them
+  gone every reader applies scale 1 (ComfyUI's rule for a missing alpha), hence the same change.
+A file without `.alpha` reads back with alpha = rank, which is what every loader applies. Resume
+never depends on this: a checkpoint keeps the raw trained weights beside the file (core/checkpoint.py).
+The file describes itself in safetensors metadata (strings): format version, family, layout, rank,
+the trained alpha, targets, step, trigger, base-model fingerprint, full config. State is read from
+there, never from the file name. Writes are atomic (temp file in the same folder, fsync, os.replace;
+core/rundir.atomic_write), so a crash mid-save leaves the previous file as it was.
 """
 
 import json
@@ -20,11 +27,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from . import lora_diffusers
 from .lora import LoraWeights
 from .rundir import atomic_write
 
 FORMAT_VERSION = "1"
 FAMILIES = ("flux1", "flux2")
+LAYOUTS = ("kohya", "diffusers")
 _FAMILY_NAMES = {"flux1": "Flux.1", "flux2": "Flux.2"}
 _KOHYA = re.compile(r"lora_unet_(.+)\.(lora_down\.weight|lora_up\.weight|alpha)")
 _DIFFUSION = re.compile(r"diffusion_model\.(.+)\.(lora_A\.weight|lora_B\.weight|alpha)")
@@ -109,34 +118,37 @@ def save_lora(
     config=None,
     extra_metadata: Mapping = None,
     dtype: torch.dtype = None,
+    layout: str = "kohya",
 ) -> Path:
     """Write `weights` ({BFL name: LoraWeights}) to `path` atomically; return the path.
 
     `config` (a dict or JSON string) is stored whole under `fluxlab.config`; `extra_metadata`
     values that are not strings are JSON-encoded. `dtype` casts down/up (None keeps them); alphas
-    are always float32 scalars.
+    are always float32 scalars. `layout` picks the Flux.1 key layout (LAYOUTS); Flux.2 has one.
     """
     _check_family(family)
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown LoRA layout {layout!r}; choose one of {LAYOUTS}")
     path = Path(path)
     if not weights:
         raise ValueError(f"refusing to write {path}: the LoRA has no layers")
-    tensors, ranks, alphas = {}, set(), set()
+    ranks, alphas = set(), set()
     for name, w in weights.items():
         if not is_known_name(name):
             raise ValueError(f"cannot write {path}: {name!r} is not a Flux linear this format can name")
-        down_key, up_key, alpha_key = lora_keys(name, family)
-        down, up = w.down.detach(), w.up.detach()
-        if down.shape[0] != up.shape[1]:
-            raise ValueError(f"cannot write {path}: {name} down {tuple(down.shape)} and up {tuple(up.shape)} disagree on rank")
-        tensors[down_key] = down.to("cpu", dtype or down.dtype).contiguous()
-        tensors[up_key] = up.to("cpu", dtype or up.dtype).contiguous()
-        tensors[alpha_key] = torch.tensor(float(w.alpha), dtype=torch.float32)
+        if w.down.shape[0] != w.up.shape[1]:
+            raise ValueError(f"cannot write {path}: {name} down {tuple(w.down.shape)} and up {tuple(w.up.shape)} disagree on rank")
         ranks.add(w.rank)
         alphas.add(float(w.alpha))
+    if family == "flux1" and layout == "diffusers":
+        tensors = lora_diffusers.to_tensors(weights, dtype)
+    else:
+        tensors = _bfl_tensors(weights, family, dtype)
     metadata = {k: _metadata_value(k, v) for k, v in (extra_metadata or {}).items()}
     metadata.update({
         "fluxlab.format_version": FORMAT_VERSION,
         "fluxlab.family": family,
+        "fluxlab.layout": layout if family == "flux1" else "bfl",
         "fluxlab.rank": _metadata_value("rank", ranks.pop() if len(ranks) == 1 else sorted(ranks)),
         "fluxlab.alpha": _metadata_value("alpha", alphas.pop() if len(alphas) == 1 else sorted(alphas)),
         "fluxlab.targets": json.dumps(list(weights)),
@@ -148,17 +160,33 @@ def save_lora(
     return path
 
 
+def _bfl_tensors(weights: Mapping, family: str, dtype) -> dict:
+    """Keys by BFL name: kohya's with `.alpha` (Flux.1), or `diffusion_model.` with alpha folded (Flux.2)."""
+    tensors = {}
+    for name, w in weights.items():
+        down_key, up_key, alpha_key = lora_keys(name, family)
+        down, up = w.down.detach().to("cpu"), w.up.detach().to("cpu")
+        if family == "flux2":
+            up = up.to(torch.float64) * (float(w.alpha) / w.rank)
+        else:
+            tensors[alpha_key] = torch.tensor(float(w.alpha), dtype=torch.float32)
+        tensors[down_key] = down.to(dtype or down.dtype).contiguous()
+        tensors[up_key] = up.to(dtype or w.up.dtype).contiguous()
+    return tensors
+
+
 def detect_family(keys, path="the LoRA file") -> str:
-    """'flux1' for kohya `lora_unet_` keys, 'flux2' for `diffusion_model.` lora_A/lora_B keys."""
+    """'flux1' for kohya `lora_unet_` or diffusers `transformer.` keys, 'flux2' for `diffusion_model.` keys."""
     keys = list(keys)
-    if keys and all(_KOHYA.fullmatch(k) for k in keys):
+    if keys and (all(_KOHYA.fullmatch(k) for k in keys) or lora_diffusers.is_layout(keys)):
         return "flux1"
     if keys and all(_DIFFUSION.fullmatch(k) for k in keys):
         return "flux2"
     sample = [k for k in keys if not (_KOHYA.fullmatch(k) or _DIFFUSION.fullmatch(k))][:3] or keys[:3]
     raise ValueError(
-        f"{path} is not a Flux LoRA this pack writes: expected only kohya 'lora_unet_*.lora_down/lora_up/alpha' keys (Flux.1) "
-        f"or only 'diffusion_model.*.lora_A/lora_B/alpha' keys (Flux.2); found e.g. {sample}"
+        f"{path} is not a Flux LoRA this pack writes: expected only kohya 'lora_unet_*.lora_down/lora_up/alpha' or "
+        f"diffusers 'transformer.*.lora_A/lora_B' keys (Flux.1), or only 'diffusion_model.*.lora_A/lora_B/alpha' "
+        f"keys (Flux.2); found e.g. {sample}"
     )
 
 
@@ -201,20 +229,27 @@ def load_lora(path, family: str = None, rank: int = None) -> LoraFile:
             )
     if metadata.get("fluxlab.family", found) != found:
         raise ValueError(f"{path}: metadata says family {metadata['fluxlab.family']!r} but its keys are {found!r}; the file is inconsistent")
-    pattern = _KOHYA if found == "flux1" else _DIFFUSION
+    weights = lora_diffusers.from_tensors(tensors, path) if lora_diffusers.is_layout(tensors) else _bfl_weights(tensors, found, path)
+    for name, w in weights.items():
+        if w.down.ndim != 2 or w.up.ndim != 2 or w.down.shape[0] != w.up.shape[1]:
+            raise ValueError(f"{path}: {name} down {tuple(w.down.shape)} and up {tuple(w.up.shape)} are not a LoRA pair")
+        if rank is not None and w.rank != rank:
+            raise ValueError(f"{path}: {name} has rank {w.rank} but rank {rank} was expected; set rank to {w.rank}")
+    return LoraFile(path=path, family=found, weights=weights, metadata=metadata)
+
+
+def _bfl_weights(tensors: dict, family: str, path) -> dict:
+    """{BFL name: LoraWeights} of kohya or `diffusion_model.` keys; a missing alpha is the rank."""
+    pattern = _KOHYA if family == "flux1" else _DIFFUSION
     parts = {}
     for key, tensor in tensors.items():
         stem, part = pattern.fullmatch(key).groups()
-        parts.setdefault(_bfl_name(stem, found, path), {})[_PART[part]] = tensor
+        parts.setdefault(_bfl_name(stem, family, path), {})[_PART[part]] = tensor
     weights = {}
     for name, p in parts.items():
-        lacking = [x for x in ("down", "up", "alpha") if x not in p]
+        lacking = [x for x in ("down", "up") if x not in p]
         if lacking:
-            raise ValueError(f"{path}: {name} lacks its {', '.join(lacking)} tensor ({', '.join(lora_keys(name, found))} expected)")
-        down, up = p["down"], p["up"]
-        if down.ndim != 2 or up.ndim != 2 or down.shape[0] != up.shape[1]:
-            raise ValueError(f"{path}: {name} down {tuple(down.shape)} and up {tuple(up.shape)} are not a LoRA pair")
-        if rank is not None and down.shape[0] != rank:
-            raise ValueError(f"{path}: {name} has rank {down.shape[0]} but rank {rank} was expected; set rank to {down.shape[0]}")
-        weights[name] = LoraWeights(down=down, up=up, alpha=float(p["alpha"].item()))
-    return LoraFile(path=path, family=found, weights=weights, metadata=metadata)
+            raise ValueError(f"{path}: {name} lacks its {', '.join(lacking)} tensor ({', '.join(lora_keys(name, family)[:2])} expected)")
+        alpha = float(p["alpha"].item()) if "alpha" in p else float(p["down"].shape[0])
+        weights[name] = LoraWeights(down=p["down"], up=p["up"], alpha=alpha)
+    return weights

@@ -106,7 +106,8 @@ class _Loop:
         self.device = _device_of(self.module)
         self.autocast = self.cfg.train.mixed_precision == "bf16"
         self.total = self.cfg.train.steps
-        self.file_info = LoraFileInfo(job.adapter.family, self.cfg.run.trigger, job.base_fingerprint, self.cfg.to_dict())
+        self.file_info = LoraFileInfo(job.adapter.family, self.cfg.run.trigger, job.base_fingerprint, self.cfg.to_dict(),
+                                      layout=self.cfg.run.lora_format)
         self.losses: list[tuple[int, float]] = []
         self.step = 0
 

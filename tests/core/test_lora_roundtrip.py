@@ -3,7 +3,7 @@
 The in-training side is our training tree (core/flux.TrainFlux over a tiny ComfyUI Flux) with peft
 LoRA layers; the ComfyUI side is a real ModelPatcher with the file loaded through
 `comfy.sd.load_lora_for_models`, exactly what the stock LoraLoader node does. Zero unmatched keys,
-relative error < 1e-5 in fp32, for Flux.1 and Flux.2, alpha = rank and alpha != rank.
+relative error < 1e-5 in fp32, for Flux.1 (kohya and diffusers layouts) and Flux.2, alpha = rank and alpha != rank.
 """
 
 import logging
@@ -22,13 +22,15 @@ from flux_lora_lab.core import lora, lora_format  # noqa: E402
 from flux_lora_lab.core.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.nodes.tiny_models import TinyFluxSpec, build_tiny_flux_transformer, build_tiny_model_patcher  # noqa: E402
 
-CASES = [  # variant, spec: every key shape the presets produce appears in some case
-    ("flux1-dev", lora.LoraSpec(rank=4, alpha=4.0, targets="all", train_modulation=True)),
-    ("flux1-dev", lora.LoraSpec(rank=4, alpha=1.5, targets="context", train_modulation=True)),
-    ("flux1-schnell", lora.LoraSpec(rank=3, alpha=12.0, targets="attention", blocks="double:1,single:0-1")),
-    ("flux2-dev", lora.LoraSpec(rank=4, alpha=4.0, targets="all", train_modulation=True)),
-    ("flux2-dev", lora.LoraSpec(rank=2, alpha=7.0, targets="context")),
-    klein_param(lora.LoraSpec(rank=4, alpha=4.0, targets="all", train_modulation=True)),
+CASES = [  # variant, spec, layout: every key shape the presets produce appears in some case
+    ("flux1-dev", lora.LoraSpec(rank=4, alpha=4.0, targets="all", train_modulation=True), "kohya"),
+    ("flux1-dev", lora.LoraSpec(rank=4, alpha=1.5, targets="context", train_modulation=True), "kohya"),
+    ("flux1-schnell", lora.LoraSpec(rank=3, alpha=12.0, targets="attention", blocks="double:1,single:0-1"), "kohya"),
+    ("flux1-dev", lora.LoraSpec(rank=4, alpha=3.0, targets="all", train_modulation=True), "diffusers"),
+    ("flux1-dev", lora.LoraSpec(rank=4, alpha=1.5, targets="context", train_modulation=True), "diffusers"),
+    ("flux2-dev", lora.LoraSpec(rank=4, alpha=4.0, targets="all", train_modulation=True), "kohya"),
+    ("flux2-dev", lora.LoraSpec(rank=2, alpha=7.0, targets="context"), "kohya"),
+    klein_param(lora.LoraSpec(rank=4, alpha=4.0, targets="all", train_modulation=True), "kohya"),
 ]
 
 
@@ -53,8 +55,8 @@ def _randomize_lora(module, seed=7):
     lora.load_lora_state_dict(module, weights)
 
 
-@pytest.mark.parametrize("variant,spec", CASES, ids=[f"{v}-{s.targets}-r{s.rank}-a{s.alpha:g}" for v, s in (getattr(c, "values", c) for c in CASES)])
-def test_saved_lora_loaded_by_comfyui_reproduces_training_outputs(tmp_path, caplog, variant, spec):
+@pytest.mark.parametrize("variant,spec,layout", CASES, ids=[f"{v}-{s.targets}-r{s.rank}-a{s.alpha:g}-{l}" for v, s, l in (getattr(c, "values", c) for c in CASES)])
+def test_saved_lora_loaded_by_comfyui_reproduces_training_outputs(tmp_path, caplog, variant, spec, layout):
     adapter = FluxTrainingAdapter.adopt(build_tiny_flux_transformer(TinyFluxSpec(variant)), checkpointing=False)
     names = lora.attach_lora(adapter.module, spec)
     _randomize_lora(adapter.module)
@@ -65,7 +67,7 @@ def test_saved_lora_loaded_by_comfyui_reproduces_training_outputs(tmp_path, capl
             base = adapter.predict(latents, sigmas, context, pooled, guidance)
     assert (ours - base).norm() / base.norm() > 0.05, "the LoRA must change the output for this test to mean anything"
 
-    path = lora_format.save_lora(tmp_path / "lora.safetensors", lora.lora_state_dict(adapter.module), adapter.family, step=10)
+    path = lora_format.save_lora(tmp_path / "lora.safetensors", lora.lora_state_dict(adapter.module), adapter.family, step=10, layout=layout)
 
     patcher = build_tiny_model_patcher(TinyFluxSpec(variant))
     lora_sd = comfy.utils.load_torch_file(str(path), safe_load=True)
@@ -73,7 +75,7 @@ def test_saved_lora_loaded_by_comfyui_reproduces_training_outputs(tmp_path, capl
         patched, _ = comfy.sd.load_lora_for_models(patcher, None, lora_sd, 1.0, 0)
     unmatched = [r.getMessage() for r in caplog.records if "lora key not loaded" in r.getMessage() or "NOT LOADED" in r.getMessage()]
     assert unmatched == []
-    assert len(patched.patches) == len(names)
+    assert len(patched.patches) == len(names)  # split diffusers parts patch slices of the same fused weight
 
     patched.patch_model()
     try:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 
 from flux_lora_lab.core.checkpoint import LORA_FILE
 from flux_lora_lab.core.grid import label_height
@@ -153,15 +154,16 @@ def test_sample_checkpoint_is_bit_identical_to_the_stock_lora_graph(comfy_client
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["flux1-dev", klein_param()])
-def test_a_trained_run_through_the_run_socket_matches_stock_comfyui(comfy_client, comfy_server, variant):
+@pytest.mark.parametrize("variant, lora_format", [("flux1-dev", "kohya"), ("flux1-dev", "diffusers"), klein_param("kohya")])
+def test_a_trained_run_through_the_run_socket_matches_stock_comfyui(comfy_client, comfy_server, variant, lora_format):
     """TrainLoRA (wait, 4 steps) -> SampleCheckpoint / CompareCheckpoints over the FLUXLAB_RUN socket;
-    the final LoRA that TrainLoRA published to loras/fluxlab/ gives the same pixels in a stock graph."""
+    the final LoRA that TrainLoRA published to loras/fluxlab/ gives the same pixels in a stock graph,
+    in either Flux.1 file layout."""
     from tests.e2e.test_training import make_dataset, training_graph
 
-    run_name = f"e2e_sample_trained_{variant}"
+    run_name = f"e2e_sample_trained_{variant}_{lora_format}"
     make_dataset(comfy_server)
-    graph = training_graph(comfy_client, run_name, steps=4, run_save_every=2, variant=variant)
+    graph = training_graph(comfy_client, run_name, steps=4, run_save_every=2, variant=variant, run_lora_format=lora_format)
     graph["models"]["inputs"]["seed"] = MODEL_SEED
     graph.update({k: v for k, v in _base_graph(variant).items() if k != "models"})
     graph["ours"] = _sample_node(run=["train", 0], checkpoint="final")
@@ -180,6 +182,10 @@ def test_a_trained_run_through_the_run_socket_matches_stock_comfyui(comfy_client
     assert np.array_equal(_saved(comfy_client, result, ours), stock_px)
     final_cell = _pixels(comfy_client, data["cells"][3][0])
     assert np.array_equal(final_cell, stock_px), "the compare grid's final row equals the stock graph"
+    published = comfy_server.base_dir / "models" / "loras" / "fluxlab" / f"{run_name}.safetensors"
+    with safe_open(str(published), framework="pt") as f:
+        assert f.metadata()["fluxlab.layout"] == (lora_format if variant.startswith("flux1") else "bfl")
+        assert any(k.startswith("transformer.") for k in f.keys()) == (lora_format == "diffusers")
 
 
 def test_latest_follows_new_checkpoints_and_is_cached_otherwise(comfy_client, comfy_server):

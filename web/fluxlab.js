@@ -10,6 +10,7 @@ import { ABCompare } from "./ab_widget.js";
 
 const TAB_ID = "fluxlab";
 const COMPARE_NODE = "CompareCheckpoints";
+const TRAIN_NODE = "TrainLoRA";
 const AB_WIDGET = "fluxlab_ab"; // display-only: never serialized into the workflow or the prompt
 
 function toast(severity, summary, detail) {
@@ -39,6 +40,44 @@ function loadStyle() {
     document.head.append(Object.assign(document.createElement("link"), { rel: "stylesheet", href }));
 }
 
+function widgetOf(node, name) {
+    return node.widgets?.find((w) => w.name === name);
+}
+
+function setWidget(node, name, value) {
+    const widget = widgetOf(node, name);
+    widget.value = value;
+    widget.callback?.(value);
+}
+
+/** Queue the open workflow's TrainLoRA of `runId` again (the panel's Continue / Resume): to
+ * `totalSteps` train_steps (null: as it is), resuming the run's folder. */
+async function continueRun(runId, totalSteps) {
+    const nodes = (app.graph?.nodes ?? []).filter((n) => n.type === TRAIN_NODE
+        && String(widgetOf(n, "run_name")?.value ?? "").trim() === runId);
+    if (nodes.length !== 1) {
+        const why = nodes.length
+            ? `${nodes.length} TrainLoRA nodes in the open workflow have run_name '${runId}'; keep one`
+            : `no TrainLoRA node in the open workflow has run_name '${runId}': open the workflow that trained it `
+              + `(or set a TrainLoRA's run_name to '${runId}') and press the button again`;
+        toast("error", `Cannot continue ${runId}`, why);
+        return;
+    }
+    const [node] = nodes;
+    const changes = [];
+    if (totalSteps !== null) {
+        setWidget(node, "train_steps", totalSteps);
+        changes.push(`train_steps ${totalSteps}`);
+    }
+    if (widgetOf(node, "on_existing_run") && widgetOf(node, "on_existing_run").value !== "resume") {
+        setWidget(node, "on_existing_run", "resume");
+        changes.push("on_existing_run resume");
+    }
+    app.graph.setDirtyCanvas(true, true);
+    await app.queuePrompt(0, 1);
+    toast("info", `Continuing ${runId}`, `queued${changes.length ? ` with ${changes.join(", ")}` : " again"}`);
+}
+
 const client = new FluxLabClient(api);
 let panel = null;
 
@@ -64,7 +103,7 @@ app.registerExtension({
 
     async setup() {
         loadStyle();
-        panel = new FluxLabPanel(client, { toast, onProgress: (runs) => setBadge(progressBadge(runs)) });
+        panel = new FluxLabPanel(client, { toast, continueRun, onProgress: (runs) => setBadge(progressBadge(runs)) });
         for (const [runId, record] of early.splice(0)) panel.handleRecord(runId, record);
         app.extensionManager.registerSidebarTab({
             id: TAB_ID,

@@ -36,12 +36,16 @@ export class FluxLabPanel {
     /**
      * @param {import("./client.js").FluxLabClient} client
      * @param {{toast?: (severity: string, summary: string, detail: string) => void,
-     *          onProgress?: (runs: RunState[]) => void}} hooks
+     *          onProgress?: (runs: RunState[]) => void,
+     *          continueRun?: (runId: string, totalSteps: number | null) => Promise<void>}} hooks
+     *   continueRun queues the run's TrainLoRA again, to `totalSteps` (null: the steps it has).
      */
     constructor(client, hooks = {}) {
         this.client = client;
         this.toast = hooks.toast ?? (() => {});
         this.onProgress = hooks.onProgress ?? (() => {});
+        this.continueRun = hooks.continueRun ?? null;
+        this.continuePending = false;
         /** @type {Map<string, RunState>} */
         this.runs = new Map();
         this.selectedId = null;
@@ -213,6 +217,13 @@ export class FluxLabPanel {
         this.statusEl = h("span", { className: "fluxlab-status", "data-testid": "fluxlab-status" });
         this.barEl = h("div", { className: "fluxlab-progress-fill" });
         this.messageEl = h("div", { className: "fluxlab-message", "data-testid": "fluxlab-message" });
+        this.continueLabelEl = h("span", {});
+        this.continueStepsEl = h("input", { type: "number", min: "1", step: "1", className: "fluxlab-continue-steps",
+            "data-testid": "fluxlab-continue-steps", "aria-label": "more steps" });
+        this.continueButton = h("button", { className: "fluxlab-button", type: "button", "data-action": "continue",
+            onclick: () => this.#continue() }, h("i", { className: "pi pi-forward" }), h("span", {}));
+        this.continueEl = h("div", { className: "fluxlab-continue", "data-testid": "fluxlab-continue" },
+            this.continueLabelEl, this.continueStepsEl, this.continueButton);
         this.previewEl = h("div", { className: "fluxlab-previews", "data-testid": "fluxlab-previews" });
         this.previewTitleEl = h("h4", {}, "Previews");
         this.reportEl = h("div", { className: "fluxlab-report", "data-testid": "fluxlab-dataset" });
@@ -223,7 +234,7 @@ export class FluxLabPanel {
                 ...stat("step", "Step"), ...stat("loss", "Loss"), ...stat("lr", "Learning rate"),
                 ...stat("its", "Speed"), ...stat("eta", "ETA"), ...stat("memory", "Memory")),
             h("div", { className: "fluxlab-controls" }, ...Object.values(this.buttons)),
-            this.messageEl,
+            this.messageEl, this.continueEl,
             h("h4", {}, "Loss ", h("span", { className: "fluxlab-legend" }, "raw · smoothed")),
             this.chart,
             this.previewTitleEl, this.previewEl,
@@ -300,6 +311,7 @@ export class FluxLabPanel {
         }
         this.messageEl.textContent = this.#message(run);
         this.messageEl.className = `fluxlab-message${run.status === "failed" ? " fluxlab-error" : ""}`;
+        this.#renderContinue(run);
         drawLossChart(this.chart, run.losses);
         this.#renderPreviews(run);
         this.reportEl.replaceChildren(renderDatasetReport(run.datasetReport));
@@ -312,6 +324,43 @@ export class FluxLabPanel {
         if (run.status === "stopping") return "Stopping after this step…";
         if (!run.historyLoaded && this.historyRequests.has(run.runId)) return "Loading history…";
         return run.info?.message ?? "";
+    }
+
+    /** A run that is over can go on from the panel: a finished one for N more steps, a stopped,
+     * failed or interrupted one resumed from its newest checkpoint. */
+    #renderContinue(run) {
+        const over = !run.live && ["finished", "stopped", "failed", "interrupted"].includes(run.status);
+        this.continueEl.hidden = !over || !this.continueRun;
+        if (this.continueEl.hidden) return;
+        const finished = run.status === "finished";
+        const key = `${run.runId}:${run.status}:${run.step}`;
+        if (this.continueEl.dataset.key !== key) { // a new offer: keep what the user typed otherwise
+            this.continueEl.dataset.key = key;
+            this.continueStepsEl.value = String(Math.max(1, Math.round((run.totalSteps ?? run.step ?? 4) / 4)));
+        }
+        this.continueLabelEl.textContent = finished ? `Finished at step ${run.step ?? "?"}. Train on for ` : "";
+        this.continueStepsEl.hidden = !finished;
+        this.continueButton.lastChild.textContent = finished ? " more steps" : " Resume from the newest checkpoint";
+        this.continueButton.disabled = this.continuePending;
+    }
+
+    async #continue() {
+        const run = this.runs.get(this.selectedId);
+        if (!run || !this.continueRun) return;
+        const finished = run.status === "finished";
+        const more = Math.floor(Number(this.continueStepsEl.value));
+        if (finished && !(more >= 1)) {
+            this.toast("error", `Cannot continue ${run.runId}`, "enter how many more steps to train (1 or more)");
+            return;
+        }
+        this.continuePending = true;
+        this.#changed();
+        try {
+            await this.continueRun(run.runId, finished ? (run.step ?? 0) + more : null);
+        } finally {
+            this.continuePending = false;
+            this.#changed();
+        }
     }
 
     #renderPreviews(run) {

@@ -223,3 +223,50 @@ def test_live_run_pause_resume_stop(open_ui, browser_server, browser_client):
     assert other.text("fluxlab-step").startswith(f"{steps[-1]['step']} /")
     assert other.text("fluxlab-status") == "stopped"
     other.shot("06_second_browser_history")
+
+
+CONTINUED_RUN = "continued_run"
+LOAD_AND_QUEUE = """async (graph) => {
+    await window.app.loadApiJson(graph, "continue.json");
+    await window.app.queuePrompt(0, 1);
+}"""
+DETAIL = "document.querySelector('[data-testid=fluxlab-detail]')"
+
+
+def _numbered(graph: dict) -> dict:
+    """The API graph with numeric node ids, as the frontend's loadApiJson expects."""
+    number = {name: str(i) for i, name in enumerate(graph, start=1)}
+    relink = lambda v: [number[v[0]], v[1]] if isinstance(v, list) and len(v) == 2 and v[0] in number else v  # noqa: E731
+    return {number[name]: {**node, "inputs": {k: relink(v) for k, v in node["inputs"].items()}} for name, node in graph.items()}
+
+
+def test_a_finished_run_goes_on_from_the_panel(open_ui, browser_server, browser_client):
+    """Measured before: a finished run only said "raise train_steps and queue it again". The panel
+    offers "train on for N more steps": it sets the open workflow's TrainLoRA of that run and queues it."""
+    make_dataset(browser_server)
+    ui = open_ui()
+    panel = ui.open_panel()
+    ui.evaluate(LOAD_AND_QUEUE, _numbered(training_graph(browser_client, CONTINUED_RUN, steps=2, run_save_every=2)))
+    panel.locator(f".fluxlab-run[data-run-id={CONTINUED_RUN}]").wait_for()
+    panel.locator(f".fluxlab-run[data-run-id={CONTINUED_RUN}]").click()
+    ui.wait_for(f"() => {DETAIL}.dataset.runId === '{CONTINUED_RUN}' && {DETAIL}.dataset.status === 'finished'", timeout_ms=120_000)
+    offer = panel.locator("[data-testid=fluxlab-continue]")
+    offer.wait_for(state="visible")
+    assert "Finished at step 2" in offer.inner_text()
+    ui.shot("07_finished_run_offers_more_steps")
+
+    panel.locator("[data-testid=fluxlab-continue-steps]").fill("3")
+    panel.locator("[data-action=continue]").click()
+    assert "train_steps 5" in ui.wait_toast(f"Continuing {CONTINUED_RUN}")
+    ui.wait_for(f"() => {DETAIL}.dataset.status === 'finished' && ({STEP})() === 5", timeout_ms=120_000)
+    started = [(e["start_step"], e["total_steps"]) for e in browser_client.get_json(f"/fluxlab/runs/{CONTINUED_RUN}")["events"]
+               if e["kind"] == "started"]
+    assert started == [(0, 2), (2, 5)], started
+    assert ui.evaluate("() => window.app.graph.nodes.find((n) => n.type === 'TrainLoRA').widgets"
+                       ".find((w) => w.name === 'train_steps').value") == 5
+    ui.shot("08_continued_to_step_5")
+
+    # Without that run's TrainLoRA on the canvas the offer says what to open instead of queueing.
+    ui.evaluate("() => window.app.graph.clear()")
+    panel.locator("[data-action=continue]").click()
+    assert "no TrainLoRA node in the open workflow has run_name 'continued_run'" in ui.wait_toast(f"Cannot continue {CONTINUED_RUN}")

@@ -22,6 +22,8 @@ def start_server(base_dir: Path, timeout: float = 180.0, threads: int = 1) -> Co
 
 
 _NODE_ERROR_MARK = "!!! Exception during processing !!!"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LEVEL_PREFIX = re.compile(r"^\[(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\] ")
 _CHAIN_LINES = ("The above exception was the direct cause", "During handling of the above exception")
 
 
@@ -44,12 +46,17 @@ def _mentions_pack(text: str) -> bool:
     return PACK_DIRNAME in text or _OWN_PATH.search(text) is not None
 
 
+def _plain(line: str) -> str:
+    """The line without terminal colours and the "[ERROR] " level prefix ComfyUI 0.33's logger adds."""
+    return _LEVEL_PREFIX.sub("", _ANSI.sub("", line))
+
+
 def _traceback_blocks(log_text: str) -> list[str]:
     """Each traceback with its frames and the exception line that ends it. A chained traceback
     ("The above exception was the direct cause…", "During handling…") joins the block it follows,
     so a node error raised `from` another keeps the node-error mark."""
     blocks, current, previous, chained = [], None, "", False
-    for line in log_text.splitlines():
+    for line in map(_plain, log_text.splitlines()):
         if line.startswith(_TRACEBACK_START):
             if chained:
                 current = [blocks.pop(), line]

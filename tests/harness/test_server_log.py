@@ -23,3 +23,15 @@ def test_a_chained_traceback_outside_a_node_error_is_one_problem():
 def test_a_traceback_after_a_node_error_is_its_own_problem():
     log = "\n".join(["!!! Exception during processing !!! x", *CAUSE, "Prompt executed", *RAISED])
     assert pack_log_problems(log) == ["\n".join(RAISED)]
+
+
+def _coloured(lines: list[str]) -> list[str]:
+    """How ComfyUI 0.33's logger writes error lines: a coloured "[ERROR] " prefix on each record's first line."""
+    return [f"\x1b[1m\x1b[31m[ERROR]\x1b[0m {lines[0]}", *lines[1:]]
+
+
+def test_coloured_level_prefixes_are_read_through():
+    node_error = _coloured(["!!! Exception during processing !!! x"]) + _coloured(CAUSE) + CHAIN + RAISED
+    assert pack_log_problems("\n".join(node_error)) == []
+    thread_error = _coloured(["Exception in thread fluxlab-run:"]) + _coloured(RAISED)
+    assert pack_log_problems("\n".join(thread_error)) == ["\n".join(RAISED)]

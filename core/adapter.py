@@ -1,7 +1,7 @@
 """The model adapter: the one object through which the trainer sees the model it trains.
 
-The trainer never touches ComfyUI's classes or family details; it calls `predict`, injects LoRA into
-`module`, and picks targets from `linear_names()`. Family differences (Flux.1 vs Flux.2, guidance
+The trainer never touches ComfyUI's classes or family details; it calls `predict` and injects LoRA
+into `module` (core/lora.py picks the targets). Family differences (Flux.1 vs Flux.2, guidance
 embedding or not) live in `flux.FluxArch`, read from the owner module once.
 """
 
@@ -29,8 +29,6 @@ class TrainingAdapter(Protocol):
 
     def predict(self, latents: Tensor, sigmas: Tensor, context: Tensor, pooled: Tensor | None = None, guidance: Tensor | None = None) -> Tensor: ...
 
-    def linear_names(self) -> list: ...
-
     def swap_blocks(self, count: int, device) -> None: ...
 
 
@@ -45,8 +43,6 @@ class FluxTrainingAdapter:
     def __init__(self, module: TrainFlux):
         self.module = module
         self.arch = module.arch
-        # Cached before any LoRA / quantization wraps the leaves (names then gain `.base_layer`).
-        self._linear_names = tuple(module.block_linear_names())
 
     @classmethod
     def adopt(cls, owner: nn.Module, *, checkpointing: bool, checkpoint_every: int = 1) -> "FluxTrainingAdapter":
@@ -85,9 +81,6 @@ class FluxTrainingAdapter:
         """Width of the pooled text vector the model takes (CLIP-L), or None (Flux.2)."""
         return self.arch.pooled_dim
 
-    def set_checkpointing(self, enabled: bool, every: int = 1) -> None:
-        self.module.checkpoint_every = every if enabled else 0
-
     def swap_blocks(self, count: int, device) -> None:
         """Keep the base weights of the last `count` single blocks in system memory (core/block_swap.py).
         Call after the LoRA is attached and made trainable: what requires grad stays on the device."""
@@ -109,7 +102,3 @@ class FluxTrainingAdapter:
         else:
             guidance = None
         return self.module(latents, sigmas, context.to(dtype), pooled, guidance)
-
-    def linear_names(self) -> list:
-        """BFL names of every nn.Linear in double_blocks / single_blocks (LoRA target candidates)."""
-        return list(self._linear_names)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import json
 import math
 import re
 import typing
@@ -445,14 +444,6 @@ class TrainConfig:
             section = asdict(getattr(self, name))
             out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
         return out
-
-    def to_json(self) -> str:
-        """Compact JSON of `to_dict()` (safetensors metadata values must be strings)."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainConfig:
-        return cls.from_dict(json.loads(text))
 
     def with_overrides(self, overrides: dict) -> TrainConfig:
         """A copy with nested overrides applied ({"lora": {"rank": 32}}), checked like from_dict."""

@@ -94,12 +94,6 @@ class RunControl:
 
     # -- state -----------------------------------------------------------------------------------
     @property
-    def paused(self) -> bool:
-        self._refresh()
-        with self._lock:
-            return self._paused and not self._stop
-
-    @property
     def stop_requested(self) -> bool:
         self._refresh()
         with self._lock:
@@ -109,12 +103,6 @@ class RunControl:
     def cancelled(self) -> bool:
         with self._lock:
             return self._cancelled
-
-    def snapshot(self) -> ControlRequest:
-        """The current requests without consuming the save-now request (for status displays)."""
-        self._refresh()
-        with self._lock:
-            return ControlRequest(self._save_now, self._stop, self._paused and not self._stop, self._cancelled)
 
     # -- trainer side ----------------------------------------------------------------------------
     def poll(self) -> ControlRequest:

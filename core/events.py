@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Optional, Union
+from typing import Any, Callable, ClassVar, Mapping, Optional, Union
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class EventLog:
         if self.path is not None and not read_only:
             _drop_torn_tail(self.path)
         self._records: list[Record] = read_events_file(self.path) if self.path is not None else []
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._dispatch = threading.RLock()  # serializes append + listener calls so listeners see order
         self._listeners: list[Listener] = []
         self._closed = read_only
@@ -237,14 +237,13 @@ class EventLog:
         if not isinstance(event, tuple(EVENT_TYPES.values())):
             raise TypeError(f"EventLog.append expects an event from core.events, got {type(event).__name__}")
         with self._dispatch:
-            with self._cond:
+            with self._lock:
                 if self._closed:
                     raise RuntimeError(f"event log {self.path or '(memory)'} is closed; {event.kind} not recorded")
                 seq = self._records[-1].seq + 1 if self._records else 0
                 record = Record(seq=seq, time=time.time(), event=event)
                 self._write_line(record)
                 self._records.append(record)
-                self._cond.notify_all()
                 listeners = list(self._listeners)
             for listener in listeners:
                 self._call(listener, record)
@@ -261,47 +260,30 @@ class EventLog:
                 os.fsync(fh.fileno())
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
 
     @property
     def closed(self) -> bool:
-        with self._cond:
+        with self._lock:
             return self._closed
 
     # -- reading ---------------------------------------------------------------------------------
     def history(self, since_seq: int = -1) -> list[Record]:
         """Records with seq > since_seq (all of them by default)."""
-        with self._cond:
+        with self._lock:
             return [r for r in self._records if r.seq > since_seq]
 
     def last(self, kind: Optional[str] = None) -> Optional[Record]:
-        with self._cond:
+        with self._lock:
             for record in reversed(self._records):
                 if kind is None or record.kind == kind:
                     return record
         return None
 
     def __len__(self) -> int:
-        with self._cond:
+        with self._lock:
             return len(self._records)
-
-    def subscribe(self, timeout: Optional[float] = None) -> Iterator[Record]:
-        """Yield every record from the start, then new ones as they come, until the log is closed.
-
-        With `timeout`, stop after that many seconds without a new record (a polling consumer's guard).
-        """
-        index = 0
-        while True:
-            with self._cond:
-                if index >= len(self._records) and not self._closed:
-                    self._cond.wait_for(lambda: index < len(self._records) or self._closed, timeout)
-                if index >= len(self._records):
-                    return
-                batch = self._records[index:]
-            index += len(batch)
-            yield from batch
 
     def add_listener(self, listener: Listener, *, replay: bool = True) -> Callable[[], None]:
         """Call `listener(record)` for each new record (after the history when `replay`); returns remover.
@@ -313,11 +295,11 @@ class EventLog:
             if replay:
                 for record in self.history():
                     self._call(listener, record)
-            with self._cond:
+            with self._lock:
                 self._listeners.append(listener)
 
         def remove() -> None:
-            with self._cond:
+            with self._lock:
                 if listener in self._listeners:
                     self._listeners.remove(listener)
 

@@ -25,8 +25,7 @@ there shifts every sample's per-timestep scale and shift alike; they are also th
 
 Merging a LoRA into the base weights is refused on every layer we attach: the base weights are
 shared by reference with ComfyUI's model (a merge would change the user's model), and on quanto
-weights peft's merge silently drops the delta. `delta_weight` gives the float delta to add to a
-dequantized copy where a merged tensor is really wanted.
+weights peft's merge silently drops the delta. Saved files carry the LoRA to every loader instead.
 """
 
 import contextlib
@@ -252,7 +251,7 @@ def _refuse_merge(name: str):
         raise RuntimeError(
             f"refusing to merge the LoRA into {name}: its base weight is shared with ComfyUI's model and may be "
             "quanto-quantized (peft's merge silently drops the delta there). Save the LoRA (core/lora_format.py) and apply "
-            "it with ComfyUI's loader, or add lora.delta_weight(...) to a dequantized float copy of the weight."
+            "it with ComfyUI's loader."
         )
 
     return merge
@@ -331,9 +330,3 @@ def load_lora_state_dict(module: nn.Module, weights: Mapping, source: str = "the
             up.copy_(w.up.to(torch.float64) * (w.alpha / float(layer.lora_alpha[ADAPTER])))
     return loaded
 
-
-def delta_weight(module: nn.Module, name: str) -> torch.Tensor:
-    """alpha / rank * up @ down of the LoRA on `name`, in float32 (to add to a dequantized copy)."""
-    layer = lora_layers(module)[name]
-    up, down = layer.lora_B[ADAPTER].weight.float(), layer.lora_A[ADAPTER].weight.float()
-    return (up @ down) * layer.scaling[ADAPTER]

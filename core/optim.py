@@ -75,7 +75,8 @@ def build_optimizer(settings: OptimizerSettings, params: Iterable) -> torch.opti
         except ImportError as err:
             raise RuntimeError(f"optim.optimizer={name!r} needs the {package!r} package, which is not "
                                f"installed: run `pip install {package}` in ComfyUI's Python, or set "
-                               f"optim.optimizer to 'adamw' ({err})") from err
+                               f"optim.optimizer to one this Python has: {', '.join(available_optimizers())} "
+                               f"({err})") from err
         return cls(groups, lr=settings.learning_rate, betas=settings.betas, eps=settings.eps,
                    weight_decay=settings.weight_decay)
     raise ValueError(f"optim.optimizer={name!r} has no builder")

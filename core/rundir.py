@@ -3,7 +3,9 @@
     <run>/baseline/                      previews before training
     <run>/checkpoint_000125/             lora.safetensors, optimizer_state.safetensors, preview PNGs,
                                          training_state.json (written last: "complete": true)
-    <run>/.latent_cache/  learning_curve.svg  lora_final.safetensors  events.jsonl
+    <run>/samples/step_000100/           previews between checkpoints
+    <run>/learning_curve.svg  lora_final.safetensors  events.jsonl
+(encodings are cached per dataset, not per run: core/data/cache.py)
 
 Why this shape: a checkpoint is first written into a hidden temp folder, every file fsync'ed, then
 `training_state.json` (the completion marker, listing each file and its size) and finally the folder
@@ -152,10 +154,6 @@ class RunDir:
     @property
     def baseline_dir(self) -> Path:
         return self.root / "baseline"
-
-    @property
-    def latent_cache_dir(self) -> Path:
-        return self.root / ".latent_cache"
 
     @property
     def curve_path(self) -> Path:

@@ -2,7 +2,7 @@
 
 A `DatasetSpec` holds one `FolderSource` per folder (seed 000 §8/§13: each folder has its own
 resolution(s) and repeats) plus the options that apply to the whole set. A second DatasetFromFolder
-node chained after the first calls `spec.with_source(...)`; the combined set is then built again,
+node chained after the first gives `spec.chained_after(previous)`; the combined set is then built again,
 which costs nothing for the first folder because its encodings are already in the disk cache.
 """
 
@@ -125,6 +125,7 @@ class DatasetSpec:
         _choice("on_small", self.on_small, FILE_POLICIES[::-1])
         _choice("preset", self.preset, PRESETS)
 
-    def with_source(self, source: FolderSource) -> "DatasetSpec":
-        """The same set with one more folder (what a chained DatasetFromFolder node does)."""
-        return replace(self, sources=self.sources + (source,))
+    def chained_after(self, previous: "DatasetSpec") -> "DatasetSpec":
+        """This set chained after a previous DatasetFromFolder's: its folders first, then these, with
+        this node's options (what a chained node builds)."""
+        return replace(self, sources=previous.sources + self.sources)

@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import logging
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -211,7 +211,7 @@ def build_dataset_handle(spec: DatasetSpec, vae, clip, previous: DatasetHandle |
                 "The chained dataset was encoded with another VAE or CLIP; connect the same VAE and CLIP to every "
                 "DatasetFromFolder of one training set."
             )
-        spec = replace(spec, sources=previous.spec.sources + spec.sources)
+        spec = spec.chained_after(previous.spec)
     with strict_image_decoding():
         dataset = build_dataset(spec, latents, texts, progress=_progress())
     log.info("dataset built: %d latents and %d captions encoded", latents.calls, texts.calls)

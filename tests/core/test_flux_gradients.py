@@ -102,7 +102,7 @@ def test_only_lora_parameters_receive_gradients(variant):
 
 def adapter_targets(variant):
     model = build_tiny_flux_transformer(TinyFluxSpec(variant))
-    return FluxTrainingAdapter.adopt(model, checkpointing=False).linear_names()
+    return FluxTrainingAdapter.adopt(model, checkpointing=False).module.block_linear_names()
 
 
 def saved_activation_bytes(adapter, inputs):

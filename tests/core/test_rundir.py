@@ -38,7 +38,7 @@ def test_layout_and_checkpoint_contents(tmp_path):
     assert run.latest_checkpoint().file("lora.safetensors") == info.path / "lora.safetensors"
     with pytest.raises(FileNotFoundError, match="ema"):
         info.file("ema.safetensors")
-    assert run.baseline_dir.name == "baseline" and run.latent_cache_dir.name == ".latent_cache"
+    assert run.baseline_dir.name == "baseline"
     assert run.curve_path.name == "learning_curve.svg" and run.final_lora_path.name == "lora_final.safetensors"
     assert sorted(p.name for p in run.root.iterdir()) == ["checkpoint_000125"]
 

@@ -77,8 +77,9 @@ def test_multi_folder_own_resolutions_and_repeats(tmp_path):
     for i in range(2):
         make_image(body / f"b{i}.png", 96, 96, seed=10 + i, caption=f"body {i}")
     first = DatasetSpec((FolderSource(chars, resolutions=(64,)),), cache_dir=tmp_path / "cache", trigger="mchar")
-    spec = first.with_source(FolderSource(body, resolutions=(64, 96), repeats=20))
-    assert len(spec.sources) == 2 and len(first.sources) == 1
+    second = DatasetSpec((FolderSource(body, resolutions=(64, 96), repeats=20),), cache_dir=tmp_path / "cache", trigger="mchar")
+    spec = second.chained_after(first)
+    assert [s.folder for s in spec.sources] == [chars, body] and len(first.sources) == 1
     ds = build_dataset(spec, FakeVAE(), FakeTextEncoder())
     assert ds.image_count == 5
     assert len(ds) == 3 * 40 + 2 * 2 * 20

@@ -26,7 +26,7 @@ from .rundir import CheckpointInfo, Writer, bytes_writer
 from .state_io import load_state, save_state
 
 LORA_FILE = "lora.safetensors"
-STATE_FILE = "optimizer_state.safetensors"
+RESUME_FILE = "optimizer_state.safetensors"
 
 
 @dataclass
@@ -81,7 +81,7 @@ def checkpoint_writers(state: TrainingState, info: LoraFileInfo, step: int,
     }
     writers: dict[str, Writer] = {
         LORA_FILE: lambda path: info.write(path, weights, step),
-        STATE_FILE: lambda path: save_state(path, resume_state),
+        RESUME_FILE: lambda path: save_state(path, resume_state),
     }
     writers.update({name: bytes_writer(data) for name, data in previews.items()})
     return writers
@@ -89,7 +89,7 @@ def checkpoint_writers(state: TrainingState, info: LoraFileInfo, step: int,
 
 def restore(state: TrainingState, checkpoint: CheckpointInfo) -> None:
     """Load a checkpoint's resume state into the live objects (LoRA attached with the same targets)."""
-    saved = load_state(checkpoint.file(STATE_FILE))
+    saved = load_state(checkpoint.file(RESUME_FILE))
     params = dict(lora.trainable_parameters(state.module))
     raw = saved["lora_raw"]
     if set(raw) != set(params):

@@ -300,7 +300,14 @@ class TrainSettings(_Section):
                                gt=0.0, lt=1.0)
 
 
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_RUN_NAME = re.compile(r"\w[\w.\- ]{0,99}")
+RUN_NAME_RULE = ("letters, digits, '_', '-', '.' or spaces, up to 100 characters, starting with a letter, digit "
+                 "or '_' and not ending with '.' or a space")
+"""The one naming rule of runs: a run name is a folder name and a URL segment (no paths, no '..')."""
+
+
+def is_run_name(name: object) -> bool:
+    return isinstance(name, str) and _RUN_NAME.fullmatch(name) is not None and name[-1] not in ". "
 
 
 @dataclass(frozen=True)
@@ -309,7 +316,7 @@ class RunSettings(_Section):
 
     SECTION: ClassVar[str] = "run"
     name: str = setting("flux_lora", "Run name; the run folder and file names use it "
-                        "(letters, digits, '.', '_', '-').")
+                        "(letters, digits, '_', '-', '.' or spaces).")
     trigger: str = setting("", "Trigger word your captions contain (e.g. 'ohwx' or 'maya_char'); "
                            "prepended to captions that lack it. Empty = no trigger.")
     save_every: int = setting(250, "Save a checkpoint every N steps (0 = only the final LoRA).", ge=0,
@@ -325,9 +332,8 @@ class RunSettings(_Section):
                                "have one layout that every loader reads.", choices=("kohya", "diffusers"))
 
     def _check(self) -> None:
-        if not _RUN_NAME.match(self.name):
-            self._fail("name", f"{self.name!r} is not a safe folder name; use letters, digits, "
-                       "'.', '_' and '-', starting with a letter or digit")
+        if not is_run_name(self.name):
+            self._fail("name", f"{self.name!r} is not a safe folder name; use {RUN_NAME_RULE}")
         if self.trigger != self.trigger.strip():
             self._fail("trigger", f"{self.trigger!r} has leading/trailing spaces; remove them")
 

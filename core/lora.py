@@ -40,7 +40,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 
 ADAPTER = "default"
-PRESETS = ("attention", "all", "mmdit", "context")
+TARGET_PRESETS = ("attention", "all", "mmdit", "context")
 INITS = ("default", "gaussian")
 SECTIONS = ("double", "single")
 
@@ -64,7 +64,7 @@ class _Preset:
     streams: frozenset
 
 
-_PRESETS = {
+_TARGET_RULES = {
     "attention": _Preset(frozenset({"double", "single"}), frozenset({"attn", "fused"}), frozenset({"img", "txt", "joint"})),
     "all": _Preset(frozenset({"double", "single"}), frozenset({"attn", "mlp", "fused"}), frozenset({"img", "txt", "joint"})),
     "mmdit": _Preset(frozenset({"double"}), frozenset({"attn", "mlp"}), frozenset({"img", "txt"})),
@@ -105,8 +105,8 @@ class LoraSpec:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
         if self.init not in INITS:
             raise ValueError(f"LoRA init {self.init!r} is not supported; choose one of {INITS}")
-        if self.targets not in PRESETS:
-            raise ValueError(f"LoRA targets {self.targets!r} is not a preset; choose one of {PRESETS}")
+        if self.targets not in TARGET_PRESETS:
+            raise ValueError(f"LoRA targets {self.targets!r} is not a preset; choose one of {TARGET_PRESETS}")
         parse_blocks(self.blocks, setting="blocks")
         parse_blocks(self.exclude_blocks, setting="exclude_blocks")
 
@@ -183,7 +183,7 @@ def _inside_lora(name: str) -> bool:
 
 def target_names(module: nn.Module, spec: LoraSpec) -> list:
     """The BFL names of the linears `spec` trains in `module`, in module order."""
-    preset = _PRESETS[spec.targets]
+    preset = _TARGET_RULES[spec.targets]
     roles = preset.roles | ({"mod"} if spec.train_modulation else set())
     include, exclude = parse_blocks(spec.blocks, "blocks"), parse_blocks(spec.exclude_blocks, "exclude_blocks")
     names = _linear_names(module)

@@ -46,7 +46,7 @@ def _flat_params(params: Iterable) -> tuple[list, list[torch.Tensor]]:
     groups = list(params)
     if not groups:
         raise ValueError("no parameters to optimize: the LoRA has no trainable weights (check "
-                         "lora.targets and lora.blocks_include / blocks_exclude)")
+                         "lora.targets, lora.blocks and lora.exclude_blocks)")
     flat = [p for g in groups for p in g["params"]] if isinstance(groups[0], dict) else groups
     return groups, flat
 

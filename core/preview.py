@@ -20,6 +20,12 @@ from .flow import euler_sample, image_seq_len
 Decode = Callable[[torch.Tensor], Sequence[Image.Image]]
 
 
+def prompt_lines(text: str | None) -> list[str]:
+    """One prompt per non-empty line (surrounding spaces dropped); [] for none. The one splitter of
+    every multi-line prompt widget (TrainLoRA's previews, CompareCheckpoints' columns)."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
 @dataclass(frozen=True)
 class PreviewPrompt:
     """One preview prompt, already encoded by the caller's text encoder."""

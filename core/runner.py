@@ -11,13 +11,13 @@ runs from their folders after a server restart.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from .config import RUN_NAME_RULE, is_run_name
 from .control import RunControl
 from .errors import FluxLabError
 from .events import TERMINAL_KINDS, Event, EventLog, Failed, Finished, Record, Started
@@ -36,16 +36,10 @@ class RunError(FluxLabError, RuntimeError):
     """A run request that cannot be honoured (duplicate id, control of a run that is not live, ...)."""
 
 
-_RUN_ID = re.compile(r"\w[\w.\- ]{0,99}")
-
-
 def check_run_id(run_id: str) -> str:
-    """A run id is a run folder name and a URL segment: letters, digits, `_ - . space`, <= 100 chars."""
-    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or run_id[-1] in ". ":
-        raise ValueError(
-            f"run name {run_id!r} is not usable as a folder name: use letters, digits, '_', '-', '.' or spaces "
-            "(up to 100 characters, not starting with '.' or '-', not ending with '.' or a space)"
-        )
+    """A run id is a run folder name and a URL segment (config.is_run_name, the one rule)."""
+    if not is_run_name(run_id):
+        raise ValueError(f"run name {run_id!r} is not usable as a folder name: use {RUN_NAME_RULE}")
     return run_id
 
 

@@ -9,23 +9,12 @@ import torch
 from comfy_api.latest import io
 
 from ..core.grid import compose_grid, label_height
+from ..core.preview import prompt_lines
 from ._comfy import sampling
 from .sample import CATEGORY, check_source, lora_source_inputs, resolve_run, source_fingerprint
 
 UI_KEY = "fluxlab_compare"
 UI_VERSION = 1
-
-
-def prompt_lines(text: str | None) -> list[str]:
-    """One prompt per non-empty line (surrounding spaces dropped); [] for none."""
-    return [line.strip() for line in (text or "").splitlines() if line.strip()]
-
-
-def parse_prompts(text: str) -> list[str]:
-    prompts = prompt_lines(text)
-    if not prompts:
-        raise ValueError("prompts is empty: write one prompt per line")
-    return prompts
 
 
 class CompareCheckpoints(io.ComfyNode):
@@ -103,7 +92,9 @@ class CompareCheckpoints(io.ComfyNode):
                 guidance, cfg, negative_prompt, sampler_name, scheduler, width, height, run=None, run_name="") -> io.NodeOutput:
         _, source = resolve_run(run, run_name)
         rows = source.rows(checkpoints, include_base, include_final)
-        columns = parse_prompts(prompts)
+        columns = prompt_lines(prompts)
+        if not columns:  # prompts linked from another node: validate_inputs could not see them
+            raise ValueError("prompts is empty: write one prompt per line")
         settings = sampling.SampleSettings(seed, steps, cfg, sampler_name, scheduler, width, height)
         positives = [sampling.with_guidance(sampling.encode_prompt(clip, text), guidance) for text in columns]
         negative = sampling.encode_prompt(clip, negative_prompt)

@@ -3,7 +3,8 @@
 from comfy_api.latest import io, ui
 
 from ..core.data import DatasetError, DatasetSpec, FolderSource
-from ..core.data.spec import CROP_MODES, FILE_POLICIES, MISSING_CAPTION_POLICIES, PRESETS
+from ..core.data.spec import CROP_MODES, FILE_POLICIES, MISSING_CAPTION_POLICIES
+from ..core.presets import STEP_RULES
 from ._comfy.encoders import build_dataset_handle, cache_root, folder_signature, resolve_folder
 from .types import Dataset
 
@@ -67,7 +68,7 @@ class DatasetFromFolder(io.ComfyNode):
                                tooltip="Images under min_size: skip them (listed in the report) or stop with an error."),
                 io.Combo.Input("bad_files", options=list(FILE_POLICIES), default="error", tooltip="Corrupt or "
                                "truncated images: stop with an error naming the file, or skip them (listed in the report)."),
-                io.Combo.Input("preset", options=list(PRESETS), default="character", tooltip="Kind of LoRA, only "
+                io.Combo.Input("preset", options=list(STEP_RULES), default="character", tooltip="Kind of LoRA, only "
                                "for the suggested step count (27 steps per image, min 300; styles 100 per image)."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
                              tooltip="Seeds data order, random crops, caption dropout and token shuffle. Part "

@@ -24,6 +24,7 @@ from ..core.curve import loss_points, render_image
 from ..core.data.report import at_batch_size
 from ..core.events import Info
 from ..core.presets import PRESETS, STEP_RULES, apply_preset
+from ..core.preview import prompt_lines
 from ..core.resume import ON_EXISTING, settle_run
 from ..core.rundir import RunDir
 from ..core.trainer import TrainingJob, train
@@ -240,7 +241,7 @@ class TrainLoRA(io.ComfyNode):
         config = build_config(preset, settings, run_name=run_name.strip(), trigger=dataset.trigger,
                               class_word=dataset.class_word, n_images=data.image_count,
                               model_overrides=model.settings.config_overrides())
-        spec = previews.build_preview_spec(previews.parse_prompts(preview_prompts), clip or dataset.clip,
+        spec = previews.build_preview_spec(prompt_lines(preview_prompts), clip or dataset.clip,
                                            vae or dataset.vae, model.family, width=preview_width,
                                            height=preview_height, steps=preview_steps, seed=preview_seed,
                                            guidance=preview_guidance, patcher=model.patcher)

@@ -8,10 +8,10 @@ from .build import build_dataset
 from .dataset import Batch, Sample, TrainingDataset
 from .encoders import LatentEncoder, TextEncoder
 from .errors import BadImage, DatasetError
-from .report import DatasetReport, suggested_steps
+from .report import DatasetReport
 from .spec import DatasetSpec, FolderSource
 
 __all__ = [
     "BadImage", "Batch", "DatasetError", "DatasetReport", "DatasetSpec", "FolderSource", "LatentEncoder",
-    "Sample", "TextEncoder", "TrainingDataset", "build_dataset", "suggested_steps",
+    "Sample", "TextEncoder", "TrainingDataset", "build_dataset",
 ]

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..presets import suggested_steps as preset_steps
+from ..presets import suggested_steps
 from .captions import mentions
 
 
@@ -39,11 +39,6 @@ class DatasetReport:
         return self.text
 
 
-def suggested_steps(image_count: int, preset: str) -> int:
-    """The presets' step rule (core/presets.py) for this many accepted images; 0 when none was accepted."""
-    return preset_steps(preset, image_count) if image_count > 0 else 0
-
-
 def build_report(spec, dataset, records, rejected, ignored, counts, damaged, warnings=()) -> DatasetReport:
     by_hash: dict[str, list[str]] = defaultdict(list)
     for record in records:
@@ -59,7 +54,7 @@ def build_report(spec, dataset, records, rejected, ignored, counts, damaged, war
                         for s in dataset.samples)
     origins = Counter(r.caption_origin for r in records)
     steps_per_epoch = dataset.steps_per_epoch()
-    suggested = suggested_steps(dataset.image_count, spec.preset)
+    suggested = suggested_steps(spec.preset, dataset.image_count) if dataset.image_count else 0
     data = {
         "images": dataset.image_count,
         "samples_per_epoch": len(dataset),

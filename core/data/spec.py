@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..presets import STEP_RULES
 from .errors import DatasetError
 
 MISSING_CAPTION_POLICIES = ("error", "trigger_only", "folder_name")
 FILE_POLICIES = ("error", "skip")
 CROP_MODES = ("center", "random")
-PRESETS = ("character", "concept", "style")
 BUCKET_STEP = 16
 
 
@@ -123,7 +123,7 @@ class DatasetSpec:
             raise DatasetError("class_word is set but trigger is empty; DOP replaces the trigger, so set both.")
         _choice("on_bad_file", self.on_bad_file, FILE_POLICIES)
         _choice("on_small", self.on_small, FILE_POLICIES[::-1])
-        _choice("preset", self.preset, PRESETS)
+        _choice("preset", self.preset, tuple(STEP_RULES))
 
     def chained_after(self, previous: "DatasetSpec") -> "DatasetSpec":
         """This set chained after a previous DatasetFromFolder's: its folders first, then these, with

@@ -22,11 +22,6 @@ from .encoders import FLUX2_CONTEXT_TOKENS, ComfyTextEncoder, latent_format_for
 SIZE_MULTIPLE = 16
 
 
-def parse_prompts(text: str) -> list[str]:
-    """One prompt per non-empty line."""
-    return [line.strip() for line in (text or "").splitlines() if line.strip()]
-
-
 def vae_decoder(vae) -> Decode:
     _, fmt = latent_format_for(vae)
 

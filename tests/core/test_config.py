@@ -175,3 +175,17 @@ def test_astria_step_rule():
     assert suggested_steps("style", 20) == 2000
     with pytest.raises(ConfigError, match="n_images"):
         suggested_steps("style", 0)
+
+
+def test_run_names_follow_the_one_rule_the_runner_and_routes_use():
+    """Measured before: the config refused spaces while the runner and the routes allowed them."""
+    from flux_lora_lab.core.config import RunSettings
+    from flux_lora_lab.core.runner import check_run_id
+
+    for good in ("cat-toy", "style_v2.1", "my run", "Katze", "猫", "_x"):
+        assert RunSettings(name=good).name == check_run_id(good) == good
+    for bad in ("", "../x", "a/b", ".hidden", "-x", "x.", "x ", "a" * 101):
+        with pytest.raises(ConfigError, match="not a safe folder name"):
+            RunSettings(name=bad)
+        with pytest.raises(ValueError, match="not usable as a folder name"):
+            check_run_id(bad)

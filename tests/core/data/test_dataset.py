@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from flux_lora_lab.core.data import DatasetSpec, FolderSource, build_dataset, suggested_steps
+from flux_lora_lab.core.data import DatasetSpec, FolderSource, build_dataset
+from flux_lora_lab.core.presets import suggested_steps
 
 from .fakes import FakeTextEncoder, FakeVAE, make_image
 
@@ -159,8 +160,8 @@ def test_report_duplicates_histogram_and_suggestion(tmp_path):
     assert sum(data["buckets"].values()) == 5 and "64px 64x64" in data["buckets"]
     assert data["steps_per_epoch"] == ds.steps_per_epoch() == 5
     assert data["suggested_steps"] == 300 and "Suggested steps (character): 300" in ds.report.text
-    assert suggested_steps(20, "character") == 540 and suggested_steps(20, "style") == 2000
-    assert suggested_steps(5, "concept") == 300
+    assert suggested_steps("character", 20) == 540 and suggested_steps("style", 20) == 2000
+    assert suggested_steps("concept", 5) == 300
     assert data["captions"]["with_trigger"] == 5
 
 

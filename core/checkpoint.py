@@ -3,7 +3,8 @@
 A checkpoint folder (core/rundir.py writes it atomically) holds:
   lora.safetensors             the portable LoRA users sample (EMA weights when EMA is on)
   optimizer_state.safetensors  everything resume needs that the LoRA file does not say: the raw
-                               (non-EMA) LoRA weights, optimizer, LR scheduler, EMA shadow, RNG states
+                               (non-EMA) LoRA weights, optimizer, LR scheduler, EMA shadow (no RNG
+                               state: every draw is a function of the run seed and the step)
   training_state.json          step, loss history, config (written last: the completion marker)
   prompt_*_WxH.png             preview images, when previews are configured
 Resume restores all of it, so a resumed run continues bit for bit where it stopped (the data order

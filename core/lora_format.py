@@ -69,11 +69,22 @@ class LoraFile:
 
     @property
     def step(self):
-        return int(self.metadata["fluxlab.step"]) if "fluxlab.step" in self.metadata else None
+        return _step_of(self.metadata)
 
     @property
     def config(self):
         return json.loads(self.metadata["fluxlab.config"]) if "fluxlab.config" in self.metadata else None
+
+
+def _step_of(metadata: Mapping) -> int | None:
+    return int(metadata["fluxlab.step"]) if "fluxlab.step" in metadata else None
+
+
+def saved_step(path) -> int | None:
+    """The training step a LoRA file records in its metadata (None for files that do not say);
+    reads the header only."""
+    with safe_open(str(path), framework="pt") as f:
+        return _step_of(f.metadata() or {})
 
 
 def is_known_name(name: str) -> bool:

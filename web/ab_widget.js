@@ -10,6 +10,8 @@
  *            cells: import("./client.js").ImageRef[][], runId: ?string}} CompareData
  */
 
+import { h } from "./dom.js";
+
 const unwrap = (value) => (Array.isArray(value) && value.length === 1 && !Array.isArray(value[0]) ? value[0] : value);
 
 /** The node's ui output as CompareData, or null when it is not a compare grid. ComfyUI makes
@@ -33,17 +35,6 @@ export function runIdOf(row, data) {
     if (parts.length >= 3 && /^checkpoint_\d+$/.test(parts.at(-2))) return parts.at(-3);
     if (parts.length >= 2) return parts.at(-2);
     return null;
-}
-
-function h(tag, props = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props)) {
-        if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-        else if (key === "className") node.className = value;
-        else node.setAttribute(key, value);
-    }
-    node.append(...children);
-    return node;
 }
 
 const FLIP_KEYS = new Set([" ", "f", "F", "ArrowLeft", "ArrowRight", "a", "A", "b", "B"]);

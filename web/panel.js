@@ -7,6 +7,7 @@ import { FluxLabError } from "./client.js";
 import { createLossChart, drawLossChart } from "./chart.js";
 import { RunState, allowedActions, formatDuration, formatMemory } from "./runs.js";
 import { renderDatasetReport } from "./report.js";
+import { h } from "./dom.js";
 
 const ACTIONS = [
     ["pause", "Pause", "pi pi-pause"],
@@ -14,18 +15,6 @@ const ACTIONS = [
     ["checkpoint", "Save now", "pi pi-save"],
     ["stop", "Stop", "pi pi-stop"],
 ];
-
-function h(tag, props = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props)) {
-        if (key === "dataset") Object.assign(node.dataset, value);
-        else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-        else if (key === "className") node.className = value;
-        else node.setAttribute(key, value);
-    }
-    node.append(...children.filter((c) => c !== null && c !== undefined));
-    return node;
-}
 
 function formatNumber(value, digits = 4) {
     if (value === null || value === undefined || !Number.isFinite(value)) return "–";

@@ -1,16 +1,10 @@
 // The dataset report (core/data/report.py `DatasetReport.data`, sent as a dataset_report event)
 // rendered as a short summary with the problems first: what a user must fix before training.
-
-function h(tag, text, className) {
-    const node = document.createElement(tag);
-    if (text !== undefined) node.textContent = text;
-    if (className) node.className = className;
-    return node;
-}
+import { h } from "./dom.js";
 
 function list(items) {
     const ul = h("ul");
-    ul.append(...items.map((item) => h("li", item)));
+    ul.append(...items.map((item) => h("li", {}, item)));
     return ul;
 }
 
@@ -18,11 +12,11 @@ function list(items) {
 export function renderDatasetReport(report) {
     const root = document.createDocumentFragment();
     if (!report) {
-        root.append(h("p", "No dataset report for this run.", "fluxlab-muted"));
+        root.append(h("p", { className: "fluxlab-muted" }, "No dataset report for this run."));
         return root;
     }
     if (typeof report.images !== "number") {
-        root.append(h("pre", JSON.stringify(report, null, 2)));
+        root.append(h("pre", {}, JSON.stringify(report, null, 2)));
         return root;
     }
     const warnings = [];
@@ -33,7 +27,7 @@ export function renderDatasetReport(report) {
     for (const path of captions.empty ?? []) warnings.push(`Empty caption: ${path}`);
     for (const item of report.cache?.damaged_rebuilt ?? []) warnings.push(`Damaged cache entry rebuilt: ${item.file} (${item.reason})`);
     if (warnings.length) {
-        root.append(h("p", `${warnings.length} warning${warnings.length > 1 ? "s" : ""}:`, "fluxlab-warning"), list(warnings));
+        root.append(h("p", { className: "fluxlab-warning" }, `${warnings.length} warning${warnings.length > 1 ? "s" : ""}:`), list(warnings));
     }
     const lines = [
         `${report.images} images, ${report.samples_per_epoch} samples per epoch (repeats and resolutions included)`,

@@ -68,3 +68,22 @@ def test_dop_keeps_no_trigger_outputs_near_the_base(tmp_path):
     assert on["no_trigger_drift"] < 0.5 * off["no_trigger_drift"]
     # With DOP the trigger prompts still learn: most of the way from the base to the teacher.
     assert on["trigger_to_teacher"] < 0.5 * on["base_to_teacher"]
+
+
+def test_dop_every_n_steps_runs_the_preservation_pass_on_every_nth_step_only(tmp_path):
+    """dop.every_n_steps = 3 over 7 steps: the class-word pass (a frozen prior, then the LoRA's
+    prediction) follows the main pass on steps 3 and 6 only."""
+    data = SyntheticData(items=4)
+    class_token = data.dop_context[0, 0]
+    config = dop_config(True).with_overrides({"dop": {"every_n_steps": 3}, "train": {"steps": 7, "batch_size": 1}})
+    student = adopt(tiny_owner("flux1-dev", seed=5))
+    passes, predict = [], student.predict
+
+    def recording(latents, sigmas, context, pooled=None, guidance=None):
+        passes.append("dop" if torch.equal(context[0, 0], class_token) else "main")
+        return predict(latents, sigmas, context, pooled, guidance)
+
+    student.predict = recording
+    train(TrainingJob(config, student, data, RunDir(tmp_path / "every3")), RunControl(None), lambda e: None)
+    steps = " ".join(passes).replace("main dop dop", "main+dop").split()
+    assert steps == ["main", "main", "main+dop", "main", "main", "main+dop", "main"]

@@ -61,12 +61,18 @@ def test_every_number_widget_has_its_settings_upper_bound():
     assert rank.max == 1024
 
 
-@pytest.mark.parametrize("preset", ["character", "style", "concept"])
-def test_untouched_widgets_give_exactly_the_preset(preset):
+@pytest.mark.parametrize("preset, rank, sampling, lr, dop", [
+    ("character", 32, "content", 1e-4, True), ("style", 64, "style", 1.5e-4, False), ("concept", 32, "balanced", 1e-4, False),
+])
+def test_untouched_widgets_give_exactly_the_preset(preset, rank, sampling, lr, dop):
+    """The values are written out here (the presets the README documents), not read from core."""
     config = train.build_config(preset, widget_defaults(), **NAMES)
-    expected = apply_preset(preset, {"run": {"name": "r1", "trigger": "ohwx"}, "dop": {"class_word": "woman"}}, n_images=5)
-    assert config == expected
+    assert (config.lora.rank, config.lora.effective_alpha, config.lora.targets) == (rank, float(rank), "all")
+    assert (config.flow.timestep_sampling, config.optim.learning_rate, config.dop.enabled) == (sampling, lr, dop)
     assert config.train.steps == max(300, (100 if preset == "style" else 27) * 5)
+    assert (config.run.save_every, config.run.max_step_saves_to_keep, config.run.sample_every) == (250, 12, 250)
+    expected = apply_preset(preset, {"run": {"name": "r1", "trigger": "ohwx"}, "dop": {"class_word": "woman"}}, n_images=5)
+    assert config == expected, "every other setting is the engine's preset"
 
 
 def test_custom_is_the_engine_defaults():

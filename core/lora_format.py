@@ -28,13 +28,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import lora_diffusers
+from .flux_family import FAMILIES as _FAMILY_TABLE
+from .flux_family import family as _family
 from .lora import LoraWeights
 from .rundir import atomic_write
 
 FORMAT_VERSION = "1"
-FAMILIES = ("flux1", "flux2")
+FAMILIES = tuple(_FAMILY_TABLE)
 LAYOUTS = ("kohya", "diffusers")
-_FAMILY_NAMES = {"flux1": "Flux.1", "flux2": "Flux.2"}
 _KOHYA = re.compile(r"lora_unet_(.+)\.(lora_down\.weight|lora_up\.weight|alpha)")
 _DIFFUSION = re.compile(r"diffusion_model\.(.+)\.(lora_A\.weight|lora_B\.weight|alpha)")
 _PART = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_A.weight": "down", "lora_B.weight": "up", "alpha": "alpha"}
@@ -96,20 +97,19 @@ def is_known_name(name: str) -> bool:
 
 
 def _key_stem(name: str, family: str) -> str:
-    return f"lora_unet_{name.replace('.', '_')}" if family == "flux1" else f"diffusion_model.{name}"
+    return f"lora_unet_{name.replace('.', '_')}" if _family(family).lora_keys == "kohya" else f"diffusion_model.{name}"
 
 
 def lora_keys(name: str, family: str) -> tuple:
     """(down key, up key, alpha key) of BFL linear `name` in `family`'s format."""
     stem = _key_stem(name, family)
-    if family == "flux1":
+    if _family(family).lora_keys == "kohya":
         return f"{stem}.lora_down.weight", f"{stem}.lora_up.weight", f"{stem}.alpha"
     return f"{stem}.lora_A.weight", f"{stem}.lora_B.weight", f"{stem}.alpha"
 
 
 def _check_family(family: str) -> None:
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; choose one of {FAMILIES}")
+    _family(family)
 
 
 def _metadata_value(key: str, value) -> str:
@@ -151,7 +151,8 @@ def save_lora(
             raise ValueError(f"cannot write {path}: {name} down {tuple(w.down.shape)} and up {tuple(w.up.shape)} disagree on rank")
         ranks.add(w.rank)
         alphas.add(float(w.alpha))
-    if family == "flux1" and layout == "diffusers":
+    kohya = _family(family).lora_keys == "kohya"
+    if kohya and layout == "diffusers":
         tensors = lora_diffusers.to_tensors(weights, dtype)
     else:
         tensors = _bfl_tensors(weights, family, dtype)
@@ -159,7 +160,7 @@ def save_lora(
     metadata.update({
         "fluxlab.format_version": FORMAT_VERSION,
         "fluxlab.family": family,
-        "fluxlab.layout": layout if family == "flux1" else "bfl",
+        "fluxlab.layout": layout if kohya else "bfl",
         "fluxlab.rank": _metadata_value("rank", ranks.pop() if len(ranks) == 1 else sorted(ranks)),
         "fluxlab.alpha": _metadata_value("alpha", alphas.pop() if len(alphas) == 1 else sorted(alphas)),
         "fluxlab.targets": json.dumps(list(weights)),
@@ -177,7 +178,7 @@ def _bfl_tensors(weights: Mapping, family: str, dtype) -> dict:
     for name, w in weights.items():
         down_key, up_key, alpha_key = lora_keys(name, family)
         down, up = w.down.detach().to("cpu"), w.up.detach().to("cpu")
-        if family == "flux2":
+        if _family(family).lora_keys == "bfl":
             up = up.to(torch.float64) * (float(w.alpha) / w.rank)
         else:
             tensors[alpha_key] = torch.tensor(float(w.alpha), dtype=torch.float32)
@@ -186,13 +187,18 @@ def _bfl_tensors(weights: Mapping, family: str, dtype) -> dict:
     return tensors
 
 
+def _family_with_keys(style: str) -> str:
+    return next(f.name for f in _FAMILY_TABLE.values() if f.lora_keys == style)
+
+
 def detect_family(keys, path="the LoRA file") -> str:
-    """'flux1' for kohya `lora_unet_` or diffusers `transformer.` keys, 'flux2' for `diffusion_model.` keys."""
+    """The family whose key style the keys are: kohya `lora_unet_` (or its diffusers layout,
+    `transformer.`), or BFL `diffusion_model.`."""
     keys = list(keys)
     if keys and (all(_KOHYA.fullmatch(k) for k in keys) or lora_diffusers.is_layout(keys)):
-        return "flux1"
+        return _family_with_keys("kohya")
     if keys and all(_DIFFUSION.fullmatch(k) for k in keys):
-        return "flux2"
+        return _family_with_keys("bfl")
     sample = [k for k in keys if not (_KOHYA.fullmatch(k) or _DIFFUSION.fullmatch(k))][:3] or keys[:3]
     raise ValueError(
         f"{path} is not a Flux LoRA this pack writes: expected only kohya 'lora_unet_*.lora_down/lora_up/alpha' or "
@@ -202,7 +208,7 @@ def detect_family(keys, path="the LoRA file") -> str:
 
 
 def _bfl_name(stem: str, family: str, path) -> str:
-    if family == "flux2":
+    if _family(family).lora_keys == "bfl":
         name = stem
     elif stem in _KOHYA_TO_BFL:
         name = _KOHYA_TO_BFL[stem]
@@ -236,7 +242,7 @@ def load_lora(path, family: str = None, rank: int = None) -> LoraFile:
         _check_family(family)
         if found != family:
             raise ValueError(
-                f"{path} is a {_FAMILY_NAMES[found]} LoRA but the model is {_FAMILY_NAMES[family]}; pick a LoRA trained on {_FAMILY_NAMES[family]}"
+                f"{path} is a {_family(found).display_name} LoRA but the model is {_family(family).display_name}; pick a LoRA trained on {_family(family).display_name}"
             )
     if metadata.get("fluxlab.family", found) != found:
         raise ValueError(f"{path}: metadata says family {metadata['fluxlab.family']!r} but its keys are {found!r}; the file is inconsistent")
@@ -251,7 +257,7 @@ def load_lora(path, family: str = None, rank: int = None) -> LoraFile:
 
 def _bfl_weights(tensors: dict, family: str, path) -> dict:
     """{BFL name: LoraWeights} of kohya or `diffusion_model.` keys; a missing alpha is the rank."""
-    pattern = _KOHYA if family == "flux1" else _DIFFUSION
+    pattern = _KOHYA if _family(family).lora_keys == "kohya" else _DIFFUSION
     parts = {}
     for key, tensor in tensors.items():
         stem, part = pattern.fullmatch(key).groups()

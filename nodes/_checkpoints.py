@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from safetensors import safe_open
-
 from ..core.checkpoint import LORA_FILE
+from ..core.lora_format import saved_step
 from ..core.rundir import CheckpointInfo, RunDir
 
 CHECKPOINT_CHOICES = ("latest", "final", "step")
@@ -79,7 +78,7 @@ class RunCheckpoints:
     def final(self) -> LoraChoice:
         if self.final_path is None:
             raise self._error("no lora_final.safetensors yet (the run is still training, or stopped before the end)")
-        return LoraChoice(label="final", checkpoint="final", step=_file_step(self.final_path), lora_path=self.final_path)
+        return LoraChoice(label="final", checkpoint="final", step=saved_step(self.final_path), lora_path=self.final_path)
 
     def select(self, which: str, step: int) -> LoraChoice:
         """SampleCheckpoint's selector: "latest", "final" or "step" (with `step`)."""
@@ -131,8 +130,3 @@ class RunCheckpoints:
         return steps
 
 
-def _file_step(path: Path) -> Optional[int]:
-    """The training step a LoRA file says it was saved at (safetensors metadata), if it says."""
-    with safe_open(str(path), framework="pt") as handle:
-        value = (handle.metadata() or {}).get("fluxlab.step")
-    return int(value) if value is not None else None

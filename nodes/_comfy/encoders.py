@@ -28,28 +28,33 @@ import torch
 from PIL import ImageFile
 
 from ...core.data import DatasetError, DatasetReport, DatasetSpec, TrainingDataset, build_dataset
+from ...core.flux_family import FAMILIES, family_of_latents
+from ...core.flux_family import family as flux_family
 from .model import weights_fingerprint
 
 log = logging.getLogger(__name__)
 
-FLUX2_CONTEXT_TOKENS = 512
-"""ComfyUI's Flux.2 context length (model_base.Flux2.extra_conds left-pads shorter contexts)."""
 REPORT_EVENT = "fluxlab.dataset_report"
 
 
-def latent_format_for(vae):
-    """(family, ComfyUI latent format) from the VAE's latent channels: 16 -> Flux.1, 128 -> Flux.2."""
+def latent_format_classes() -> dict:
+    """ComfyUI's latent format class of each family."""
     import comfy.latent_formats
 
-    formats = {16: ("flux1", comfy.latent_formats.Flux), 128: ("flux2", comfy.latent_formats.Flux2)}
+    return {"flux1": comfy.latent_formats.Flux, "flux2": comfy.latent_formats.Flux2}
+
+
+def latent_format_for(vae):
+    """(family name, ComfyUI latent format) of the family whose VAE gives the VAE's latent channels."""
     channels = getattr(vae, "latent_channels", None)
-    if channels not in formats:
+    family = family_of_latents(channels)
+    if family is None:
+        known = " and ".join(f"{f.display_name}'s VAE gives {f.latent_channels}" for f in FAMILIES.values())
         raise DatasetError(
-            f"The VAE gives {channels} latent channels; Flux.1's VAE gives 16 and Flux.2's 128. Connect the VAE "
+            f"The VAE gives {channels} latent channels; {known}. Connect the VAE "
             "of the Flux model you train (e.g. ae.safetensors / flux2-vae.safetensors)."
         )
-    family, latent_format = formats[channels]
-    return family, latent_format()
+    return family.name, latent_format_classes()[family.name]()
 
 
 class ComfyLatentEncoder:
@@ -204,7 +209,7 @@ def build_dataset_handle(spec: DatasetSpec, vae, clip, previous: DatasetHandle |
     """Encode what the cache lacks and return the handle. With `previous` (a chained node's output),
     its folders come first and the same VAE and CLIP are required."""
     latents = ComfyLatentEncoder(vae)
-    texts = ComfyTextEncoder(clip, FLUX2_CONTEXT_TOKENS if latents.family == "flux2" else None)
+    texts = ComfyTextEncoder(clip, flux_family(latents.family).context_tokens)
     if previous is not None:
         if (previous.latent_fingerprint, previous.text_fingerprint) != (latents.fingerprint, texts.fingerprint):
             raise DatasetError(

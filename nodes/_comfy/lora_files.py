@@ -17,9 +17,14 @@ from safetensors import safe_open
 
 from ...core.adapter import detect_flux_family
 from ...core.errors import FluxLabError
+from ...core.flux_family import FAMILIES
 
-FAMILY_NAMES = {"flux1": "Flux.1", "flux2": "Flux.2"}
 _TEXT_ENCODER_PREFIXES = ("lora_te", "text_encoder", "te1", "te2", "lora_te1", "lora_te2")
+
+
+def _display(name: str) -> str:
+    """"Flux.2" for a family we know; the metadata's own words otherwise."""
+    return FAMILIES[name].display_name if name in FAMILIES else name
 
 
 class LoraFileError(FluxLabError, ValueError):
@@ -62,20 +67,20 @@ def checked_lora(model, path: Path) -> dict:
     family = detect_flux_family(model.model.diffusion_model)
     written_for = metadata.get("fluxlab.family")
     if written_for and written_for != family:
-        raise LoraFileError(f"LoRA file {path} was trained on {FAMILY_NAMES.get(written_for, written_for)} but the "
-                            f"model is {FAMILY_NAMES[family]}; pick a LoRA of this model's family, or load the "
-                            f"{FAMILY_NAMES.get(written_for, written_for)} model")
+        raise LoraFileError(f"LoRA file {path} was trained on {_display(written_for)} but the "
+                            f"model is {_display(family)}; pick a LoRA of this model's family, or load the "
+                            f"{_display(written_for)} model")
     key_map = comfy.lora.model_lora_keys_unet(model.model, {})
     patches = comfy.lora.load_lora(tensors, key_map, log_missing=False)
     model_keys = [k for k in tensors if not k.startswith(_TEXT_ENCODER_PREFIXES)]
     if not patches:
-        raise LoraFileError(f"LoRA file {path} patches nothing in this {FAMILY_NAMES[family]} model: none of its "
+        raise LoraFileError(f"LoRA file {path} patches nothing in this {_display(family)} model: none of its "
                             f"{len(model_keys)} model keys is a LoRA key for it (e.g. {sorted(model_keys)[:3]}); "
                             "it is not a LoRA for this model (a run's optimizer_state.safetensors is not a LoRA: use "
                             "the lora.safetensors beside it)")
     wrong = _shape_mismatches(model, patches)
     if wrong:
-        raise LoraFileError(f"LoRA file {path} does not fit this {FAMILY_NAMES[family]} model: {len(wrong)} layers "
+        raise LoraFileError(f"LoRA file {path} does not fit this {_display(family)} model: {len(wrong)} layers "
                             f"differ in shape, e.g. {wrong[0]}; it was trained on another model")
     return tensors
 

@@ -8,7 +8,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from ...core import lora, memory_plan
+from ...core import flux_family, lora, memory_plan
 from ...core.adapter import FluxTrainingAdapter
 from ...core.config import TrainConfig, merge_sections
 from ...core.errors import FluxLabError
@@ -16,7 +16,6 @@ from ...core.memory_plan import MemoryPlan, RunShape, gib
 from ...core.trainer import lora_spec
 from . import host
 
-_FAMILY_NAMES = {"flux1": "Flux.1", "flux2": "Flux.2"}
 _SHOWN = dict(rank=16, side=1024, text_tokens=512)
 """What the LoadFluxForTraining estimate assumes before TrainLoRA's settings are known."""
 
@@ -53,7 +52,7 @@ def estimate_memory(handle) -> str:
                settings.mixed_precision, settings.gradient_checkpointing, settings.checkpoint_every_n_blocks,
                tokens=(_SHOWN["side"] // 16) ** 2 + _SHOWN["text_tokens"])
     stored = shape.block_weight_bytes + shape.other_bytes
-    lines = [f"{_FAMILY_NAMES[family]}: {sum(t.numel() for t in state.values()) / 1e9:.2f} B parameters stored as "
+    lines = [f"{flux_family.family(family).display_name}: {sum(t.numel() for t in state.values()) / 1e9:.2f} B parameters stored as "
              f"{'/'.join(dtypes)} ({gib(stored)}), training on {handle.device}."]
     if settings.is_auto:
         choice = memory_plan.choose(shape, run, _available(handle))

@@ -15,8 +15,9 @@ import comfy.samplers
 import torch
 from PIL import Image
 
+from ...core.flux_family import family as flux_family
 from ...core.preview import Decode, PreviewPrompt, PreviewSpec
-from .encoders import FLUX2_CONTEXT_TOKENS, ComfyTextEncoder, latent_format_for
+from .encoders import ComfyTextEncoder, latent_format_for
 
 # Image side granularity: Flux.1 latents are /8 with 2x2 patches, Flux.2 /16 with 1x1: both /16.
 SIZE_MULTIPLE = 16
@@ -54,7 +55,7 @@ def build_preview_spec(prompts: Sequence[str], clip, vae, family: str, *, width:
         if value % SIZE_MULTIPLE:
             raise ValueError(f"{name} {value} must be a multiple of {SIZE_MULTIPLE}")
     ratio = vae.spacial_compression_encode()
-    encoder = ComfyTextEncoder(clip, FLUX2_CONTEXT_TOKENS if family == "flux2" else None)
+    encoder = ComfyTextEncoder(clip, flux_family(family).context_tokens)
     encoded = [PreviewPrompt(f"prompt_{i}", *encoder.encode(text)) for i, text in enumerate(prompts)]
     return PreviewSpec(prompts=tuple(encoded), decode=vae_decoder(vae), latent_height=height // ratio,
                        latent_width=width // ratio, pixel_height=height, pixel_width=width, steps=steps,

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 from aiohttp import web
 
+from ...core.lora_format import saved_step
 from ...core.runner import RunError, RunHandle, check_run_id
 from . import runs
 
@@ -155,7 +156,7 @@ class RunRoutes:
             source = handle.run_dir.final_lora_path
             if not source.is_file():
                 return _error(404, f"run {handle.run_id!r} has no final LoRA yet; use a checkpoint")
-            step = _lora_step(source)
+            step = saved_step(source)
         else:
             checkpoints = {info.path.name: info for info in handle.run_dir.list_checkpoints()}
             if which not in checkpoints:
@@ -168,15 +169,6 @@ class RunRoutes:
         except FileNotFoundError:
             return _error(409, f"{which} of run {handle.run_id!r} was removed while copying; pick another")
         return web.json_response({"ok": True, "lora_name": name})
-
-
-def _lora_step(path: Path) -> Optional[int]:
-    """The step a LoRA file's metadata records (None for files without it)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as fh:
-        step = (fh.metadata() or {}).get("fluxlab.step")
-    return int(step) if step is not None else None
 
 
 _registered = False

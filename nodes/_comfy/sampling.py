@@ -22,7 +22,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import comfy.latent_formats
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
@@ -34,8 +33,10 @@ import node_helpers
 import torch
 from comfy_api.latest import io, ui
 
+from ...core.flux_family import family as flux_family
 from ...core.rundir import RunDir
 from ...core.runner import check_run_id
+from .encoders import latent_format_classes
 from .lora_files import checked_lora
 from .runs import runs_root
 
@@ -149,13 +150,12 @@ def zeroed(conditioning):
 def empty_latent(model, width: int, height: int) -> dict:
     """EmptySD3LatentImage (Flux.1: 16 channels at /8) or EmptyFlux2LatentImage (Flux.2: 128 at /16)."""
     latent_format = model.get_model_object("latent_format")
-    if isinstance(latent_format, comfy.latent_formats.Flux2):
-        channels, factor = 128, 16
-    elif isinstance(latent_format, comfy.latent_formats.Flux):
-        channels, factor = 16, 8
-    else:
+    name = next((n for n, cls in latent_format_classes().items() if isinstance(latent_format, cls)), None)
+    if name is None:
         raise ValueError(f"this node samples Flux.1 / Flux.2 models; the MODEL's latent format is {type(latent_format).__name__}")
-    samples = torch.zeros([1, channels, height // factor, width // factor], device=comfy.model_management.intermediate_device())
+    family, down = flux_family(name), flux_family(name).vae_downscale
+    samples = torch.zeros([1, family.latent_channels, height // down, width // down],
+                          device=comfy.model_management.intermediate_device())
     return {"samples": samples}
 
 

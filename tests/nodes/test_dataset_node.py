@@ -100,7 +100,7 @@ def test_latents_are_in_the_models_latent_space(variant, fmt):
 
 
 def test_a_non_flux_vae_is_refused():
-    with pytest.raises(DatasetError, match="VAE gives 4 latent channels; Flux.1's VAE gives 16 and Flux.2's 128"):
+    with pytest.raises(DatasetError, match="VAE gives 4 latent channels; Flux.1's VAE gives 16 and Flux.2's VAE gives 128"):
         ComfyLatentEncoder(types.SimpleNamespace(latent_channels=4))
 
 

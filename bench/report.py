@@ -87,7 +87,7 @@ def cpu_section(results: dict) -> list[str]:
 
 METHOD = """## Method (CPU)
 
-- Both trainers get the same MODEL: ComfyUI's Flux model built with `nodes/tiny_models.py`'s
+- Both trainers get the same MODEL: ComfyUI's Flux model built with `nodes/_comfy/tiny_models.py`'s
   builders from a bench config (bench/workload.py), seeded; the same pool of latents, prompts
   (context + pooled) and guidance 1.0; batch 1; rank 16; AdamW with torch defaults except lr;
   MSE on uniformly drawn noise levels; no clipping, EMA, DOP, checkpoints or previews.

@@ -5,7 +5,7 @@ Why a bigger model than the test one (hidden 64): at hidden 64 a step is dominat
 dispatch overhead, so the ratio would measure interpreters, not training. Hidden 256 with 2 double +
 4 single blocks and 32x32 latents (256 px, 256 image tokens + 64 text tokens) keeps a step in the
 tens of milliseconds on one CPU core, where the matmuls dominate, while `make bench` stays short.
-The model is built exactly as the tests build theirs (`nodes.tiny_models`), only the config differs.
+The model is built exactly as the tests build theirs (`nodes._comfy.tiny_models`), only the config differs.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Workload:
 def bench_spec(workload: Workload):
     """A TinyFluxSpec whose config is the workload's, so the tests' own builders make the model."""
     from flux_lora_lab.nodes._comfy.host import flux_params
-    from flux_lora_lab.nodes.tiny_models import TinyFluxSpec
+    from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec
 
     config = flux_params(workload.flux_config())
 
@@ -75,7 +75,7 @@ def bench_spec(workload: Workload):
 def build_patcher(workload: Workload):
     """ComfyUI's MODEL (ModelPatcher around comfy's Flux model), seeded, fp32 weights, on CPU."""
     import_comfy()
-    from flux_lora_lab.nodes.tiny_models import build_tiny_model_patcher
+    from flux_lora_lab.nodes._comfy.tiny_models import build_tiny_model_patcher
 
     return build_tiny_model_patcher(bench_spec(workload))
 

@@ -2,7 +2,7 @@
 
 from comfy_api.latest import io
 
-from .tiny_models import available_variants, build_tiny_flux_models
+from ._comfy.tiny_models import available_variants, build_tiny_flux_models
 
 
 class FluxLabTinyModels(io.ComfyNode):

@@ -1,6 +1,7 @@
 """core/ stays independent of ComfyUI: every module in it imports in a fresh interpreter where
 `comfy`, `comfy_api`, `folder_paths` and `server` cannot be imported, and no source line in core/
-names them (that also catches imports hidden inside functions)."""
+names them (that also catches imports hidden inside functions). In nodes/, only nodes/_comfy/ names
+the host's modules; the node files use ComfyUI's node API (`comfy_api`) and nothing else of it."""
 
 import ast
 import json
@@ -71,17 +72,34 @@ def test_core_imports_without_comfy():
     assert not failures, "\n\n".join(f"{name}:\n{trace}" for name, trace in failures.items())
 
 
+def _imported_names(path):
+    """(line, module name) of every import in `path`, inside functions too, and of import_module calls."""
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [node.module or ""]
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__"):
+            names = [arg.value for arg in node.args[:1] if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
+        else:
+            continue
+        yield from ((node.lineno, name) for name in names)
+
+
 def test_core_sources_never_name_comfy_modules():
-    offenders = []
-    for path in sorted(CORE.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module or ""]
-            elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__"):
-                names = [arg.value for arg in node.args[:1] if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
-            else:
-                continue
-            offenders += [f"{path.relative_to(REPO_ROOT)}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in FORBIDDEN]
+    offenders = [f"{path.relative_to(REPO_ROOT)}:{line} imports {name}"
+                 for path in sorted(CORE.rglob("*.py")) for line, name in _imported_names(path)
+                 if name.split(".")[0] in FORBIDDEN]
+    assert not offenders, "\n".join(offenders)
+
+
+HOST_MODULES = ("comfy", "folder_paths", "server", "execution", "latent_preview", "node_helpers", "nodes", "comfy_extras")
+
+
+def test_only_nodes_comfy_names_the_host():
+    nodes_dir = REPO_ROOT / "nodes"
+    files = [p for p in sorted(nodes_dir.rglob("*.py")) if "_comfy" not in p.relative_to(nodes_dir).parts]
+    assert len(files) > 5, "the scan must see the node files"
+    offenders = [f"{path.relative_to(REPO_ROOT)}:{line} imports {name}"
+                 for path in files for line, name in _imported_names(path) if name.split(".")[0] in HOST_MODULES]
     assert not offenders, "\n".join(offenders)

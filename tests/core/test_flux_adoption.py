@@ -21,7 +21,7 @@ import comfy.ldm.flux.model  # noqa: E402
 import comfy.ops  # noqa: E402
 
 from flux_lora_lab.core.adapter import FluxTrainingAdapter, TrainingAdapter, UnsupportedModelError, detect_flux_family  # noqa: E402
-from flux_lora_lab.nodes.tiny_models import TINY_FLUX_CONFIGS, TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
+from flux_lora_lab.nodes._comfy.tiny_models import TINY_FLUX_CONFIGS, TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
 from tests.core.flux_reference import make_inputs  # noqa: E402
 
 VARIANTS = ["flux1-dev", "flux1-schnell", "flux2-dev", klein_param()]

@@ -27,7 +27,7 @@ from torch.utils.checkpoint import CheckpointError  # noqa: E402
 
 from flux_lora_lab.core.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.nodes._comfy.host import training_mode  # noqa: E402
-from flux_lora_lab.nodes.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
+from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
 from tests.core.flux_reference import make_inputs, reference_forward  # noqa: E402
 
 BLOCK_TARGETS = ["double_blocks.0.img_attn.qkv", "double_blocks.1.txt_mlp.0", "single_blocks.0.linear1", "single_blocks.1.linear2"]

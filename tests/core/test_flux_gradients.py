@@ -18,7 +18,7 @@ from tests.comfy_host import import_comfy, klein_param
 import_comfy()
 
 from flux_lora_lab.core.adapter import FluxTrainingAdapter  # noqa: E402
-from flux_lora_lab.nodes.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
+from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
 from tests.core.flux_reference import make_inputs, reference_forward  # noqa: E402
 
 VARIANTS = ["flux1-dev", "flux1-schnell", "flux2-dev"]

@@ -10,7 +10,7 @@ import_comfy()
 
 from flux_lora_lab.core import lora  # noqa: E402
 from flux_lora_lab.core.adapter import FluxTrainingAdapter  # noqa: E402
-from flux_lora_lab.nodes.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
+from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
 
 
 def _tree(variant="flux1-dev"):

@@ -25,7 +25,7 @@ from peft.tuners.lora import LoraLayer  # noqa: E402
 
 from flux_lora_lab.core import lora, lora_format  # noqa: E402
 from flux_lora_lab.core.adapter import FluxTrainingAdapter  # noqa: E402
-from flux_lora_lab.nodes.tiny_models import TINY_FLUX_CONFIGS, TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
+from flux_lora_lab.nodes._comfy.tiny_models import TINY_FLUX_CONFIGS, TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
 
 ADAPTER = "ours"
 DIFFUSERS_DROPS_KOHYA_TXT_IN = pytest.mark.xfail(

@@ -20,7 +20,7 @@ import comfy.utils  # noqa: E402
 
 from flux_lora_lab.core import lora, lora_format  # noqa: E402
 from flux_lora_lab.core.adapter import FluxTrainingAdapter  # noqa: E402
-from flux_lora_lab.nodes.tiny_models import TinyFluxSpec, build_tiny_flux_transformer, build_tiny_model_patcher  # noqa: E402
+from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer, build_tiny_model_patcher  # noqa: E402
 
 CASES = [  # variant, spec, layout: every key shape the presets produce appears in some case
     ("flux1-dev", lora.LoraSpec(rank=4, alpha=4.0, targets="all", train_modulation=True), "kohya"),

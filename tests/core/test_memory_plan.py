@@ -18,7 +18,7 @@ import comfy.ops  # noqa: E402
 from flux_lora_lab.core import lora, memory_plan  # noqa: E402
 from flux_lora_lab.core.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.nodes._comfy.host import flux_params  # noqa: E402
-from flux_lora_lab.nodes.tiny_models import TINY_FLUX_CONFIGS  # noqa: E402
+from flux_lora_lab.nodes._comfy.tiny_models import TINY_FLUX_CONFIGS  # noqa: E402
 
 FAMILY = {"flux1-dev": "flux1", "flux2-dev": "flux2"}
 

@@ -12,7 +12,7 @@ import_comfy()
 from flux_lora_lab.core import lora  # noqa: E402
 from flux_lora_lab.core.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.core.ownership import own_leaves  # noqa: E402
-from flux_lora_lab.nodes.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
+from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
 from tests.core.flux_reference import make_inputs, reference_forward  # noqa: E402
 
 

@@ -15,7 +15,7 @@ import_comfy()
 
 from flux_lora_lab.core import lora, quant  # noqa: E402
 from flux_lora_lab.core.adapter import FluxTrainingAdapter  # noqa: E402
-from flux_lora_lab.nodes.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
+from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
 
 BOUNDS = {"qint8": 0.02, "qfloat8": 0.06, "qint4": 0.2}
 

@@ -20,7 +20,7 @@ TOKENS, CONTEXT_DIM, POOLED_DIM = 8, 64, 32
 def tiny_owner(variant: str = "flux1-dev", seed: int = 0):
     """ComfyUI's own Flux class, tiny and seeded (the thing LoadFluxForTraining adopts)."""
     import_comfy()
-    from flux_lora_lab.nodes.tiny_models import TinyFluxSpec, build_tiny_flux_transformer
+    from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer
 
     return build_tiny_flux_transformer(TinyFluxSpec(variant, seed=seed))
 

@@ -38,7 +38,7 @@ def _lora_weights(variant: str, seed: int) -> dict:
     """Random rank-4 LoRA pairs on every qkv / linear1 of the tiny model (shapes read from it),
     large enough to change the image visibly."""
     import_comfy()
-    from flux_lora_lab.nodes.tiny_models import TinyFluxSpec, build_tiny_flux_transformer
+    from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer
 
     model = build_tiny_flux_transformer(TinyFluxSpec(variant))
     names = [n.removesuffix(".weight") for n, _ in model.named_parameters()

@@ -28,7 +28,7 @@ from flux_lora_lab.nodes._comfy.encoders import (  # noqa: E402
     DatasetHandle,
 )
 from flux_lora_lab.nodes.dataset import DatasetFromFolder, parse_resolutions  # noqa: E402
-from flux_lora_lab.nodes.tiny_models import build_tiny_flux_models  # noqa: E402
+from flux_lora_lab.nodes._comfy.tiny_models import build_tiny_flux_models  # noqa: E402
 
 DEFAULTS = dict(resolutions="64", repeats=0, recursive=False, caption_ext="txt", missing_caption="error", trigger="ohwx",
                 class_word="", caption_dropout=0.0, shuffle_tokens=False, keep_tokens=1, crop="center", no_upscale=False,

@@ -35,7 +35,7 @@ from flux_lora_lab.core.trainer import TrainingJob, train  # noqa: E402
 from flux_lora_lab.nodes._comfy.model import QUANTIZATION, TrainingModelHandle, TrainingModelSettings  # noqa: E402
 from flux_lora_lab.nodes.dataset import DatasetFromFolder  # noqa: E402
 from flux_lora_lab.nodes.load_model import LoadFluxForTraining  # noqa: E402
-from flux_lora_lab.nodes.tiny_models import TinyFluxSpec, build_tiny_flux_models, build_tiny_model_patcher  # noqa: E402
+from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_models, build_tiny_model_patcher  # noqa: E402
 from tests.core.flux_reference import make_inputs  # noqa: E402
 
 LATENT = {"flux1-dev": (16, 8, 8), "flux2-dev": (128, 4, 4)}  # 64 x 64 px

@@ -16,7 +16,7 @@ import comfy.model_sampling  # noqa: E402
 import comfy.sample  # noqa: E402
 import comfy.sd  # noqa: E402
 
-from flux_lora_lab.nodes.tiny_models import (  # noqa: E402
+from flux_lora_lab.nodes._comfy.tiny_models import (  # noqa: E402
     TINY_CONTEXT_DIM,
     TINY_QWEN3_HIDDEN,
     TINY_POOLED_DIM,

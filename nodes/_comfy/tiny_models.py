@@ -61,7 +61,7 @@ NEEDS_KLEIN = {"flux2-klein"}
 
 def available_variants() -> list[str]:
     """The tiny variants this host can build (klein needs its Qwen3 text encoder)."""
-    from ._comfy.host import klein_available
+    from .host import klein_available
 
     return [name for name in TINY_FLUX_CONFIGS if name not in NEEDS_KLEIN or klein_available()]
 
@@ -74,7 +74,7 @@ class TinyFluxSpec:
 
     def config(self) -> dict:
         """The FluxParams / unet config of the variant, as this host's Flux class takes it."""
-        from ._comfy.host import flux_params
+        from .host import flux_params
 
         if self.variant not in TINY_FLUX_CONFIGS:
             raise ValueError(f"unknown tiny Flux variant {self.variant!r}; choose one of {sorted(TINY_FLUX_CONFIGS)}")

@@ -8,7 +8,7 @@ peak counters): base bf16 shared / fp8-stored (trained as stored) / qint8 / qint
 x checkpointing on / off, plus block swap (blocks_to_swap 20, checkpointing on). For each: seconds
 per step (median of the timed steps), peak GPU memory while training (`max_memory_allocated` and
 `max_memory_reserved`, counters reset after the model is built), the memory plan's estimate beside
-it (core/memory_plan.py), and the fraction of the card's dense bf16 matrix rate reached by the model
+it (core/train/memory_plan.py), and the fraction of the card's dense bf16 matrix rate reached by the model
 FLOPs of bench/flops.py. Writes bench/gpu_results.json and re-renders docs/benchmarks.md when
 bench/results.json exists. `--dry-run` runs every configuration on a tiny model on the CPU for two
 steps: it checks the script, measures nothing.
@@ -17,7 +17,7 @@ steps: it checks the script, measures nothing.
         [--quantize none,fp8,qint8,qint4] [--checkpointing 1,0] [--swap 0,20] [--peak-tflops N] [--dry-run]
 
 qint8 / qint4: the base is built in bf16 on the GPU, its block linears are quantized into the training
-tree (core/quant.py), then the owner's bf16 block linears are dropped, so training holds quantized
+tree (core/model/quant.py), then the owner's bf16 block linears are dropped, so training holds quantized
 blocks only, as it does after LoadFluxForTraining offloads ComfyUI's float copy.
 """
 
@@ -108,13 +108,14 @@ def one(config: dict) -> dict:
     from .workload import Pool
 
     register_pack()
-    from flux_lora_lab.core import lora, memory_plan, quant
-    from flux_lora_lab.core.adapter import FluxTrainingAdapter
+    from flux_lora_lab.core.model import lora, quant
+    from flux_lora_lab.core.train import memory_plan
+    from flux_lora_lab.core.model.adapter import FluxTrainingAdapter
     from flux_lora_lab.core.config import TrainConfig
-    from flux_lora_lab.core.control import RunControl
-    from flux_lora_lab.core.ownership import own_leaves
-    from flux_lora_lab.core.rundir import RunDir
-    from flux_lora_lab.core.trainer import TrainingJob, train
+    from flux_lora_lab.core.run.control import RunControl
+    from flux_lora_lab.core.model.ownership import own_leaves
+    from flux_lora_lab.core.run.rundir import RunDir
+    from flux_lora_lab.core.train.trainer import TrainingJob, train
 
     device = config["device"]
     shape_config = DRY_RUN if config.get("dry_run") else FLUX1_DEV

@@ -1,4 +1,4 @@
-"""The memory plan (core/memory_plan.py) against measured memory, at Flux's full width on CPU.
+"""The memory plan (core/train/memory_plan.py) against measured memory, at Flux's full width on CPU.
 
 A Flux.1-dev-shaped transformer of ComfyUI's own class (hidden 3072, 24 heads, T5/CLIP widths) with
 one double and one single block, random bf16 weights; LoRA rank 16 on every linear; one image of
@@ -50,8 +50,9 @@ def one(checkpointing: bool, side: int) -> dict:
     import comfy.ldm.flux.model
     import comfy.ops
 
-    from flux_lora_lab.core import lora, memory_plan
-    from flux_lora_lab.core.adapter import FluxTrainingAdapter
+    from flux_lora_lab.core.model import lora
+    from flux_lora_lab.core.train import memory_plan
+    from flux_lora_lab.core.model.adapter import FluxTrainingAdapter
     from flux_lora_lab.nodes._comfy.host import flux_params
 
     owner = comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, dtype=torch.bfloat16, device="cpu",
@@ -121,7 +122,7 @@ def _report(results: list, command: str, date: str) -> str:
                      f"{r['planned_mb']} | {r['error']:+.1%} |" for r in results)
     return f"""# The memory plan against measured memory
 
-`core/memory_plan.py` predicts a run's memory before step 1 (LoadFluxForTraining shows it for a
+`core/train/memory_plan.py` predicts a run's memory before step 1 (LoadFluxForTraining shows it for a
 rank-16 LoRA at 1024 px; TrainLoRA checks its real settings against the free memory of the training
 device and refuses a run that will not fit, with the parts and what to change).
 

@@ -53,11 +53,11 @@ def config_for(workload: Workload, steps: int, checkpointing: bool):
 
 def run_ours(workload: Workload, pool: Pool, patcher, steps: int, checkpointing: bool) -> dict:
     """Train `steps` steps with our engine on `patcher`'s diffusion model; step end times and counts."""
-    from flux_lora_lab.core import lora
-    from flux_lora_lab.core.adapter import FluxTrainingAdapter
-    from flux_lora_lab.core.control import RunControl
-    from flux_lora_lab.core.rundir import RunDir
-    from flux_lora_lab.core.trainer import TrainingJob, train
+    from flux_lora_lab.core.model import lora
+    from flux_lora_lab.core.model.adapter import FluxTrainingAdapter
+    from flux_lora_lab.core.run.control import RunControl
+    from flux_lora_lab.core.run.rundir import RunDir
+    from flux_lora_lab.core.train.trainer import TrainingJob, train
 
     adapter = FluxTrainingAdapter.adopt(patcher.model.diffusion_model, checkpointing=checkpointing)
     stamps: list[float] = []

@@ -1,1 +1,9 @@
-"""The training engine: pure torch / peft / quanto code that never imports ComfyUI."""
+"""The training engine: pure torch / peft / quanto code that never imports ComfyUI.
+
+Layers, each importing only those below it (tests/test_boundary.py checks it):
+  train/   one training run: the loop, flow matching, optimizers, checkpoints, resume, memory plan
+  model/   which Flux it is, the training forward over ComfyUI's weights, the LoRA and its files
+  data/    image folders -> checked, bucketed, cached encodings
+  run/     background runs: thread, controls, events, run folder
+  config.py, presets.py, errors.py, seeding.py   the settings vocabulary and what everything shares
+"""

@@ -224,7 +224,7 @@ class OptimizerSettings(_Section):
 
 @dataclass(frozen=True)
 class FlowSettings(_Section):
-    """Flow-matching noise levels, loss weighting and the guidance input (core/flow.py)."""
+    """Flow-matching noise levels, loss weighting and the guidance input (core/train/flow.py)."""
 
     SECTION: ClassVar[str] = "flow"
     timestep_sampling: str = setting(

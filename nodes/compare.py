@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..core.grid import compose_grid, label_height
-from ..core.preview import prompt_lines
+from ..core.run.grid import compose_grid, label_height
+from ..core.train.preview import prompt_lines
 from ._comfy import sampling
 from .sample import CATEGORY, check_source, lora_source_inputs, resolve_run, source_fingerprint
 
@@ -38,7 +38,7 @@ class CompareCheckpoints(io.ComfyNode):
         "layout":  {"cell_width": int, "cell_height": int, "label_height": int},
       } ]
     Cell files are served by GET /view?filename=..&subfolder=..&type=temp. Grid geometry: width =
-    columns * cell_width, height = rows * cell_height + (rows + 1) * label_height (core/grid.py; grows with cell width).
+    columns * cell_width, height = rows * cell_height + (rows + 1) * label_height (core/run/grid.py; grows with cell width).
     """
 
     @classmethod

@@ -107,7 +107,7 @@ mkdir -p "$COMFY/custom_nodes"
 ln -sfn "$ROOT" "$PACK_LINK"
 
 # int4 training needs optimum-quanto's C++ kernel; quanto compiles it on first use under a lock that
-# a stopped build leaves behind (core/quanto_kernel.py): build it here, once, with a message.
+# a stopped build leaves behind (core/model/quanto_kernel.py): build it here, once, with a message.
 log "building optimum-quanto's CPU kernel (int4; about a minute, once)"
 "$VENV/bin/python" -c "import optimum.quanto.library.extensions as e; e.get_extension('quanto_cpp').lib" \
     || { echo "[setup $HOST_NAME] could not build optimum-quanto's kernel (needs a C++ compiler)" >&2; exit 1; }

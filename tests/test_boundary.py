@@ -103,3 +103,34 @@ def test_only_nodes_comfy_names_the_host():
     offenders = [f"{path.relative_to(REPO_ROOT)}:{line} imports {name}"
                  for path in files for line, name in _imported_names(path) if name.split(".")[0] in HOST_MODULES]
     assert not offenders, "\n".join(offenders)
+
+
+LAYERS = {"": 0, "run": 1, "data": 2, "model": 3, "train": 4}  # "": config, presets, errors, seeding
+
+
+def _layer_of(module: str) -> str:
+    """'train' for flux_lora_lab.core.train.trainer, '' for flux_lora_lab.core.config."""
+    parts = module.split(".")
+    return parts[2] if len(parts) >= 3 and parts[2] in LAYERS else ""
+
+
+def test_core_layers_import_only_downwards():
+    offenders = []
+    for path in sorted(CORE.rglob("*.py")):
+        rel = path.relative_to(REPO_ROOT).with_suffix("").parts
+        module = ".".join([PACKAGE_NAME, *(rel[:-1] if rel[-1] == "__init__" else rel)])
+        package = module if rel[-1] == "__init__" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not (isinstance(node, ast.ImportFrom) and node.level > 0):
+                continue
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+            targets = [".".join(base + ([node.module] if node.module else []))]
+            if not node.module:  # from . import a, b: each name is a module
+                targets = [f"{targets[0]}.{alias.name}" for alias in node.names]
+            for target in targets:
+                if not target.startswith(f"{PACKAGE_NAME}.core"):
+                    offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} reaches outside core: {target}")
+                elif LAYERS[_layer_of(target)] > LAYERS[_layer_of(module)]:
+                    offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} ({_layer_of(module) or 'base'}) "
+                                     f"imports {target} ({_layer_of(target)}), a layer above it")
+    assert not offenders, "\n".join(offenders)

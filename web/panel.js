@@ -64,7 +64,7 @@ export class FluxLabPanel {
                 this.loadError = null;
                 for (const summary of summaries) {
                     const run = this.runs.get(summary.run_id);
-                    if (run) run.setSummary(summary);
+                    if (run) run.setServerSummary(summary);
                     else this.runs.set(summary.run_id, new RunState(summary));
                 }
                 this.loaded = true;
@@ -157,7 +157,9 @@ export class FluxLabPanel {
         this.#changed();
         try {
             const answer = await this.client.control(run.runId, action);
-            if (answer.status) run.setSummary({ status: answer.status });
+            // The run's own records may have ended it before this answer arrived (a stop takes effect
+            // within a step; measured: the page stayed "stopping" on a loaded 2-core machine).
+            if (answer.status) run.setServerSummary({ status: answer.status });
             if (action === "checkpoint") this.toast("info", "Saving a checkpoint", `${run.runId}: at the end of this step`);
         } catch (error) {
             const detail = error instanceof FluxLabError ? error.message : String(error);

@@ -38,6 +38,7 @@ export class RunState {
         this.checkpoints = []; // [{step, path}]
         this.datasetReport = null;
         this.info = null; // the last info message
+        this.endedSeq = null; // seq of the finished / failed record that ended the latest session
     }
 
     get status() {
@@ -66,6 +67,14 @@ export class RunState {
     /** Replace the summary (from the run list); keeps records already folded in. */
     setSummary(summary) {
         this.summary = { ...this.summary, ...summary };
+    }
+
+    /** The server's summary (the run list, a control answer), which may be older than the records
+     * folded in: a live status never undoes an end those records showed. A resumed session's own
+     * `started` record makes the run live again. */
+    setServerSummary(summary) {
+        const stale = this.endedSeq !== null && LIVE_STATUSES.includes(summary.status);
+        this.setSummary(stale ? { ...summary, status: this.summary.status, live: false } : summary);
     }
 
     /** Fold live records in seq order. Before the history is loaded they only update the summary
@@ -109,12 +118,14 @@ export class RunState {
         if (record.kind === "started") {
             this.summary.total_steps = record.total_steps;
             this.summary.live = true;
+            this.endedSeq = null;
         } else if (record.kind === "step") {
             this.summary.step = record.step;
             this.summary.total_steps = record.total ?? this.summary.total_steps;
             this.summary.loss = record.loss;
         } else if (record.kind === "finished" || record.kind === "failed") {
             this.summary.live = false;
+            this.endedSeq = record.seq;
             if (record.step !== null && record.step !== undefined) this.summary.step = record.step;
         }
     }

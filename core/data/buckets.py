@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .seeding import generator
+from ..seeding import generator
 from .spec import BUCKET_STEP
 
 MAX_ASPECT = 4.0

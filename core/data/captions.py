@@ -17,7 +17,7 @@ import torch
 
 from .errors import DatasetError
 from .scan import ScannedImage
-from .seeding import generator
+from ..seeding import generator
 
 TRIGGER_PLACEHOLDER = "{trigger}"
 

@@ -26,7 +26,7 @@ import torch
 from .buckets import Placement
 from .cache import EncodingCache
 from .errors import DatasetError
-from .seeding import generator, stream_seed
+from ..seeding import generator, stream_seed
 from .spec import DatasetSpec
 
 

@@ -28,8 +28,8 @@ import torch
 from PIL import ImageFile
 
 from ...core.data import DatasetError, DatasetReport, DatasetSpec, TrainingDataset, build_dataset
-from ...core.flux_family import FAMILIES, family_of_latents
-from ...core.flux_family import family as flux_family
+from ...core.model.flux_family import FAMILIES, family_of_latents
+from ...core.model.flux_family import family as flux_family
 from .model import weights_fingerprint
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ import comfy.lora
 import comfy.utils
 from safetensors import safe_open
 
-from ...core.adapter import detect_flux_family
+from ...core.model.adapter import detect_flux_family
 from ...core.errors import FluxLabError
-from ...core.flux_family import FAMILIES
+from ...core.model.flux_family import FAMILIES
 
 _TEXT_ENCODER_PREFIXES = ("lora_te", "text_encoder", "te1", "te2", "lora_te1", "lora_te2")
 

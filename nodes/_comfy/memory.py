@@ -1,4 +1,4 @@
-"""The memory plan (core/memory_plan.py) for a MODEL in ComfyUI: what LoadFluxForTraining shows,
+"""The memory plan (core/train/memory_plan.py) for a MODEL in ComfyUI: what LoadFluxForTraining shows,
 and the check TrainLoRA makes before a run starts, against the memory free on the training device."""
 
 from __future__ import annotations
@@ -8,12 +8,13 @@ import dataclasses
 import torch
 from torch import nn
 
-from ...core import flux_family, lora, memory_plan
-from ...core.adapter import FluxTrainingAdapter
+from ...core.model import flux_family, lora
+from ...core.train import memory_plan
+from ...core.model.adapter import FluxTrainingAdapter
 from ...core.config import TrainConfig, merge_sections
 from ...core.errors import FluxLabError
-from ...core.memory_plan import MemoryPlan, RunShape, gib
-from ...core.trainer import lora_spec
+from ...core.train.memory_plan import MemoryPlan, RunShape, gib
+from ...core.train.trainer import lora_spec
 from . import host
 
 _SHOWN = dict(rank=16, side=1024, text_tokens=512)

@@ -3,7 +3,7 @@
 `TrainingModelHandle` is what LoadFluxForTraining outputs and TrainLoRA consumes. It holds the shared
 ModelPatcher and the chosen settings; each run asks it for a fresh adapter (`new_adapter()`), because
 peft attaches a LoRA to an adapter tree once. The adapter's leaves are the run's own modules holding
-the transformer's tensors (core/ownership.py): no copy when unquantized, and ComfyUI's module tree,
+the transformer's tensors (core/model/ownership.py): no copy when unquantized, and ComfyUI's module tree,
 patches and weights stay as they were, so a stock KSampler on the same MODEL samples bit-identically
 after training, and ComfyUI patching a LoRA into the MODEL for a sampling prompt never reaches a
 run. The one visible trace is `requires_grad=False` on the owner's parameters, which ComfyUI never
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ...core import quant
-from ...core.adapter import FluxTrainingAdapter, UnsupportedModelError, detect_flux_family
-from ...core.ownership import own_leaves
+from ...core.model import quant
+from ...core.model.adapter import FluxTrainingAdapter, UnsupportedModelError, detect_flux_family
+from ...core.model.ownership import own_leaves
 from .host import is_dynamic, kept_loaded, offload
 from .memory import estimate_memory
 
@@ -219,7 +219,7 @@ class TrainingModelHandle:
         Quantized: takes ComfyUI's float copy off the device instead, then builds the quantized block
         layers on `device` in `settings.compute_dtype`, one at a time from the offloaded weights
         (only read); the small float modules come along as copies.
-        Every other leaf becomes the run's own (core/ownership.py): holding the same tensors, so
+        Every other leaf becomes the run's own (core/model/ownership.py): holding the same tensors, so
         ComfyUI's LoRA patching and offloading of the shared MODEL never reach the run; on a
         dynamic-VRAM MODEL (weights streamed from system RAM per op) copies on `device`.
         """

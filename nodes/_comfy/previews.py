@@ -1,4 +1,4 @@
-"""In-training preview images through the graph's own CLIP and VAE (core/preview.py does the sampling).
+"""In-training preview images through the graph's own CLIP and VAE (core/train/preview.py does the sampling).
 
 Prompts are encoded once, on the node's thread, by the encoder the dataset's captions went through
 (CLIPTextEncode's steps plus Flux.2's context padding). The training thread only decodes: the
@@ -15,8 +15,8 @@ import comfy.samplers
 import torch
 from PIL import Image
 
-from ...core.flux_family import family as flux_family
-from ...core.preview import Decode, PreviewPrompt, PreviewSpec
+from ...core.model.flux_family import family as flux_family
+from ...core.train.preview import Decode, PreviewPrompt, PreviewSpec
 from .encoders import ComfyTextEncoder, latent_format_for
 
 # Image side granularity: Flux.1 latents are /8 with 2x2 patches, Flux.2 /16 with 1x1: both /16.

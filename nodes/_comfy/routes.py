@@ -18,8 +18,8 @@ from typing import Callable, Optional
 
 from aiohttp import web
 
-from ...core.lora_format import saved_step
-from ...core.runner import RunError, RunHandle, check_run_id
+from ...core.model.lora_format import saved_step
+from ...core.run.runner import RunError, RunHandle, check_run_id
 from . import runs
 
 log = logging.getLogger(__name__)

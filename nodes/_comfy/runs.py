@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ...core.events import Record, read_events_file
-from ...core.rundir import RunDir, atomic_write, remove_stale_temps
-from ...core.runner import RunHandle, RunRegistry, TrainFn, check_run_id, default_registry
+from ...core.run.events import Record, read_events_file
+from ...core.run.rundir import RunDir, atomic_write, remove_stale_temps
+from ...core.run.runner import RunHandle, RunRegistry, TrainFn, check_run_id, default_registry
 from .host import training_mode
 
 log = logging.getLogger(__name__)

@@ -33,9 +33,9 @@ import node_helpers
 import torch
 from comfy_api.latest import io, ui
 
-from ...core.flux_family import family as flux_family
-from ...core.rundir import RunDir
-from ...core.runner import check_run_id
+from ...core.model.flux_family import family as flux_family
+from ...core.run.rundir import RunDir
+from ...core.run.runner import check_run_id
 from .encoders import latent_format_classes
 from .lora_files import checked_lora
 from .runs import runs_root

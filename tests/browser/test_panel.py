@@ -55,7 +55,7 @@ REPORT = {
 
 def write_past_run(server) -> None:
     """A finished run's folder as TrainLoRA leaves it: events.jsonl (+ previews on disk)."""
-    from flux_lora_lab.core import events as ev
+    from flux_lora_lab.core.run import events as ev
 
     folder = server.base_dir / "output" / "fluxlab" / PAST_RUN
     checkpoint = folder / f"checkpoint_{PAST_STEPS:06d}"

@@ -1,6 +1,6 @@
 """The panel's pure modules (web/runs.js, web/chart.js, web/ab_widget.js) imported as ES modules
 in chromium, on cases the end-to-end tests do not reach: records arriving twice or with a gap,
-a resumed session overwriting steps, smoothing that starts where the raw curve starts, and the
+a resumed session overwriting steps, a control answer that arrives after the run ended, smoothing that starts where the raw curve starts, and the
 compare-grid shapes ComfyUI can deliver."""
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ CASES = """async (base) => {
     out.actions = [...runs.allowedActions(run)].sort();
     out.finished = run.apply([{ seq: 6, kind: "finished", step: 2, stopped_early: true, lora_path: null }]);
     out.status = [run.status, run.live, [...runs.allowedActions(run)]];
+    // The stop request's answer ("stopping") arriving after the run's own `finished` record.
+    run.setServerSummary({ status: "stopping" });
+    out.staleAnswer = [run.status, run.live];
+    run.apply([{ seq: 7, kind: "started", total_steps: 20, start_step: 2 }]);  // queued again: live again
+    run.setServerSummary({ status: "paused", live: true });
+    out.resumedAgain = [run.status, run.live];
     out.smooth = chart.smooth([2, 2, 2, null, 4], 0.9);
     const grid = { fluxlab_compare: [{ run_id: "r1", rows: [{ label: "base", checkpoint: "base", step: null, lora_path: null },
         { label: "step 4", checkpoint: "checkpoint_000004", step: 4, lora_path: "/o/fluxlab/r1/checkpoint_000004/lora.safetensors" }],
@@ -66,6 +72,8 @@ def test_pure_modules(chromium, browser_server):
     assert out["losses"] == [[1, 3], [2, 0.5]], "a resumed session replaces the steps after its start"
     assert out["percent"] == 20 and out["actions"] == ["checkpoint", "pause", "stop"]
     assert out["finished"] == 1 and out["status"] == ["stopped", False, []]
+    assert out["staleAnswer"] == ["stopped", False], "a late control answer must not undo the end the records showed"
+    assert out["resumedAgain"] == ["paused", True]
     assert out["smooth"][:3] == pytest.approx([2, 2, 2]) and out["smooth"][3] is None
     assert 2 < out["smooth"][4] < 4
     assert out["parsed"] == [2, 7, "r1"]

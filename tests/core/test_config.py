@@ -180,7 +180,7 @@ def test_astria_step_rule():
 def test_run_names_follow_the_one_rule_the_runner_and_routes_use():
     """Measured before: the config refused spaces while the runner and the routes allowed them."""
     from flux_lora_lab.core.config import RunSettings
-    from flux_lora_lab.core.runner import check_run_id
+    from flux_lora_lab.core.run.runner import check_run_id
 
     for good in ("cat-toy", "style_v2.1", "my run", "Katze", "猫", "_x"):
         assert RunSettings(name=good).name == check_run_id(good) == good

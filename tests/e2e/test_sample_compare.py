@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from flux_lora_lab.core.checkpoint import LORA_FILE
-from flux_lora_lab.core.grid import label_height
-from flux_lora_lab.core.lora import LoraWeights
-from flux_lora_lab.core.lora_format import save_lora
-from flux_lora_lab.core.rundir import RunDir
+from flux_lora_lab.core.train.checkpoint import LORA_FILE
+from flux_lora_lab.core.run.grid import label_height
+from flux_lora_lab.core.model.lora import LoraWeights
+from flux_lora_lab.core.model.lora_format import save_lora
+from flux_lora_lab.core.run.rundir import RunDir
 from tests.comfy_host import import_comfy, klein_param
 from tests.harness.api import ComfyAPIError
 from tests.harness.graphs import TINY_SAMPLING

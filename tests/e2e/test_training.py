@@ -205,7 +205,7 @@ def test_a_lora_sampling_beside_a_background_run_leaves_the_run_as_if_alone(comf
     completes and the run's LoRA equals, bit for bit, the same run trained with nothing beside it."""
     from safetensors.torch import load_file
 
-    from flux_lora_lab.core.lora_format import save_lora
+    from flux_lora_lab.core.model.lora_format import save_lora
     from tests.e2e.test_sample_compare import _lora_weights
     from tests.harness.server import link_model
 

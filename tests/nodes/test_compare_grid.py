@@ -1,15 +1,15 @@
-"""CompareCheckpoints' pure parts: the labelled grid (core/grid.py) and which rows a run folder gives
+"""CompareCheckpoints' pure parts: the labelled grid (core/run/grid.py) and which rows a run folder gives
 (nodes/_checkpoints.py). No ComfyUI here; the sampling itself is proven in tests/e2e/test_sample_compare.py."""
 
 import numpy as np
 import pytest
 import torch
 
-from flux_lora_lab.core.checkpoint import LORA_FILE
-from flux_lora_lab.core.grid import GridLayout, compose_grid, fit_text, font_size, label_font, label_height
-from flux_lora_lab.core.lora import LoraWeights
-from flux_lora_lab.core.lora_format import save_lora
-from flux_lora_lab.core.rundir import RunDir
+from flux_lora_lab.core.train.checkpoint import LORA_FILE
+from flux_lora_lab.core.run.grid import GridLayout, compose_grid, fit_text, font_size, label_font, label_height
+from flux_lora_lab.core.model.lora import LoraWeights
+from flux_lora_lab.core.model.lora_format import save_lora
+from flux_lora_lab.core.run.rundir import RunDir
 from flux_lora_lab.nodes._checkpoints import RunCheckpoints
 
 

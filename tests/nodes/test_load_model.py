@@ -25,18 +25,18 @@ import folder_paths  # noqa: E402
 import node_helpers  # noqa: E402
 from peft.tuners.lora import LoraLayer  # noqa: E402
 
-from flux_lora_lab.core import quant  # noqa: E402
-from flux_lora_lab.core.adapter import FluxTrainingAdapter, UnsupportedModelError  # noqa: E402
+from flux_lora_lab.core.model import quant  # noqa: E402
+from flux_lora_lab.core.model.adapter import FluxTrainingAdapter, UnsupportedModelError  # noqa: E402
 from flux_lora_lab.core.config import TrainConfig  # noqa: E402
-from flux_lora_lab.core.control import RunControl  # noqa: E402
-from flux_lora_lab.core.quant import is_quantized  # noqa: E402
-from flux_lora_lab.core.rundir import RunDir  # noqa: E402
-from flux_lora_lab.core.trainer import TrainingJob, train  # noqa: E402
+from flux_lora_lab.core.run.control import RunControl  # noqa: E402
+from flux_lora_lab.core.model.quant import is_quantized  # noqa: E402
+from flux_lora_lab.core.run.rundir import RunDir  # noqa: E402
+from flux_lora_lab.core.train.trainer import TrainingJob, train  # noqa: E402
 from flux_lora_lab.nodes._comfy.model import QUANTIZATION, TrainingModelHandle, TrainingModelSettings  # noqa: E402
 from flux_lora_lab.nodes.dataset import DatasetFromFolder  # noqa: E402
 from flux_lora_lab.nodes.load_model import LoadFluxForTraining  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_models, build_tiny_model_patcher  # noqa: E402
-from tests.core.flux_reference import make_inputs  # noqa: E402
+from tests.core.model.flux_reference import make_inputs  # noqa: E402
 
 LATENT = {"flux1-dev": (16, 8, 8), "flux2-dev": (128, 4, 4)}  # 64 x 64 px
 

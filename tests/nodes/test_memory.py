@@ -11,7 +11,7 @@ import_comfy()
 
 import comfy.model_management  # noqa: E402
 
-from flux_lora_lab.core import memory_plan  # noqa: E402
+from flux_lora_lab.core.train import memory_plan  # noqa: E402
 from flux_lora_lab.core.config import TrainConfig  # noqa: E402
 from flux_lora_lab.nodes._comfy import memory  # noqa: E402
 from flux_lora_lab.nodes._comfy.model import TrainingModelHandle, TrainingModelSettings  # noqa: E402

@@ -21,9 +21,9 @@ import_comfy()
 import comfy.model_management as mm  # noqa: E402
 
 from flux_lora_lab.core.config import TrainConfig  # noqa: E402
-from flux_lora_lab.core.events import Checkpoint, Finished, Started, Step  # noqa: E402
+from flux_lora_lab.core.run.events import Checkpoint, Finished, Started, Step  # noqa: E402
 from flux_lora_lab.core.presets import apply_preset  # noqa: E402
-from flux_lora_lab.core.runner import RunError  # noqa: E402
+from flux_lora_lab.core.run.runner import RunError  # noqa: E402
 from flux_lora_lab.nodes import train  # noqa: E402
 from flux_lora_lab.nodes._comfy import routes, runs  # noqa: E402
 

@@ -1,0 +1,177 @@
+"""Optimizers, learning-rate schedules and an EMA of the LoRA weights, all resumable via state_dict.
+
+Steps here are optimizer steps (after gradient accumulation): `build_scheduler(..., total_steps)`
+takes `train.steps`, and the trainer calls `scheduler.step()` and `ema.update()` once per optimizer
+step. Optional optimizers (bitsandbytes, prodigyopt) are imported only when chosen, and a missing
+package is an error that names the pip package and the torch alternative.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import math
+from typing import Iterable, Iterator
+
+import torch
+
+from ..config import OptimizerSettings
+
+# Optional optimizers: setting value -> (module, class, pip package).
+_OPTIONAL = {"adamw8bit": ("bitsandbytes.optim", "AdamW8bit", "bitsandbytes"),
+             "prodigy": ("prodigyopt", "Prodigy", "prodigyopt")}
+
+
+def available_optimizers() -> list[str]:
+    """The `optim.optimizer` values that can be built in this Python environment."""
+    names = ["adamw", "adafactor"]
+    for name, (module, _, _) in _OPTIONAL.items():
+        if importlib.util.find_spec(module.split(".")[0]) is not None:
+            names.append(name)
+    return names
+
+
+def _fused_supported(params: list[torch.Tensor]) -> bool:
+    """True when torch's fused AdamW kernel accepts every parameter (device type and float dtype)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # private helper moved: fall back to the devices fused AdamW has long had
+        devices = {"cuda"}
+    return bool(params) and all(p.device.type in devices and torch.is_floating_point(p) for p in params)
+
+
+def _flat_params(params: Iterable) -> tuple[list, list[torch.Tensor]]:
+    groups = list(params)
+    if not groups:
+        raise ValueError("no parameters to optimize: the LoRA has no trainable weights (check "
+                         "lora.targets, lora.blocks and lora.exclude_blocks)")
+    flat = [p for g in groups for p in g["params"]] if isinstance(groups[0], dict) else groups
+    return groups, flat
+
+
+def build_optimizer(settings: OptimizerSettings, params: Iterable) -> torch.optim.Optimizer:
+    """Optimizer over `params` (tensors, or param-group dicts that may set their own 'lr')."""
+    groups, flat = _flat_params(params)
+    name = settings.optimizer
+    if name == "adamw":
+        fused = _fused_supported(flat)
+        return torch.optim.AdamW(groups, lr=settings.learning_rate, betas=settings.betas,
+                                 eps=settings.eps, weight_decay=settings.weight_decay,
+                                 fused=fused or None, foreach=None if fused else True)
+    if name == "adafactor":
+        # torch's Adafactor scales each step by max(eps2, RMS(param)) * min(lr, 1/sqrt(t)). LoRA's B
+        # starts at zero, so with the default eps2 = 1e-3 a 1e-4 rate moves it by 1e-7 per step:
+        # the LoRA barely trains. eps2 = 1 makes the step RMS equal to lr for weights with RMS < 1
+        # (all LoRA weights), i.e. the "relative_step=False, scale_parameter=False" Adafactor that
+        # LoRA trainers use with lr ~1e-4. betas and eps of the settings do not apply to Adafactor.
+        return torch.optim.Adafactor(groups, lr=settings.learning_rate, eps=(None, 1.0),
+                                     weight_decay=settings.weight_decay)
+    if name in _OPTIONAL:
+        module, cls_name, package = _OPTIONAL[name]
+        try:
+            cls = getattr(importlib.import_module(module), cls_name)
+        except ImportError as err:
+            raise RuntimeError(f"optim.optimizer={name!r} needs the {package!r} package, which is not "
+                               f"installed: run `pip install {package}` in ComfyUI's Python, or set "
+                               f"optim.optimizer to one this Python has: {', '.join(available_optimizers())} "
+                               f"({err})") from err
+        return cls(groups, lr=settings.learning_rate, betas=settings.betas, eps=settings.eps,
+                   weight_decay=settings.weight_decay)
+    raise ValueError(f"optim.optimizer={name!r} has no builder")
+
+
+def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Factor on the peak LR for optimizer step `step` (0-based) of `total_steps`.
+
+    Warmup: (step + 1) / warmup_steps, so the first step is not wasted at lr 0 and the last warmup
+    step reaches the peak. After warmup, with p = (step - warmup) / (total - warmup) in [0, 1):
+    constant 1; linear 1 - p; cosine (1 + cos(pi p)) / 2."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    p = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "linear":
+        return 1.0 - p
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * p))
+    raise ValueError(f"optim.lr_scheduler={schedule!r}: expected 'constant', 'cosine' or 'linear'")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, settings: OptimizerSettings,
+                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """LambdaLR over `lr_multiplier`; its state_dict (step count) restores the position on resume."""
+    def factor(step: int) -> float:
+        return lr_multiplier(step, total_steps, settings.warmup_steps, settings.lr_scheduler)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class LoraEMA:
+    """Exponential moving average of named LoRA parameters, kept in fp32 on their device.
+
+    update(): shadow <- d * shadow + (1 - d) * param with d = min(decay, (1 + n) / (10 + n)), n the
+    number of updates so far. The warmup term (as in diffusers' EMAModel) stops a short run's EMA from
+    being mostly the initial weights (LoRA B starts at zero: a plain 0.999 EMA after 250 steps would
+    still be ~78 % the untrained adapter)."""
+
+    def __init__(self, named_params: Iterable[tuple[str, torch.Tensor]], decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.num_updates = 0
+        self.params = dict(named_params)
+        if not self.params:
+            raise ValueError("EMA needs at least one parameter")
+        self.shadow = {k: p.detach().to(torch.float32, copy=True) for k, p in self.params.items()}
+
+    def current_decay(self) -> float:
+        """The decay the next update() will use."""
+        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        d = self.current_decay()
+        for name, p in self.params.items():
+            self.shadow[name].lerp_(p.detach().float(), 1.0 - d)
+        self.num_updates += 1
+
+    @torch.no_grad()
+    def copy_to(self, named_params: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the averaged weights into the parameters (the tracked ones by default)."""
+        for name, p in (named_params or self.params).items():
+            p.copy_(self.shadow[name].to(p.dtype))
+
+    @contextlib.contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """Within the block the parameters hold the EMA weights (for previews / saving); restored after."""
+        backup = {k: p.detach().clone() for k, p in self.params.items()}
+        self.copy_to()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, p in self.params.items():
+                    p.copy_(backup[name])
+
+    def state_dict(self) -> dict:
+        """{'decay', 'num_updates', 'shadow': {name: fp32 tensor}}; tensors are copies."""
+        return {"decay": self.decay, "num_updates": self.num_updates,
+                "shadow": {k: v.clone() for k, v in self.shadow.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = set(self.shadow) - set(state["shadow"])
+        extra = set(state["shadow"]) - set(self.shadow)
+        if missing or extra:
+            raise ValueError(f"EMA state does not match the LoRA: missing {sorted(missing)[:5]}, "
+                             f"unexpected {sorted(extra)[:5]} (was the checkpoint trained with other "
+                             "lora.targets / rank?)")
+        for name, value in state["shadow"].items():
+            if value.shape != self.shadow[name].shape:
+                raise ValueError(f"EMA state for {name}: shape {list(value.shape)} != "
+                                 f"{list(self.shadow[name].shape)} (different lora.rank?)")
+            self.shadow[name].copy_(value)
+        self.decay = float(state["decay"])
+        self.num_updates = int(state["num_updates"])

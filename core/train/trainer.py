@@ -1,0 +1,316 @@
+"""The training loop: read it top to bottom.
+
+`train(job, control, emit)` attaches a LoRA to the adapter's module, resumes from the run folder's
+latest complete checkpoint if there is one, and runs optimizer steps 1..N. Each step:
+  1. asks `control` whether to save now, pause or stop (API calls, `.pause`/`.checkpoint`/`.stop`
+     files, ComfyUI's Cancel);
+  2. for each of `gradient_accumulation` micro-batches: the flow-matching loss on the batch
+     (noise, sigmas and dropout drawn from generators seeded by (seed, step, micro)), backward; then
+     DOP every n steps (seed 002): the base model's prediction for the class-word prompt (LoRA off)
+     is the target of the LoRA model on the same noisy input, backward again;
+  3. clips, steps the optimizer and LR schedule, updates the EMA, reports a step event;
+  4. saves a checkpoint every `save_every` steps and previews every `sample_every` steps.
+Everything random in a step is a pure function of (seed, step), and the data order of the dataset is
+too, so resuming from checkpoint k and training to N gives the same LoRA as never stopping.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Protocol
+
+import torch
+
+from ..model import lora, lora_format
+from ..model.adapter import TrainingAdapter
+from .checkpoint import (
+    LORA_FILE,
+    LoraFileInfo,
+    TrainingState,
+    checkpoint_writers,
+    restore,
+    user_weights,
+    user_weights_swapped_in,
+)
+from ..config import TrainConfig
+from ..run.control import RunControl
+from ..run.curve import write_svg
+from ..run.events import Checkpoint, DatasetReport, Event, Finished, Info, Paused, Preview, Resumed, Started, Step
+from .finite import check_step
+from .flow import add_noise, flow_loss, image_seq_len, sample_sigmas
+from ..model.lora_random import init_lora, use_seeded_dropout
+from .optim import LoraEMA, build_optimizer, build_scheduler
+from .preview import PreviewSpec, preview_file_name, render_previews
+from .resume import check_resume, trained_on
+from ..run.rundir import RunDir
+from ..run.runner import Throughput, memory_snapshot
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[Event], object]
+# Regression target for a noisy batch. Default: the flow velocity (noise - x). A teacher model's
+# prediction can be used instead (distillation; the learning proofs use it).
+TargetFn = Callable[[torch.Tensor, torch.Tensor, "Batch", torch.Tensor], torch.Tensor]
+
+
+class Batch(Protocol):
+    latents: torch.Tensor
+    context: torch.Tensor
+    pooled: Optional[torch.Tensor]
+    loss_mask: Optional[torch.Tensor]
+    dop_context: Optional[torch.Tensor]
+    dop_pooled: Optional[torch.Tensor]
+
+
+class TrainingData(Protocol):
+    def batch(self, step: int, batch_size: int | None = None) -> Batch: ...
+
+
+@dataclass
+class TrainingJob:
+    """Everything one run needs. The adapter must be fresh (no LoRA attached yet)."""
+
+    config: TrainConfig
+    adapter: TrainingAdapter
+    data: TrainingData
+    run_dir: RunDir
+    base_fingerprint: str = ""
+    dataset_fingerprint: str = ""
+    """Both recorded in every checkpoint; resuming on others is refused (core/train/resume.py)."""
+    previews: Optional[PreviewSpec] = None
+    dataset_report: Optional[Mapping] = None
+    target_fn: Optional[TargetFn] = None
+
+
+def _seed(seed: int, step: int, micro: int = 0, stream: int = 0) -> int:
+    """A distinct, reproducible seed per (run seed, step, micro-batch, purpose)."""
+    return (seed * 1_000_003 + step * 8_191 + micro * 131 + stream) % (2**63 - 1)
+
+
+def lora_spec(config: TrainConfig) -> lora.LoraSpec:
+    """The LoRA a run with `config` attaches (also what the memory plan counts)."""
+    s = config.lora
+    return lora.LoraSpec(rank=s.rank, alpha=s.effective_alpha, dropout=s.dropout, init=s.init, targets=s.targets,
+                         train_modulation=s.train_modulation, blocks=s.blocks, exclude_blocks=s.exclude_blocks)
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    for tensor in module.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+class _Loop:
+    """One run's mutable state; methods are the loop's steps, in the order `run` calls them."""
+
+    def __init__(self, job: TrainingJob, control: RunControl, emit: Emit):
+        self.job, self.control, self.emit = job, control, emit
+        self.cfg = job.config
+        self.adapter = job.adapter
+        self.module = job.adapter.module
+        self.device = _device_of(self.module)
+        self.autocast = self.cfg.train.mixed_precision == "bf16"
+        self.total = self.cfg.train.steps
+        self.file_info = LoraFileInfo(job.adapter.family, self.cfg.run.trigger, job.base_fingerprint, self.cfg.to_dict(),
+                                      layout=self.cfg.run.lora_format)
+        self.losses: list[tuple[int, float]] = []
+        self.step = 0
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def attach(self) -> None:
+        spec = lora_spec(self.cfg)
+        lora.attach_lora(self.module, spec)
+        init_lora(self.module, spec, _seed(self.cfg.train.seed, 0, stream=1))
+        self.step_seed = use_seeded_dropout(self.module, spec.dropout)
+        if self.cfg.lora.init_lora:
+            source = lora_format.load_lora(self.cfg.lora.init_lora, self.adapter.family, self.cfg.lora.rank)
+            lora.load_lora_state_dict(self.module, source.weights, source=str(source.path))
+            log.info("initialised the LoRA from %s (%d layers)", source.path, len(source.weights))
+        named = lora.trainable_parameters(self.module)
+        params = [p for _, p in named]
+        for p in params:
+            p.requires_grad_(True)
+        self.adapter.swap_blocks(self.cfg.train.blocks_to_swap, self.device)
+        optimizer = build_optimizer(self.cfg.optim, params)
+        scheduler = build_scheduler(optimizer, self.cfg.optim, self.total)
+        ema = LoraEMA(named, self.cfg.train.ema_decay) if self.cfg.train.ema else None
+        self.state = TrainingState(self.module, optimizer, scheduler, ema)
+        self.params = params
+
+    def resume(self) -> None:
+        job = self.job
+        latest = check_resume(job.run_dir, self.cfg, job.base_fingerprint, job.dataset_fingerprint)
+        if latest is None:
+            return
+        restore(self.state, latest)
+        self.step = latest.step
+        # JSON keeps a non-finite loss as null; the curve skips those points.
+        self.losses = [(int(s), float(v)) for s, v in latest.state.get("losses", []) if v is not None]
+        log.info("resumed %s from step %d", self.job.run_dir.root, self.step)
+
+    # -- one optimizer step ----------------------------------------------------------------------
+    def predict(self, latents, sigmas, context, pooled) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            return self.adapter.predict(latents, sigmas, context, pooled, self.cfg.flow.guidance)
+
+    def micro_step(self, step: int, micro: int) -> float:
+        cfg = self.cfg
+        accumulation = cfg.optim.gradient_accumulation
+        batch = self.job.data.batch((step - 1) * accumulation + micro, cfg.train.batch_size)
+        x = batch.latents.to(self.device, torch.float32)
+        context = batch.context.to(self.device)
+        pooled = None if batch.pooled is None else batch.pooled.to(self.device)
+        generator = torch.Generator().manual_seed(_seed(cfg.train.seed, step, micro))
+        noise = torch.randn(x.shape, generator=generator).to(self.device)
+        seq_len = image_seq_len(x.shape[-2], x.shape[-1], self.adapter.patch_size)
+        sigmas = sample_sigmas(cfg.flow, x.shape[0], generator, image_seq_len=seq_len, device=self.device)
+        noisy, target = add_noise(x, noise, sigmas)
+        if self.job.target_fn is not None:
+            target = self.job.target_fn(noisy, sigmas, batch, noise)
+        self.step_seed.value = _seed(cfg.train.seed, step, micro, stream=2)  # LoRA dropout masks
+        pred = self.predict(noisy, sigmas, context, pooled)
+        mask = None if batch.loss_mask is None else batch.loss_mask.to(self.device)
+        loss = flow_loss(pred, target, sigmas, cfg.flow.loss_weighting, mask=mask)
+        (loss / accumulation).backward()
+
+        dop = cfg.dop
+        if dop.enabled and step % dop.every_n_steps == 0 and batch.dop_context is not None:
+            dop_context = batch.dop_context.to(self.device)
+            dop_pooled = None if batch.dop_pooled is None else batch.dop_pooled.to(self.device)
+            with torch.no_grad(), lora.lora_disabled(self.module):
+                prior = self.predict(noisy, sigmas, dop_context, dop_pooled).float()
+            dop_pred = self.predict(noisy, sigmas, dop_context, dop_pooled)
+            dop_loss = flow_loss(dop_pred, prior, sigmas, "uniform", mask=mask)
+            (dop.multiplier * dop_loss / accumulation).backward()
+        return loss.item()
+
+    def optimizer_step(self, step: int) -> float:
+        losses = [self.micro_step(step, micro) for micro in range(self.cfg.optim.gradient_accumulation)]
+        clip = self.cfg.optim.max_grad_norm if self.cfg.optim.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))  # inf: measured, not clipped
+        check_step(step, losses, grad_norm, self.cfg, kept=self.kept)
+        self.state.optimizer.step()
+        self.state.scheduler.step()
+        self.state.optimizer.zero_grad(set_to_none=True)
+        if self.state.ema is not None:
+            self.state.ema.update()
+        return sum(losses) / len(losses)
+
+    def kept(self) -> str:
+        latest = self.job.run_dir.latest_checkpoint()
+        return f"the checkpoint of step {latest.step} ({latest.path})" if latest else "no checkpoint yet"
+
+    # -- outputs ---------------------------------------------------------------------------------
+    def render(self, *, lora_on: bool = True) -> dict[str, bytes]:
+        spec = self.job.previews
+        if spec is None:
+            return {}
+        kwargs = dict(device=self.device, dtype=torch.float32, autocast=self.autocast, patch_size=self.adapter.patch_size)
+        weights = user_weights_swapped_in(self.state) if lora_on else lora.lora_disabled(self.module)
+        with weights:
+            return render_previews(self.adapter, spec, **kwargs)
+
+    def baseline(self) -> None:
+        """Seed 002's `baseline/`: the prompts without the LoRA, rendered once before step 1."""
+        spec = self.job.previews
+        if spec is None:
+            return
+        expected = [preview_file_name(i, p, spec) for i, p in enumerate(spec.prompts)]
+        if all((self.job.run_dir.baseline_dir / name).is_file() for name in expected):
+            return  # a resumed run keeps the baseline it rendered before step 1
+        images = self.render(lora_on=False)
+        for name, data in images.items():
+            self.job.run_dir.write_file(f"baseline/{name}", lambda path, data=data: path.write_bytes(data))
+        self.emit(Preview(step=0, images=tuple(f"baseline/{name}" for name in images)))
+
+    def save_checkpoint(self, step: int) -> Path:
+        previews = self.render()
+        info = self.job.run_dir.write_checkpoint(
+            step, checkpoint_writers(self.state, self.file_info, step, previews),
+            {"step": step, "losses": self.losses,
+             **trained_on(self.cfg, self.job.base_fingerprint, self.job.dataset_fingerprint)},
+        )
+        self.job.run_dir.prune(self.cfg.run.max_step_saves_to_keep)
+        self.write_curve()
+        self.emit(Checkpoint(step=step, path=str(info.path)))
+        if previews:
+            self.emit(Preview(step=step, images=tuple(f"{info.path.name}/{name}" for name in previews)))
+        return info.path / LORA_FILE
+
+    def save_previews(self, step: int) -> None:
+        images = self.render()
+        folder = f"samples/step_{step:06d}"
+        for name, data in images.items():
+            self.job.run_dir.write_file(f"{folder}/{name}", lambda path, data=data: path.write_bytes(data))
+        self.emit(Preview(step=step, images=tuple(f"{folder}/{name}" for name in images)))
+
+    def write_curve(self) -> None:
+        if self.losses:
+            steps, values = zip(*self.losses)
+            write_svg(self.job.run_dir.curve_path, list(steps), list(values))
+
+    def write_final(self, step: int) -> Path:
+        path = self.job.run_dir.final_lora_path
+        self.file_info.write(path, user_weights(self.state), step)
+        return path
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self) -> Path:
+        cfg = self.cfg
+        self.attach()
+        self.resume()
+        if self.job.dataset_report is not None and self.step == 0:
+            self.emit(DatasetReport(report=dict(self.job.dataset_report)))
+        self.emit(Started(run_id=self.job.run_dir.run_id, total_steps=self.total, start_step=self.step,
+                          config=cfg.to_dict()))
+        if self.step >= self.total and self.job.run_dir.final_lora_path.is_file():
+            self.emit(Info(message=f"run {self.job.run_dir.run_id!r} finished at step {self.step}; to train it "
+                                   f"further, raise train_steps above {self.step} and queue it again (it goes on "
+                                   f"from step {self.step})", step=self.step))
+            self.emit(Finished(step=self.step, lora_path=str(self.job.run_dir.final_lora_path)))
+            return self.job.run_dir.final_lora_path
+        self.module.train()
+        self.baseline()
+        throughput = Throughput(self.total, self.step)
+        last_saved = self.step
+        latest_lora: Optional[Path] = None
+        while self.step < self.total:
+            request = self.control.poll()
+            if request.save_now and self.step > last_saved:
+                latest_lora, last_saved = self.save_checkpoint(self.step), self.step
+            if request.pause and not request.stop:
+                if self.step > last_saved:
+                    latest_lora, last_saved = self.save_checkpoint(self.step), self.step
+                self.emit(Paused(step=self.step))
+                request = self.control.wait_while_paused()
+                throughput.reset_clock()
+                if not request.stop:
+                    self.emit(Resumed(step=self.step))
+            if request.stop:
+                if self.step > last_saved:
+                    latest_lora = self.save_checkpoint(self.step)
+                self.emit(Finished(step=self.step, lora_path=str(latest_lora) if latest_lora else None,
+                                   stopped_early=True))
+                return latest_lora
+            self.step += 1
+            loss = self.optimizer_step(self.step)
+            self.losses.append((self.step, loss))
+            its, eta = throughput.update(self.step)
+            self.emit(Step(step=self.step, total=self.total, loss=loss, lr=self.state.scheduler.get_last_lr()[0],
+                           its=its, eta_s=eta, memory=memory_snapshot()))
+            saving = self.step == self.total or (cfg.run.save_every and self.step % cfg.run.save_every == 0)
+            if saving:
+                latest_lora, last_saved = self.save_checkpoint(self.step), self.step
+            elif cfg.run.sample_every and self.step % cfg.run.sample_every == 0:
+                self.save_previews(self.step)
+        final = self.write_final(self.step)
+        self.write_curve()
+        self.emit(Finished(step=self.step, lora_path=str(final)))
+        return final
+
+
+def train(job: TrainingJob, control: RunControl, emit: Emit) -> Optional[Path]:
+    """Run (or resume) one training; returns the final LoRA path, or the last checkpoint's when stopped."""
+    return _Loop(job, control, emit).run()

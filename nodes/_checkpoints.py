@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..core.train.checkpoint import LORA_FILE
 from ..core.model.lora_format import saved_step
 from ..core.run.rundir import CheckpointInfo, RunDir
+from ..core.train.checkpoint import LORA_FILE
 
 CHECKPOINT_CHOICES = ("latest", "final", "step")
 _LATEST_N = re.compile(r"latest\s+(\d+)")

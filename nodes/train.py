@@ -20,13 +20,13 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..core.config import ConfigError, TrainConfig, merge_sections
-from ..core.run.curve import loss_points, render_image
 from ..core.data.report import at_batch_size
-from ..core.run.events import Info
 from ..core.presets import PRESETS, STEP_RULES, apply_preset
+from ..core.run.curve import loss_points, render_image
+from ..core.run.events import Info
+from ..core.run.rundir import RunDir
 from ..core.train.preview import prompt_lines
 from ..core.train.resume import ON_EXISTING, settle_run
-from ..core.run.rundir import RunDir
 from ..core.train.trainer import TrainingJob, train
 from . import types
 from ._comfy import memory, previews, runs, sampling

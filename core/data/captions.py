@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
+from ..seeding import generator
 from .errors import DatasetError
 from .scan import ScannedImage
-from ..seeding import generator
 
 TRIGGER_PLACEHOLDER = "{trigger}"
 

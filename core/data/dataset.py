@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
+from ..seeding import generator, stream_seed
 from .buckets import Placement
 from .cache import EncodingCache
 from .errors import DatasetError
-from ..seeding import generator, stream_seed
 from .spec import DatasetSpec
 
 

@@ -27,11 +27,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..run.rundir import atomic_write
 from . import lora_diffusers
 from .flux_family import FAMILIES as _FAMILY_TABLE
 from .flux_family import family as _family
 from .lora import LoraWeights
-from ..run.rundir import atomic_write
 
 FORMAT_VERSION = "1"
 FAMILIES = tuple(_FAMILY_TABLE)

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from ..config import RUN_NAME_RULE, is_run_name
-from .control import RunControl
 from ..errors import FluxLabError
+from .control import RunControl
 from .events import TERMINAL_KINDS, Event, EventLog, Failed, Finished, Record, Started
 from .rundir import RunDir
 

@@ -21,9 +21,9 @@ from typing import Any, Mapping
 import torch
 
 from ..model import lora, lora_format
+from ..run.rundir import CheckpointInfo, Writer, bytes_writer
 from .finite import require_finite_weights
 from .optim import LoraEMA
-from ..run.rundir import CheckpointInfo, Writer, bytes_writer
 from .state_io import load_state, save_state
 
 LORA_FILE = "lora.safetensors"

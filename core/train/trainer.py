@@ -23,8 +23,15 @@ from typing import Callable, Mapping, Optional, Protocol
 
 import torch
 
+from ..config import TrainConfig
 from ..model import lora, lora_format
 from ..model.adapter import TrainingAdapter
+from ..model.lora_random import init_lora, use_seeded_dropout
+from ..run.control import RunControl
+from ..run.curve import write_svg
+from ..run.events import Checkpoint, DatasetReport, Event, Finished, Info, Paused, Preview, Resumed, Started, Step
+from ..run.rundir import RunDir
+from ..run.runner import Throughput, memory_snapshot
 from .checkpoint import (
     LORA_FILE,
     LoraFileInfo,
@@ -34,18 +41,11 @@ from .checkpoint import (
     user_weights,
     user_weights_swapped_in,
 )
-from ..config import TrainConfig
-from ..run.control import RunControl
-from ..run.curve import write_svg
-from ..run.events import Checkpoint, DatasetReport, Event, Finished, Info, Paused, Preview, Resumed, Started, Step
 from .finite import check_step
 from .flow import add_noise, flow_loss, image_seq_len, sample_sigmas
-from ..model.lora_random import init_lora, use_seeded_dropout
 from .optim import LoraEMA, build_optimizer, build_scheduler
 from .preview import PreviewSpec, preview_file_name, render_previews
 from .resume import check_resume, trained_on
-from ..run.rundir import RunDir
-from ..run.runner import Throughput, memory_snapshot
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import comfy.lora
 import comfy.utils
 from safetensors import safe_open
 
-from ...core.model.adapter import detect_flux_family
 from ...core.errors import FluxLabError
+from ...core.model.adapter import detect_flux_family
 from ...core.model.flux_family import FAMILIES
 
 _TEXT_ENCODER_PREFIXES = ("lora_te", "text_encoder", "te1", "te2", "lora_te1", "lora_te2")

@@ -8,11 +8,11 @@ import dataclasses
 import torch
 from torch import nn
 
-from ...core.model import flux_family, lora
-from ...core.train import memory_plan
-from ...core.model.adapter import FluxTrainingAdapter
 from ...core.config import TrainConfig, merge_sections
 from ...core.errors import FluxLabError
+from ...core.model import flux_family, lora
+from ...core.model.adapter import FluxTrainingAdapter
+from ...core.train import memory_plan
 from ...core.train.memory_plan import MemoryPlan, RunShape, gib
 from ...core.train.trainer import lora_spec
 from . import host

@@ -1,7 +1,7 @@
 """The panel's pure modules (web/runs.js, web/chart.js, web/ab_widget.js) imported as ES modules
 in chromium, on cases the end-to-end tests do not reach: records arriving twice or with a gap,
-a resumed session overwriting steps, a control answer that arrives after the run ended, smoothing that starts where the raw curve starts, and the
-compare-grid shapes ComfyUI can deliver."""
+a resumed session overwriting steps, a control answer that arrives after the run ended, smoothing
+that starts where the raw curve starts, and the compare-grid shapes ComfyUI can deliver."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from tests.comfy_host import import_comfy
 
 import_comfy()
 
-from flux_lora_lab.core.model import lora  # noqa: E402
+from flux_lora_lab.core.model import lora, lora_targets  # noqa: E402
 from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
 
@@ -102,7 +102,7 @@ def test_attach_injects_in_place_and_leaves_the_owner_alone():
         lora.attach_lora(adapter.module, lora.LoraSpec())
 
 
-@pytest.mark.parametrize("init", lora.INITS)
+@pytest.mark.parametrize("init", lora_targets.INITS)
 def test_fresh_lora_is_the_identity_and_disable_gives_the_base(init):
     _, adapter = _tree()
     g = torch.Generator().manual_seed(0)

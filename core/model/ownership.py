@@ -45,7 +45,7 @@ def _own_leaf(leaf: nn.Module, device, copy: bool) -> nn.Module:
         own = kind(leaf.in_features, leaf.out_features, bias=leaf.bias is not None, device="meta")
         if isinstance(getattr(leaf, "scale_weight", None), Tensor):  # ComfyUI's scaled fp8: W = weight * scale
             own.scale_weight = _tensor(leaf.scale_weight, device, copy)
-    else:  # a norm gain: read through its parameter and eps (core.flux.rms_norm_gain), never called
+    else:  # a norm gain: read through its parameter and eps (core/model/flux_blocks.rms_norm_gain), never called
         own = nn.Module()
         if hasattr(leaf, "eps"):
             own.eps = leaf.eps

@@ -174,7 +174,7 @@ def _label(run: RunShape) -> str:
 
 
 def shape_of(tree: nn.Module, family: str, mlp_ratio: float) -> ModelShape:
-    """The ModelShape of a training tree (core.flux.TrainFlux, before quantization)."""
+    """The ModelShape of a training tree (core/model/flux.TrainFlux, before quantization)."""
     block_linears = [m for name in ("double_blocks", "single_blocks") for block in getattr(tree, name)
                      for m in block.modules() if isinstance(m, nn.Linear)]
     block_weights = {id(m.weight) for m in block_linears}

@@ -6,7 +6,7 @@ the two gets the right answer too.
 
 | what differs | since | answered by |
 |---|---|---|
-| Flux QK norm: own RMSNorm (`scale`, eps 1e-6) -> torch `nn.RMSNorm` (`weight`, eps None) | 0.14.0 | `core.flux.rms_norm_gain` (a question about the module, no host needed) |
+| Flux QK norm: own RMSNorm (`scale`, eps 1e-6) -> torch `nn.RMSNorm` (`weight`, eps None) | 0.14.0 | `core/model/flux_blocks.rms_norm_gain` (a question about the module, no host needed) |
 | `FluxParams.txt_ids_dims` (required; Flux.1 `[]`, Flux.2 `[3]`) | 0.4.0 | `flux_params` |
 | Flux class reused for Ovis-Image (`yak_mlp`, `txt_norm`) and LongCat-Image (text ids on axes 1, 2) | after 0.3.75 | `core.flux.FluxArch.of` refuses them |
 | V3 combo values checked when a prompt is queued (HTTP 400 "Value not in list") | 0.8.0 | nothing to do: tests accept either |

@@ -20,7 +20,8 @@ from typing import Callable, Iterable, Optional
 from ..config import RUN_NAME_RULE, is_run_name
 from ..errors import FluxLabError
 from .control import RunControl
-from .events import TERMINAL_KINDS, Event, EventLog, Failed, Finished, Record, Started
+from .event_log import EventLog
+from .events import TERMINAL_KINDS, Event, Failed, Finished, Record, Started
 from .rundir import RunDir
 
 log = logging.getLogger(__name__)

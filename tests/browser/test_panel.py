@@ -1,7 +1,7 @@
 """The Flux LoRA Lab sidebar panel in a real browser against the real server.
 
 In file order (one server per browser session): the empty state before any run exists; a past run
-(an events.jsonl written by core.events.EventLog, as a run from an earlier server leaves it) drawn
+(an events.jsonl written by core/run/event_log.EventLog, as a run from an earlier server leaves it) drawn
 from its history; an event that reaches the page the moment its websocket opens (before ComfyUI
 calls any extension hook) is not dropped; a live TrainLoRA run on the tiny model, queued over HTTP,
 watched as the chart gains points and the step count rises, picked up by a page opened mid-run,
@@ -56,13 +56,14 @@ REPORT = {
 def write_past_run(server) -> None:
     """A finished run's folder as TrainLoRA leaves it: events.jsonl (+ previews on disk)."""
     from flux_lora_lab.core.run import events as ev
+    from flux_lora_lab.core.run.event_log import EventLog
 
     folder = server.base_dir / "output" / "fluxlab" / PAST_RUN
     checkpoint = folder / f"checkpoint_{PAST_STEPS:06d}"
     checkpoint.mkdir(parents=True)
     for i, colour in enumerate([(200, 60, 40), (40, 90, 200)]):
         Image.new("RGB", (64, 64), colour).save(checkpoint / f"preview_{i}.png")
-    log = ev.EventLog(folder / "events.jsonl")
+    log = EventLog(folder / "events.jsonl")
     log.append(ev.DatasetReport(report=REPORT))
     log.append(ev.Started(run_id=PAST_RUN, total_steps=PAST_STEPS))
     for step in range(1, PAST_STEPS + 1):

@@ -6,7 +6,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from flux_lora_lab.core.run import curve
-from flux_lora_lab.core.run.events import EventLog, Step
+from flux_lora_lab.core.run.event_log import EventLog
+from flux_lora_lab.core.run.events import Step
 
 SVG = "{http://www.w3.org/2000/svg}"
 

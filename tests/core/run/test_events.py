@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from flux_lora_lab.core.run import events as ev
+from flux_lora_lab.core.run.event_log import EventLog
 
 
 def test_payload_is_json_safe_and_round_trips():
     step = ev.Step(step=3, total=10, loss=float("nan"), lr=1e-4, its=2.5, eta_s=2.8, memory={"ram_mb": 12.5})
-    log = ev.EventLog()
+    log = EventLog()
     record = log.append(step)
     data = record.to_dict()
     assert data["kind"] == "step" and data["seq"] == 0 and data["loss"] is None  # NaN would break JSON.parse
@@ -31,13 +32,13 @@ def test_every_kind_round_trips():
         ev.Failed(2, "boom"), ev.DatasetReport({"images": 3}), ev.Info("caching latents", None),
     ]
     assert {s.kind for s in samples} == set(ev.EVENT_TYPES)
-    log = ev.EventLog()
+    log = EventLog()
     for sample in samples:
         assert ev.Record.from_dict(json.loads(json.dumps(log.append(sample).to_dict()))).event == sample
 
 
 def test_append_rejects_non_events_and_closed_log():
-    log = ev.EventLog()
+    log = EventLog()
     with pytest.raises(TypeError):
         log.append({"kind": "step"})
     log.close()
@@ -46,7 +47,7 @@ def test_append_rejects_non_events_and_closed_log():
 
 
 def test_listener_replay_order_and_failures_do_not_break_appends():
-    log = ev.EventLog()
+    log = EventLog()
     log.append(ev.Info("a"))
     got = []
     remove = log.add_listener(lambda r: got.append(r.seq))
@@ -58,7 +59,7 @@ def test_listener_replay_order_and_failures_do_not_break_appends():
 
 
 def test_concurrent_appends_get_unique_ordered_sequence_numbers(tmp_path):
-    log = ev.EventLog(tmp_path / "events.jsonl")
+    log = EventLog(tmp_path / "events.jsonl")
     listener_seqs = []
     log.add_listener(lambda r: listener_seqs.append(r.seq))
 
@@ -77,17 +78,17 @@ def test_concurrent_appends_get_unique_ordered_sequence_numbers(tmp_path):
 
 def test_history_survives_restart_and_continues_sequence(tmp_path):
     path = tmp_path / "events.jsonl"
-    first = ev.EventLog(path)
+    first = EventLog(path)
     first.append(ev.Started("r", 10, 0))
     first.append(ev.Step(1, 10, 0.5, 1e-4))
     first.close()
     with open(path, "a") as fh:
         fh.write('{"seq": 2, "time": 1.0, "kind": "st')  # torn line from a crash mid-append
-    second = ev.EventLog(path)
+    second = EventLog(path)
     assert [r.kind for r in second.history()] == ["started", "step"]
     assert second.append(ev.Started("r", 10, 1)).seq == 2
     assert math.isclose(second.history()[1].event.loss, 0.5)
-    read_only = ev.EventLog(path, read_only=True)
+    read_only = EventLog(path, read_only=True)
     assert len(read_only) == 3 and read_only.closed
     assert read_only.history()[-1].event.start_step == 1
 

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from flux_lora_lab.core.run import events as ev
+from flux_lora_lab.core.run.event_log import EventLog
 from flux_lora_lab.core.run.runner import (
     RunError,
     RunRegistry,
@@ -147,7 +148,7 @@ def test_discover_lists_past_runs_after_restart(tmp_path):
     registry = RunRegistry()
     registry.start("done", tmp_path / "done", make_train("done", total=3)).join(5)
     (tmp_path / "crashed").mkdir()
-    crashed = ev.EventLog(tmp_path / "crashed" / "events.jsonl")
+    crashed = EventLog(tmp_path / "crashed" / "events.jsonl")
     crashed.append(ev.Started("crashed", 100, 0))
     crashed.append(ev.Step(1, 100, 0.3, 1e-4))  # then the server died: no finished/failed
     (tmp_path / "not-a-run").mkdir()

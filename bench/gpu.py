@@ -2,7 +2,7 @@
 
 ComfyUI's own `Flux` class at Flux.1-dev shape (hidden 3072, 24 heads, 19 double + 38 single
 blocks, T5 4096 / CLIP-L 768 conditioning, guidance embedding), random bf16 weights drawn on the GPU
-(no weights are downloaded), trained by `core.trainer.train` with a rank-16 LoRA on the `all`
+(no weights are downloaded), trained by `core.train.trainer.train` with a rank-16 LoRA on the `all`
 preset, batch 1, bf16 autocast. Configurations, each in a fresh subprocess (clean CUDA context and
 peak counters): base bf16 shared / fp8-stored (trained as stored) / qint8 / qint4, x 512 / 1024 px,
 x checkpointing on / off, plus block swap (blocks_to_swap 20, checkpointing on). For each: seconds

@@ -1,4 +1,4 @@
-"""Drive our engine (`core.trainer.train`) on the same MODEL and data, and time its steps.
+"""Drive our engine (`core.train.trainer.train`) on the same MODEL and data, and time its steps.
 
 The clock is the trainer's own Step event, emitted once per optimizer step after the update: the
 interval between two events is one whole step, as with the native node's loss callback. Settings

@@ -92,7 +92,7 @@ METHOD = """## Method (CPU)
   (context + pooled) and guidance 1.0; batch 1; rank 16; AdamW with torch defaults except lr;
   MSE on uniformly drawn noise levels; no clipping, EMA, DOP, checkpoints or previews.
 - Native: `TrainLoraNode.execute(...)` called in-process as a graph calls it, `algorithm=LoRA`,
-  `lora_dtype=fp32`. Ours: `core.trainer.train` over `FluxTrainingAdapter.adopt(patcher.model.diffusion_model)`.
+  `lora_dtype=fp32`. Ours: `core.train.trainer.train` over `FluxTrainingAdapter.adopt(patcher.model.diffusion_model)`.
 - Clock: the native node's loss callback (wrapped, once per step after backward) and our trainer's
   Step event (once per step after the update); the interval between two is one whole step. The first
   intervals of each run are dropped (warm-up); the rest of all rounds are pooled. "vs native" is

@@ -1,6 +1,6 @@
 """Which LoRA files of a run folder SampleCheckpoint / CompareCheckpoints use (no comfy here).
 
-A run's checkpoints are what core.rundir says is complete (the step comes from training_state.json,
+A run's checkpoints are what core.run.rundir says is complete (the step comes from training_state.json,
 never from folder names); the final LoRA is `lora_final.safetensors`. Every error names the run, its
 folder and what is available, so a user can fix the selector without opening the folder.
 """

@@ -13,12 +13,12 @@
  * @typedef {{filename: string, subfolder?: string, type?: string}} ImageRef
  */
 
-/** Every event kind the server sends as `fluxlab.<kind>` (core.events.EVENT_TYPES). */
+/** Every event kind the server sends as `fluxlab.<kind>` (core.run.events.EVENT_TYPES). */
 export const EVENT_KINDS = Object.freeze([
     "started", "step", "checkpoint", "preview", "paused", "resumed", "finished", "failed", "dataset_report", "info",
 ]);
 
-/** Statuses in which a run still has a training thread (core.runner.LIVE_STATUSES). */
+/** Statuses in which a run still has a training thread (core.run.runner.LIVE_STATUSES). */
 export const LIVE_STATUSES = Object.freeze(["starting", "running", "paused", "stopping"]);
 
 /** An error answer of our routes: the server's `{"error": ...}` message and the HTTP status. */

@@ -5,7 +5,7 @@
 
 import { LIVE_STATUSES } from "./client.js";
 
-/** Status after one record (core.runner.status_from_history, one step at a time). */
+/** Status after one record (core.run.runner.status_from_history, one step at a time). */
 function statusAfter(status, record) {
     switch (record.kind) {
         case "started":

@@ -45,7 +45,7 @@ class TrainFlux(nn.Module):
         self.arch = arch
         self.checkpoint_every = checkpoint_every
         self.swap = None
-        """A core.block_swap.BlockSwap when some blocks' weights live in system memory."""
+        """A core.model.block_swap.BlockSwap when some blocks' weights live in system memory."""
         self.img_in = owner.img_in
         self.txt_in = owner.txt_in
         self.time_in = MLPEmbedder(owner.time_in)

@@ -14,7 +14,7 @@ never depends on this: a checkpoint keeps the raw trained weights beside the fil
 The file describes itself in safetensors metadata (strings): format version, family, layout, rank,
 the trained alpha, targets, step, trigger, base-model fingerprint, full config. State is read from
 there, never from the file name. Writes are atomic (temp file in the same folder, fsync, os.replace;
-core/rundir.atomic_write), so a crash mid-save leaves the previous file as it was.
+core/run/atomic.py), so a crash mid-save leaves the previous file as it was.
 """
 
 import json
@@ -27,7 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..run.rundir import atomic_write
+from ..run.atomic import atomic_write
 from . import lora_diffusers
 from .flux_family import FAMILIES as _FAMILY_TABLE
 from .flux_family import family as _family

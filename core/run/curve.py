@@ -182,7 +182,7 @@ def _polyline(css_class: str, points: list[tuple[float, float]], color: str, wid
 
 def write_svg(path, steps: Sequence[int], losses: Sequence[float], **options) -> None:
     """Render and write atomically (a half-written SVG would be served to the panel otherwise)."""
-    from .rundir import atomic_write, text_writer
+    from .atomic import atomic_write, text_writer
 
     atomic_write(path, text_writer(render_svg(steps, losses, **options)))
 

@@ -74,7 +74,7 @@ class EventLog:
     # -- writing ---------------------------------------------------------------------------------
     def append(self, event: Event) -> Record:
         if not isinstance(event, tuple(EVENT_TYPES.values())):
-            raise TypeError(f"EventLog.append expects an event from core.events, got {type(event).__name__}")
+            raise TypeError(f"EventLog.append expects an event from core.run.events, got {type(event).__name__}")
         with self._dispatch:
             with self._lock:
                 if self._closed:

@@ -1,4 +1,4 @@
-"""The run folder (seed 002 layout) and crash-safe writes into it.
+"""The run folder (seed 002 layout) and its crash-safe checkpoints (file writes: core/run/atomic.py).
 
     <run>/baseline/                      previews before training
     <run>/checkpoint_000125/             lora.safetensors, optimizer_state.safetensors, preview PNGs,
@@ -24,12 +24,12 @@ import json
 import logging
 import os
 import shutil
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
+from .atomic import TEMP_PREFIX, Writer, atomic_write, fsync_dir, fsync_file, json_writer
 from .events import json_safe
 
 log = logging.getLogger(__name__)
@@ -38,68 +38,6 @@ CHECKPOINT_FORMAT = "fluxlab.checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
 STATE_FILE = "training_state.json"
 CHECKPOINT_PREFIX = "checkpoint_"
-TEMP_PREFIX = ".tmp-"  # every temp file/folder we create starts with this; cleaned at start
-Writer = Callable[[Path], None]
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable (no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def atomic_write(path: Path, writer: Writer) -> Path:
-    """Write a file via `writer(temp_path)`, fsync, then os.replace onto `path` (readers never see half)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.parent / f"{TEMP_PREFIX}{path.name}.{uuid.uuid4().hex[:8]}"
-    try:
-        writer(temp)
-        fsync_file(temp)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-    return path
-
-
-def remove_stale_temps(folder: Path, idle_s: float = 600.0) -> list[Path]:
-    """Delete `atomic_write` temp files in a shared folder (loras/fluxlab) that nobody has written to
-    for `idle_s` seconds: debris of a process killed mid-copy. A copy in progress keeps its file's
-    mtime fresh, so it is left alone."""
-    removed = []
-    now = time.time()
-    for entry in Path(folder).glob(f"{TEMP_PREFIX}*"):
-        try:
-            if entry.is_file() and now - entry.stat().st_mtime > idle_s:
-                entry.unlink()
-                removed.append(entry)
-        except FileNotFoundError:  # another process cleaned it first
-            continue
-    return removed
-
-
-def bytes_writer(data: bytes) -> Writer:
-    return lambda p: Path(p).write_bytes(data)
-
-
-def text_writer(text: str) -> Writer:
-    return lambda p: Path(p).write_text(text, encoding="utf-8")
-
-
-def json_writer(obj: Any) -> Writer:
-    return text_writer(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 @dataclass(frozen=True)

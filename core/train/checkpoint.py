@@ -21,7 +21,8 @@ from typing import Any, Mapping
 import torch
 
 from ..model import lora, lora_format
-from ..run.rundir import CheckpointInfo, Writer, bytes_writer
+from ..run.atomic import Writer, bytes_writer
+from ..run.rundir import CheckpointInfo
 from .finite import require_finite_weights
 from .optim import LoraEMA
 from .state_io import load_state, save_state

@@ -62,7 +62,7 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class RunShape:
-    quantization: str  # core.quant mode
+    quantization: str  # core.model.quant mode
     compute: str  # "bf16" or "fp32"
     lora_params: int
     optimizer: str

@@ -8,13 +8,13 @@ the two gets the right answer too.
 |---|---|---|
 | Flux QK norm: own RMSNorm (`scale`, eps 1e-6) -> torch `nn.RMSNorm` (`weight`, eps None) | 0.14.0 | `core/model/flux_blocks.rms_norm_gain` (a question about the module, no host needed) |
 | `FluxParams.txt_ids_dims` (required; Flux.1 `[]`, Flux.2 `[3]`) | 0.4.0 | `flux_params` |
-| Flux class reused for Ovis-Image (`yak_mlp`, `txt_norm`) and LongCat-Image (text ids on axes 1, 2) | after 0.3.75 | `core.flux.FluxArch.of` refuses them |
+| Flux class reused for Ovis-Image (`yak_mlp`, `txt_norm`) and LongCat-Image (text ids on axes 1, 2) | after 0.3.75 | `core.model.flux.FluxArch.of` refuses them |
 | V3 combo values checked when a prompt is queued (HTTP 400 "Value not in list") | 0.8.0 | nothing to do: tests accept either |
 | torchaudio imported unconditionally | 0.8.0 | scripts/hosts.py (torch 2.11 for that host) |
 | `model_management.in_training` (autograd-safe kernels, e.g. Flux's fused RoPE) | after 0.3.75 | `training_mode` |
 | no way to keep a model loaded while a run trains on it (both hosts) | - | `kept_loaded` (a `free_memory` shim) |
 | Flux.2 klein (Qwen3 text encoder, `klein_te`) | 0.9.2 | `klein_available` |
-| `ModelPatcherDynamic`, NVIDIA default: weights streamed per op | 0.16.0 | `is_dynamic`; runs copy the weights (`core.ownership.own_leaves`) |
+| `ModelPatcherDynamic`, NVIDIA default: weights streamed per op | 0.16.0 | `is_dynamic`; runs copy the weights (`core.model.ownership.own_leaves`) |
 | `TrainLoraNode`: 5 more required inputs, no MODEL output | after 0.3.75 | bench/native.py reads the schema's defaults |
 | Flux checkpoints' `*_norm.scale` keys mapped to `.weight` on load | 0.14.0 | scripts/make_stock_flux_checkpoint.py writes BFL's `scale` |
 | `SaveImage` lists an IMAGE output | after 0.3.75 | nothing (workflows are generated on the current host) |

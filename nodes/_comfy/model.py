@@ -37,7 +37,7 @@ from .memory import estimate_memory
 
 AUTO = "auto"
 QUANTIZATION = {AUTO: None, "none": "none", "int8": "qint8", "fp8": "qfloat8", "int4": "qint4"}
-"""Node choice -> core.quant mode ('auto' is settled per run by TrainLoRA: nodes/_comfy/memory.fit_run)."""
+"""Node choice -> core.model.quant mode ('auto' is settled per run by TrainLoRA: nodes/_comfy/memory.fit_run)."""
 TRAINING_DTYPES = {"bf16": ("bf16", torch.bfloat16), "fp32": ("no", torch.float32)}
 """Node choice -> (TrainConfig train.mixed_precision, compute dtype of quantized layers)."""
 
@@ -72,7 +72,7 @@ class TrainingModelSettings:
 
     @property
     def quant_mode(self) -> str:
-        """The core.quant mode (not for 'auto', which `fitted` settles per run)."""
+        """The core.model.quant mode (not for 'auto', which `fitted` settles per run)."""
         if self.is_auto:
             raise ValueError("quantization 'auto' has no mode until a run settles it (nodes/_comfy/memory.fit_run)")
         return QUANTIZATION[self.quantization]

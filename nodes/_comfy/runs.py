@@ -1,7 +1,7 @@
 """Where runs live in a ComfyUI install, how they start, and how their events reach the browser.
 
 - Run folders are `<output>/fluxlab/<run name>/` (docs/api.md); the process-wide
-  `core.runner.default_registry()` holds live runs and, through `discover`, runs from earlier server
+  `core.run.runner.default_registry()` holds live runs and, through `discover`, runs from earlier server
   sessions, so the routes list them after a restart.
 - `start_run` starts a training thread and attaches one listener to its event log that forwards every
   record of this session to the websocket (`fluxlab.<kind>`), feeds ComfyUI's own progress bar for a
@@ -28,7 +28,8 @@ from typing import Callable, Optional
 
 from ...core.run.event_log import read_events_file
 from ...core.run.events import Record
-from ...core.run.rundir import RunDir, atomic_write, remove_stale_temps
+from ...core.run.atomic import atomic_write, remove_stale_temps
+from ...core.run.rundir import RunDir
 from ...core.run.runner import RunHandle, RunRegistry, TrainFn, check_run_id, default_registry
 from .host import training_mode
 

@@ -71,8 +71,8 @@ class SampleSettings:
 # --- where runs and LoRA files are --------------------------------------------------------------
 
 def run_folder_of(run) -> tuple[str, Path]:
-    """(run id, run folder) of a FLUXLAB_RUN value (core.runner.RunHandle or anything with
-    `run_id` and `run_dir`, the latter a core.rundir.RunDir or a path)."""
+    """(run id, run folder) of a FLUXLAB_RUN value (core.run.runner.RunHandle or anything with
+    `run_id` and `run_dir`, the latter a core.run.rundir.RunDir or a path)."""
     run_dir = getattr(run, "run_dir", None)
     if run_dir is None or not hasattr(run, "run_id"):
         raise TypeError(f"the run input is a {type(run).__name__}, not a Flux LoRA Lab run (connect TrainLoRA's run output)")

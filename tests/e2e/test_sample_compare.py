@@ -1,6 +1,6 @@
 """SampleCheckpoint and CompareCheckpoints in the real server show exactly what stock ComfyUI gives.
 
-A run folder (core.rundir layout, LoRA files written by core.lora_format for the tiny models) is
+A run folder (core.run.rundir layout, LoRA files written by core.model.lora_format for the tiny models) is
 made in the server's output folder; its files are also linked into models/loras so the stock
 LoraLoaderModelOnly can load them. Then, in one prompt each, our node and the stock graph sample the
 same file and seed, and the saved PNGs are compared pixel for pixel (tolerance: none).

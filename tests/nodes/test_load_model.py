@@ -1,7 +1,7 @@
 """LoadFluxForTraining and its TrainingModelHandle, on ComfyUI's real tiny Flux MODELs (in-process).
 
 The central proof: training through the handle leaves the shared MODEL untouched: ComfyUI's own
-sampler on that MODEL gives bit-identical latents after a real `core.trainer.train` run (LoRA on
+sampler on that MODEL gives bit-identical latents after a real `core.train.trainer.train` run (LoRA on
 the adopted weights, with and without int8 quantization) as before it, its weights and module types
 are unchanged and no patch was added. Only the non-Flux check uses a stand-in object.
 """

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from flux_lora_lab.core.run import atomic
 from flux_lora_lab.core.run import rundir as rd
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -19,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 def _ckpt(run, step, payload=b"lora", state=None):
     return run.write_checkpoint(
         step,
-        {"lora.safetensors": rd.bytes_writer(payload), "optimizer_state.safetensors": rd.bytes_writer(b"opt" * step)},
+        {"lora.safetensors": atomic.bytes_writer(payload), "optimizer_state.safetensors": atomic.bytes_writer(b"opt" * step)},
         state or {"step": step, "data_position": step * 2},
     )
 
@@ -89,9 +90,9 @@ def test_same_step_is_replaced_and_writer_error_leaves_nothing(tmp_path):
         run.write_checkpoint(6, {"lora.safetensors": broken}, {})
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_000005"]
     with pytest.raises(ValueError, match="training_state.json"):
-        run.write_checkpoint(7, {"training_state.json": rd.bytes_writer(b"")}, {})
+        run.write_checkpoint(7, {"training_state.json": atomic.bytes_writer(b"")}, {})
     with pytest.raises(ValueError, match="plain file name"):
-        run.write_checkpoint(7, {"../escape": rd.bytes_writer(b"")}, {})
+        run.write_checkpoint(7, {"../escape": atomic.bytes_writer(b"")}, {})
 
 
 def test_prepare_recovers_a_complete_checkpoint_that_missed_its_rename(tmp_path):
@@ -128,8 +129,8 @@ def test_prune_keeps_newest(tmp_path):
 
 def test_atomic_file_write_and_containment(tmp_path):
     run = rd.RunDir(tmp_path)
-    run.write_file("learning_curve.svg", rd.text_writer("<svg/>"))
-    run.write_file("learning_curve.svg", rd.text_writer("<svg></svg>"))
+    run.write_file("learning_curve.svg", atomic.text_writer("<svg/>"))
+    run.write_file("learning_curve.svg", atomic.text_writer("<svg></svg>"))
     assert run.curve_path.read_text() == "<svg></svg>"
     assert [p.name for p in tmp_path.iterdir()] == ["learning_curve.svg"]
     assert run.resolve_inside("checkpoint_000010/prompt_0.png") == (tmp_path / "checkpoint_000010/prompt_0.png").resolve()
@@ -143,17 +144,18 @@ KILL_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import conftest  # registers flux_lora_lab
     from pathlib import Path
+    from flux_lora_lab.core.run import atomic
     from flux_lora_lab.core.run import rundir as rd
     run = rd.RunDir(Path(sys.argv[1]))
     run.prepare()
-    run.write_checkpoint(100, {{"lora.safetensors": rd.bytes_writer(b"A" * 1000)}}, {{"step": 100}})
+    run.write_checkpoint(100, {{"lora.safetensors": atomic.bytes_writer(b"A" * 1000)}}, {{"step": 100}})
 
     def hang(path):
         path.write_bytes(b"B" * 500)  # half of the file, then the process is killed here
         print("MIDWRITE", flush=True)
         time.sleep(60)
 
-    run.write_checkpoint(200, {{"lora.safetensors": rd.bytes_writer(b"B" * 1000), "optimizer_state.safetensors": hang}},
+    run.write_checkpoint(200, {{"lora.safetensors": atomic.bytes_writer(b"B" * 1000), "optimizer_state.safetensors": hang}},
                          {{"step": 200}})
 """)
 
@@ -169,7 +171,7 @@ def test_checkpoint_killed_mid_write_leaves_previous_latest(tmp_path):
     finally:
         proc.wait(10)
     assert proc.returncode == -signal.SIGKILL
-    temps = [p for p in run_root.iterdir() if p.name.startswith(rd.TEMP_PREFIX)]
+    temps = [p for p in run_root.iterdir() if p.name.startswith(atomic.TEMP_PREFIX)]
     assert len(temps) == 1 and (temps[0] / "lora.safetensors").exists()  # the half-written checkpoint
     run = rd.RunDir(run_root)
     assert run.latest_checkpoint().step == 100

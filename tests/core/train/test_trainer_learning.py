@@ -4,7 +4,7 @@ Teacher = the tiny real Flux + W += U V^T (rank 2) on every layer the LoRA targe
 copy of the float weights). For quantized bases (qint8, qint4) the teacher is the same quantized base
 plus the planted rank-2 branch (the change cannot be written into quantized weights without adding
 quantization error of its own). The student is that base with a fresh rank-4 LoRA, trained by
-`core.trainer.train` to match the teacher's predictions. On held-out inputs (latents, prompts,
+`core.train.trainer.train` to match the teacher's predictions. On held-out inputs (latents, prompts,
 noise, sigmas the loop never saw) the error must fall by >= 90 % and the student must reproduce the
 teacher.
 """

@@ -23,6 +23,7 @@ from typing import Callable, Mapping, Optional, Protocol
 
 import torch
 
+from .. import seeding
 from ..config import TrainConfig
 from ..model import lora, lora_format
 from ..model.adapter import TrainingAdapter
@@ -84,11 +85,6 @@ class TrainingJob:
     target_fn: Optional[TargetFn] = None
 
 
-def _seed(seed: int, step: int, micro: int = 0, stream: int = 0) -> int:
-    """A distinct, reproducible seed per (run seed, step, micro-batch, purpose)."""
-    return (seed * 1_000_003 + step * 8_191 + micro * 131 + stream) % (2**63 - 1)
-
-
 def lora_spec(config: TrainConfig) -> lora.LoraSpec:
     """The LoRA a run with `config` attaches (also what the memory plan counts)."""
     s = config.lora
@@ -122,7 +118,7 @@ class _Loop:
     def attach(self) -> None:
         spec = lora_spec(self.cfg)
         lora.attach_lora(self.module, spec)
-        init_lora(self.module, spec, _seed(self.cfg.train.seed, 0, stream=1))
+        init_lora(self.module, spec, seeding.stream_seed(self.cfg.train.seed, "lora init", 0))
         self.step_seed = use_seeded_dropout(self.module, spec.dropout)
         if self.cfg.lora.init_lora:
             source = lora_format.load_lora(self.cfg.lora.init_lora, self.adapter.family, self.cfg.lora.rank)
@@ -162,14 +158,14 @@ class _Loop:
         x = batch.latents.to(self.device, torch.float32)
         context = batch.context.to(self.device)
         pooled = None if batch.pooled is None else batch.pooled.to(self.device)
-        generator = torch.Generator().manual_seed(_seed(cfg.train.seed, step, micro))
+        generator = seeding.generator(cfg.train.seed, "noise and sigmas", (step, micro))
         noise = torch.randn(x.shape, generator=generator).to(self.device)
         seq_len = image_seq_len(x.shape[-2], x.shape[-1], self.adapter.patch_size)
         sigmas = sample_sigmas(cfg.flow, x.shape[0], generator, image_seq_len=seq_len, device=self.device)
         noisy, target = add_noise(x, noise, sigmas)
         if self.job.target_fn is not None:
             target = self.job.target_fn(noisy, sigmas, batch, noise)
-        self.step_seed.value = _seed(cfg.train.seed, step, micro, stream=2)  # LoRA dropout masks
+        self.step_seed.value = seeding.stream_seed(cfg.train.seed, "lora dropout", (step, micro))
         pred = self.predict(noisy, sigmas, context, pooled)
         mask = None if batch.loss_mask is None else batch.loss_mask.to(self.device)
         loss = flow_loss(pred, target, sigmas, cfg.flow.loss_weighting, mask=mask)

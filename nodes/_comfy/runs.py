@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from ...core.run.atomic import atomic_write, remove_stale_temps
 from ...core.run.event_log import read_events_file
 from ...core.run.events import Record
-from ...core.run.atomic import atomic_write, remove_stale_temps
 from ...core.run.rundir import RunDir
 from ...core.run.runner import RunHandle, RunRegistry, TrainFn, check_run_id, default_registry
 from .host import training_mode

@@ -17,22 +17,18 @@ too, so resuming from checkpoint k and training to N gives the same LoRA as neve
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Protocol
+from typing import Callable, Optional
 
 import torch
 
 from .. import seeding
-from ..config import TrainConfig
 from ..model import lora, lora_format
-from ..model.adapter import TrainingAdapter
 from ..model.lora_random import init_lora, use_seeded_dropout
 from ..run.control import RunControl
 from ..run.curve import write_svg
 from ..run.events import Checkpoint, DatasetReport, Event, Finished, Info, Paused, Preview, Resumed, Started, Step
-from ..run.rundir import RunDir
-from ..run.runner import Throughput, memory_snapshot
+from ..run.progress import Throughput, memory_snapshot
 from .checkpoint import (
     LORA_FILE,
     LoraFileInfo,
@@ -44,54 +40,14 @@ from .checkpoint import (
 )
 from .finite import check_step
 from .flow import add_noise, flow_loss, image_seq_len, sample_sigmas
+from .job import TrainingJob, lora_spec
 from .optim import LoraEMA, build_optimizer, build_scheduler
-from .preview import PreviewSpec, preview_file_name, render_previews
+from .preview import preview_file_name, render_previews
 from .resume import check_resume, trained_on
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Event], object]
-# Regression target for a noisy batch. Default: the flow velocity (noise - x). A teacher model's
-# prediction can be used instead (distillation; the learning proofs use it).
-TargetFn = Callable[[torch.Tensor, torch.Tensor, "Batch", torch.Tensor], torch.Tensor]
-
-
-class Batch(Protocol):
-    latents: torch.Tensor
-    context: torch.Tensor
-    pooled: Optional[torch.Tensor]
-    loss_mask: Optional[torch.Tensor]
-    dop_context: Optional[torch.Tensor]
-    dop_pooled: Optional[torch.Tensor]
-
-
-class TrainingData(Protocol):
-    def batch(self, step: int, batch_size: int | None = None) -> Batch: ...
-
-
-@dataclass
-class TrainingJob:
-    """Everything one run needs. The adapter must be fresh (no LoRA attached yet)."""
-
-    config: TrainConfig
-    adapter: TrainingAdapter
-    data: TrainingData
-    run_dir: RunDir
-    base_fingerprint: str = ""
-    dataset_fingerprint: str = ""
-    """Both recorded in every checkpoint; resuming on others is refused (core/train/resume.py)."""
-    previews: Optional[PreviewSpec] = None
-    dataset_report: Optional[Mapping] = None
-    target_fn: Optional[TargetFn] = None
-
-
-def lora_spec(config: TrainConfig) -> lora.LoraSpec:
-    """The LoRA a run with `config` attaches (also what the memory plan counts)."""
-    s = config.lora
-    return lora.LoraSpec(rank=s.rank, alpha=s.effective_alpha, dropout=s.dropout, init=s.init, targets=s.targets,
-                         train_modulation=s.train_modulation, blocks=s.blocks, exclude_blocks=s.exclude_blocks)
-
-
 def _device_of(module: torch.nn.Module) -> torch.device:
     for tensor in module.parameters():
         return tensor.device

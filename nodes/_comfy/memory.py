@@ -13,8 +13,8 @@ from ...core.errors import FluxLabError
 from ...core.model import flux_family, lora
 from ...core.model.adapter import FluxTrainingAdapter
 from ...core.train import memory_plan
+from ...core.train.job import lora_spec
 from ...core.train.memory_plan import MemoryPlan, RunShape, gib
-from ...core.train.trainer import lora_spec
 from . import host
 
 _SHOWN = dict(rank=16, side=1024, text_tokens=512)

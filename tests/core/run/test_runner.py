@@ -9,14 +9,8 @@ import pytest
 
 from flux_lora_lab.core.run import events as ev
 from flux_lora_lab.core.run.event_log import EventLog
-from flux_lora_lab.core.run.runner import (
-    RunError,
-    RunRegistry,
-    Throughput,
-    check_run_id,
-    default_registry,
-    memory_snapshot,
-)
+from flux_lora_lab.core.run.progress import Throughput, memory_snapshot
+from flux_lora_lab.core.run.runner import RunError, RunRegistry, check_run_id, default_registry
 
 
 def make_train(run_id, total=20, step_s=0.005, gate=None, start_step=0):

@@ -1,0 +1,55 @@
+"""What one training run is given: its settings, the adapter over the model, the data, the run
+folder and the fingerprints that make resume safe (`TrainingJob`), and the LoRA it attaches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional, Protocol
+
+import torch
+
+from ..config import TrainConfig
+from ..model import lora
+from ..model.adapter import TrainingAdapter
+from ..run.rundir import RunDir
+from .preview import PreviewSpec
+
+# Regression target for a noisy batch. Default: the flow velocity (noise - x). A teacher model's
+# prediction can be used instead (distillation; the learning proofs use it).
+TargetFn = Callable[[torch.Tensor, torch.Tensor, "Batch", torch.Tensor], torch.Tensor]
+
+
+class Batch(Protocol):
+    latents: torch.Tensor
+    context: torch.Tensor
+    pooled: Optional[torch.Tensor]
+    loss_mask: Optional[torch.Tensor]
+    dop_context: Optional[torch.Tensor]
+    dop_pooled: Optional[torch.Tensor]
+
+
+class TrainingData(Protocol):
+    def batch(self, step: int, batch_size: int | None = None) -> Batch: ...
+
+
+@dataclass
+class TrainingJob:
+    """Everything one run needs. The adapter must be fresh (no LoRA attached yet)."""
+
+    config: TrainConfig
+    adapter: TrainingAdapter
+    data: TrainingData
+    run_dir: RunDir
+    base_fingerprint: str = ""
+    dataset_fingerprint: str = ""
+    """Both recorded in every checkpoint; resuming on others is refused (core/train/resume.py)."""
+    previews: Optional[PreviewSpec] = None
+    dataset_report: Optional[Mapping] = None
+    target_fn: Optional[TargetFn] = None
+
+
+def lora_spec(config: TrainConfig) -> lora.LoraSpec:
+    """The LoRA a run with `config` attaches (also what the memory plan counts)."""
+    s = config.lora
+    return lora.LoraSpec(rank=s.rank, alpha=s.effective_alpha, dropout=s.dropout, init=s.init, targets=s.targets,
+                         train_modulation=s.train_modulation, blocks=s.blocks, exclude_blocks=s.exclude_blocks)

@@ -3,23 +3,19 @@
 // FluxLabClient and reports toasts and progress through callbacks, so it never touches ComfyUI's
 // app. Its state is display-only and lives in memory; nothing of it goes into a workflow.
 
-import { FluxLabError } from "./client.js";
 import { createLossChart, drawLossChart } from "./chart.js";
-import { RunState, allowedActions, formatDuration, formatMemory } from "./runs.js";
-import { renderDatasetReport } from "./report.js";
+import { FluxLabError } from "./client.js";
+import { ContinueOffer } from "./continue_offer.js";
 import { h } from "./dom.js";
+import { emptyState } from "./empty_state.js";
+import { PreviewStrip } from "./previews.js";
+import { renderDatasetReport } from "./report.js";
+import { RunState, allowedActions, formatDuration, formatMemory, formatNumber } from "./runs.js";
 
 const ACTIONS = [
-    ["pause", "Pause", "pi pi-pause"],
-    ["resume", "Resume", "pi pi-play"],
-    ["checkpoint", "Save now", "pi pi-save"],
-    ["stop", "Stop", "pi pi-stop"],
+    ["pause", "Pause", "pi pi-pause"], ["resume", "Resume", "pi pi-play"],
+    ["checkpoint", "Save now", "pi pi-save"], ["stop", "Stop", "pi pi-stop"],
 ];
-
-function formatNumber(value, digits = 4) {
-    if (value === null || value === undefined || !Number.isFinite(value)) return "–";
-    return Math.abs(value) < 1e-3 && value !== 0 ? value.toExponential(2) : value.toPrecision(digits);
-}
 
 export class FluxLabPanel {
     /**
@@ -27,14 +23,12 @@ export class FluxLabPanel {
      * @param {{toast?: (severity: string, summary: string, detail: string) => void,
      *          onProgress?: (runs: RunState[]) => void,
      *          continueRun?: (runId: string, totalSteps: number | null) => Promise<void>}} hooks
-     *   continueRun queues the run's TrainLoRA again, to `totalSteps` (null: the steps it has).
-     */
+     *   continueRun queues the run's TrainLoRA again, to `totalSteps` (null: the steps it has). */
     constructor(client, hooks = {}) {
         this.client = client;
         this.toast = hooks.toast ?? (() => {});
         this.onProgress = hooks.onProgress ?? (() => {});
-        this.continueRun = hooks.continueRun ?? null;
-        this.continuePending = false;
+        this.offer = new ContinueOffer(hooks.continueRun ?? null, this.toast, () => this.#changed());
         /** @type {Map<string, RunState>} */
         this.runs = new Map();
         this.selectedId = null;
@@ -185,13 +179,7 @@ export class FluxLabPanel {
     #build() {
         this.chart = createLossChart();
         this.listEl = h("ul", { className: "fluxlab-runs", "data-testid": "fluxlab-runs" });
-        this.emptyEl = h("div", { className: "fluxlab-empty", "data-testid": "fluxlab-empty" },
-            h("p", {}, h("strong", {}, "No training runs yet.")),
-            h("p", {}, "To start one: open Templates (the sidebar button, or Workflow → Browse Templates), pick "
-                + "Extensions → comfyui-flux-lora-lab → fluxlab_demo_tiny_cpu, and press Run. It trains a tiny model "
-                + "on the CPU in about a minute, on the images in ComfyUI's input/fluxlab_demo/ (`make demo` writes a set)."),
-            h("p", {}, "For your own LoRA wire LoadFluxForTraining → DatasetFromFolder → TrainLoRA. Runs "
-                + "appear here live, and past runs from output/fluxlab/ are listed too."));
+        this.emptyEl = emptyState();
         this.errorEl = h("div", { className: "fluxlab-error", "data-testid": "fluxlab-error" });
         this.looseReportEl = h("div", { className: "fluxlab-report" });
         this.looseBoxEl = h("details", { className: "fluxlab-report-box", "data-testid": "fluxlab-loose-report" },
@@ -208,15 +196,7 @@ export class FluxLabPanel {
         this.statusEl = h("span", { className: "fluxlab-status", "data-testid": "fluxlab-status" });
         this.barEl = h("div", { className: "fluxlab-progress-fill" });
         this.messageEl = h("div", { className: "fluxlab-message", "data-testid": "fluxlab-message" });
-        this.continueLabelEl = h("span", {});
-        this.continueStepsEl = h("input", { type: "number", min: "1", step: "1", className: "fluxlab-continue-steps",
-            "data-testid": "fluxlab-continue-steps", "aria-label": "more steps" });
-        this.continueButton = h("button", { className: "fluxlab-button", type: "button", "data-action": "continue",
-            onclick: () => this.#continue() }, h("i", { className: "pi pi-forward" }), h("span", {}));
-        this.continueEl = h("div", { className: "fluxlab-continue", "data-testid": "fluxlab-continue" },
-            this.continueLabelEl, this.continueStepsEl, this.continueButton);
-        this.previewEl = h("div", { className: "fluxlab-previews", "data-testid": "fluxlab-previews" });
-        this.previewTitleEl = h("h4", {}, "Previews");
+        this.previews = new PreviewStrip(this.client);
         this.reportEl = h("div", { className: "fluxlab-report", "data-testid": "fluxlab-dataset" });
         this.detailEl = h("section", { className: "fluxlab-detail", "data-testid": "fluxlab-detail" },
             h("div", { className: "fluxlab-detail-head" }, this.titleEl, this.statusEl),
@@ -225,10 +205,10 @@ export class FluxLabPanel {
                 ...stat("step", "Step"), ...stat("loss", "Loss"), ...stat("lr", "Learning rate"),
                 ...stat("its", "Speed"), ...stat("eta", "ETA"), ...stat("memory", "Memory")),
             h("div", { className: "fluxlab-controls" }, ...Object.values(this.buttons)),
-            this.messageEl, this.continueEl,
+            this.messageEl, this.offer.element,
             h("h4", {}, "Loss ", h("span", { className: "fluxlab-legend" }, "raw · smoothed")),
             this.chart,
-            this.previewTitleEl, this.previewEl,
+            this.previews.titleEl, this.previews.element,
             h("details", { className: "fluxlab-report-box" }, h("summary", {}, "Dataset report"), this.reportEl));
         this.element = h("div", { className: "fluxlab-panel", "data-testid": "fluxlab-panel" },
             h("div", { className: "fluxlab-head" }, h("h3", {}, "Flux LoRA Lab"),
@@ -302,9 +282,9 @@ export class FluxLabPanel {
         }
         this.messageEl.textContent = this.#message(run);
         this.messageEl.className = `fluxlab-message${run.status === "failed" ? " fluxlab-error" : ""}`;
-        this.#renderContinue(run);
+        this.offer.render(run);
         drawLossChart(this.chart, run.losses);
-        this.#renderPreviews(run);
+        this.previews.render(run);
         this.reportEl.replaceChildren(renderDatasetReport(run.datasetReport));
     }
 
@@ -315,55 +295,5 @@ export class FluxLabPanel {
         if (run.status === "stopping") return "Stopping after this step…";
         if (!run.historyLoaded && this.historyRequests.has(run.runId)) return "Loading history…";
         return run.info?.message ?? "";
-    }
-
-    /** A run that is over can go on from the panel: a finished one for N more steps, a stopped,
-     * failed or interrupted one resumed from its newest checkpoint. */
-    #renderContinue(run) {
-        const over = !run.live && ["finished", "stopped", "failed", "interrupted"].includes(run.status);
-        this.continueEl.hidden = !over || !this.continueRun;
-        if (this.continueEl.hidden) return;
-        const finished = run.status === "finished";
-        const key = `${run.runId}:${run.status}:${run.step}`;
-        if (this.continueEl.dataset.key !== key) { // a new offer: keep what the user typed otherwise
-            this.continueEl.dataset.key = key;
-            this.continueStepsEl.value = String(Math.max(1, Math.round((run.totalSteps ?? run.step ?? 4) / 4)));
-        }
-        this.continueLabelEl.textContent = finished ? `Finished at step ${run.step ?? "?"}. Train on for ` : "";
-        this.continueStepsEl.hidden = !finished;
-        this.continueButton.lastChild.textContent = finished ? " more steps" : " Resume from the newest checkpoint";
-        this.continueButton.disabled = this.continuePending;
-    }
-
-    async #continue() {
-        const run = this.runs.get(this.selectedId);
-        if (!run || !this.continueRun) return;
-        const finished = run.status === "finished";
-        const more = Math.floor(Number(this.continueStepsEl.value));
-        if (finished && !(more >= 1)) {
-            this.toast("error", `Cannot continue ${run.runId}`, "enter how many more steps to train (1 or more)");
-            return;
-        }
-        this.continuePending = true;
-        this.#changed();
-        try {
-            await this.continueRun(run.runId, finished ? (run.step ?? 0) + more : null);
-        } finally {
-            this.continuePending = false;
-            this.#changed();
-        }
-    }
-
-    #renderPreviews(run) {
-        const preview = run.preview;
-        this.previewTitleEl.textContent = preview ? `Previews · step ${preview.step}` : "Previews";
-        const key = preview ? `${run.runId}:${preview.seq}` : "";
-        if (this.previewEl.dataset.key === key) return; // keep loaded images: no flicker per step
-        this.previewEl.dataset.key = key;
-        const images = preview?.images ?? [];
-        this.previewEl.replaceChildren(...(images.length ? images.map((path) => h("a",
-            { href: this.client.fileUrl(run.runId, path), target: "_blank", rel: "noopener", title: path },
-            h("img", { src: this.client.fileUrl(run.runId, path), alt: `preview at step ${preview.step}: ${path}`, loading: "lazy" })))
-            : [h("p", { className: "fluxlab-muted" }, "No preview images yet.")]));
     }
 }

@@ -184,6 +184,12 @@ export function allowedActions(run) {
     }
 }
 
+/** A loss or learning rate: 4 significant digits, or an exponent below 1e-3. */
+export function formatNumber(value, digits = 4) {
+    if (value === null || value === undefined || !Number.isFinite(value)) return "–";
+    return Math.abs(value) < 1e-3 && value !== 0 ? value.toExponential(2) : value.toPrecision(digits);
+}
+
 /** "1h 02m", "3m 05s", "12s" */
 export function formatDuration(seconds) {
     if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "–";

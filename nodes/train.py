@@ -1,27 +1,18 @@
 """TrainLoRA: the training node. Widgets -> TrainConfig -> a run on a background thread -> outputs.
 
-Widgets are generated from `TrainConfig.describe()`, so every engine setting is on the node with its
-own doc as tooltip and nothing can drift. A widget is named after its setting with the dot replaced
-(`lora.rank` -> `lora_rank`, `optim.betas` -> `optim_beta1` + `optim_beta2`); these names are stable
-(saved workflows store them). Presets and widgets never fight: every setting widget starts at a
-"use the preset" value (-1 for numbers, "preset" in lists and on/off switches, empty text), so
-the config is TrainConfig defaults <- preset <- the widgets the user changed. Settings owned by
-other nodes are not widgets: quantization, training dtype and gradient checkpointing
+The setting widgets and their way back into a TrainConfig are nodes/setting_widgets.py. Settings
+owned by other nodes are not widgets: quantization, training dtype and gradient checkpointing
 (LoadFluxForTraining: they shape the model it builds), the trigger and class word
 (DatasetFromFolder: the captions were encoded with them), and the run name (`run_name`).
 """
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 from comfy_api.latest import io, ui
 
-from ..core.config import ConfigError, TrainConfig, merge_sections
 from ..core.data.report import at_batch_size
-from ..core.presets import PRESETS, STEP_RULES, apply_preset
 from ..core.run.curve import loss_points, render_image
 from ..core.run.events import Info
 from ..core.run.rundir import RunDir
@@ -30,130 +21,9 @@ from ..core.train.resume import ON_EXISTING, settle_run
 from ..core.train.trainer import TrainingJob, train
 from . import types
 from ._comfy import memory, previews, runs, sampling
+from .setting_widgets import PRESET_CHOICES, build_config, setting_widgets
 
-PRESET_CHOICES = (*PRESETS, "custom")  # custom = TrainConfig defaults
-USE_PRESET = "preset"  # list / switch widgets
-UNSET = -1  # number widgets
 MODES = ("wait", "background")
-# Settings that are not TrainLoRA widgets, and who owns them.
-NOT_WIDGETS = {
-    "model.quantize": "LoadFluxForTraining", "train.mixed_precision": "LoadFluxForTraining",
-    "train.gradient_checkpointing": "LoadFluxForTraining", "train.checkpoint_every_n_blocks": "LoadFluxForTraining",
-    "run.trigger": "DatasetFromFolder", "dop.class_word": "DatasetFromFolder", "run.name": "run_name",
-}
-SECTION_ORDER = ("train", "lora", "optim", "flow", "dop", "run")
-BETA_WIDGETS = ("optim_beta1", "optim_beta2")  # optim.betas is a pair: one widget per beta
-FLOAT_STEPS = {"optim.learning_rate": 1e-5, "optim.weight_decay": 1e-5, "optim.eps": 1e-9, "train.ema_decay": 1e-4}
-
-
-def widget_name(key: str) -> str:
-    return key.replace(".", "_")
-
-
-def setting_keys() -> list[str]:
-    """Dotted keys with a widget, in node order."""
-    described = TrainConfig.describe()
-    return [k for s in SECTION_ORDER for k in described if k.split(".")[0] == s and k not in NOT_WIDGETS]
-
-
-@functools.cache  # ComfyUI rebuilds the schema on every /object_info and prompt validation
-def _preset_values(key: str) -> str:
-    """'character: 32, style: 64, concept: 32, custom: 16' for a tooltip."""
-    if key == "train.steps":
-        rules = ", ".join(f"{p}: {n}/image, min {m}" for p, (n, m) in STEP_RULES.items())
-        return f"{rules}, custom: {TrainConfig().train.steps}"
-    section, name = key.split(".")
-    values = []
-    for preset in PRESET_CHOICES:
-        config = TrainConfig() if preset == "custom" else _preset_config(preset)
-        value = getattr(getattr(config, section), name)
-        values.append(f"{preset}: {'same as rank' if value is None else value}")
-    return ", ".join(values)
-
-
-def _preset_config(preset: str) -> TrainConfig:
-    return apply_preset(preset, {"run": {"trigger": "t"}, "dop": {"class_word": "c"}})  # placeholders: DOP needs them
-
-
-def _widget(key: str, meta: dict) -> list[io.Input]:
-    name, kind = widget_name(key), meta["type"]
-    tip = f"{meta['doc']}\n[{key}] Preset values: {_preset_values(key)}."
-    if "choices" in meta:
-        return [io.Combo.Input(name, options=[USE_PRESET, *meta["choices"]], default=USE_PRESET,
-                               tooltip=f"{tip} 'preset' = the preset's value.")]
-    if kind == "bool":
-        return [io.Combo.Input(name, options=[USE_PRESET, "on", "off"], default=USE_PRESET,
-                               tooltip=f"{tip} 'preset' = the preset's value.")]
-    if kind == "int":
-        return [io.Int.Input(name, default=UNSET, min=UNSET, max=_widget_max(meta), tooltip=f"{tip} -1 = the preset's value.")]
-    if kind == "tuple":  # optim.betas
-        return [io.Float.Input(beta, default=UNSET, min=UNSET, max=1.0, step=1e-4,
-                               tooltip=f"{tip} ({beta}) -1 = the preset's value.") for beta in BETA_WIDGETS]
-    if kind.startswith("float"):
-        extra = " 0 = same as rank." if kind != "float" else ""
-        return [io.Float.Input(name, default=UNSET, min=UNSET, max=_widget_max(meta), step=FLOAT_STEPS.get(key, 0.01),
-                               tooltip=f"{tip} -1 = the preset's value.{extra}")]
-    return [io.String.Input(name, default="", tooltip=f"{tip} Empty = the preset's value (no preset sets it).")]
-
-
-def _widget_max(meta: dict):
-    """The setting's own upper bound, so ComfyUI refuses a larger value when the prompt is queued
-    (naming the widget); every bounded setting has one (tests/nodes/test_train_node.py)."""
-    return meta.get("le", meta.get("lt"))
-
-
-def setting_widgets() -> list[io.Input]:
-    described = TrainConfig.describe()
-    return [w for key in setting_keys() for w in _widget(key, described[key])]
-
-
-def overrides_from_widgets(values: dict) -> dict:
-    """Nested overrides for the widgets that differ from their "use the preset" value."""
-    described, out = TrainConfig.describe(), {}
-    for key in setting_keys():
-        section, field = key.split(".")
-        kind, name = described[key]["type"], widget_name(key)
-        if kind == "tuple":
-            betas = [values.get(beta, UNSET) for beta in BETA_WIDGETS]
-            if any(b != UNSET for b in betas):
-                default = described[key]["default"]  # no preset sets betas
-                out.setdefault(section, {})[field] = [d if b == UNSET else b for b, d in zip(betas, default)]
-            continue
-        listed = kind == "bool" or "choices" in described[key]
-        unset = USE_PRESET if listed else "" if kind == "str" else UNSET
-        value = values.get(name, unset)
-        if value == unset:
-            continue
-        if kind == "bool":
-            value = value == "on"
-        elif kind.startswith("float") and kind != "float" and value == 0:
-            value = None  # lora.alpha 0 = same as rank
-        out.setdefault(section, {})[field] = value
-    return out
-
-
-def build_config(preset: str, values: dict, *, run_name: str, trigger: str, class_word: str,
-                 n_images: int | None, model_overrides: dict | None = None) -> TrainConfig:
-    """defaults <- preset (steps by the preset's per-image rule) <- changed widgets <- other nodes' settings."""
-    overrides = overrides_from_widgets(values)
-    fixed = merge_sections(model_overrides or {}, {"run": {"name": run_name, "trigger": trigger},
-                                                   "dop": {"class_word": class_word}})
-    for section, items in fixed.items():
-        overrides.setdefault(section, {}).update(items)
-    try:
-        if preset == "custom":
-            return TrainConfig().with_overrides(overrides)
-        return apply_preset(preset, overrides, n_images=n_images)
-    except ConfigError as err:
-        if err.key == "run.name":
-            where = "widget 'run_name'"
-        elif err.key in NOT_WIDGETS:
-            where = f"setting from {NOT_WIDGETS[err.key]}"
-        elif err.key in TrainConfig.describe():
-            where = f"widget {widget_name(err.key)!r}"
-        else:
-            where = "settings"
-        raise ValueError(f"TrainLoRA {where}: {err}") from err
 
 
 def curve_image(handle) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """TrainLoRA's widgets and config, and the run wiring of nodes/_comfy/runs.py, in-process.
 
-The widgets are generated from TrainConfig.describe(); these tests pin what that promises: every
+The widgets are compiled from the engine's settings (nodes/setting_widgets.py); these tests pin what that promises: every
 engine setting is a widget or is owned by another node, untouched widgets give exactly the preset,
 changed ones override it, and errors name the widget. The run wiring is tested with a stand-in
 train_fn on the real runner: websocket forwarding per session, LoRA publishing, live-name refusal,
@@ -24,6 +24,7 @@ from flux_lora_lab.core.config import TrainConfig  # noqa: E402
 from flux_lora_lab.core.run.events import Checkpoint, Finished, Started, Step  # noqa: E402
 from flux_lora_lab.core.presets import apply_preset  # noqa: E402
 from flux_lora_lab.core.run.runner import RunError  # noqa: E402
+from flux_lora_lab.nodes import setting_widgets as widgets  # noqa: E402
 from flux_lora_lab.nodes import train  # noqa: E402
 from flux_lora_lab.nodes._comfy import routes, runs  # noqa: E402
 
@@ -31,33 +32,33 @@ NAMES = dict(run_name="r1", trigger="ohwx", class_word="woman", n_images=5)
 
 
 def widget_defaults() -> dict:
-    return {i.id: i.default for i in train.setting_widgets()}
+    return {i.id: i.default for i in widgets.setting_widgets()}
 
 
 # -- widgets and config ---------------------------------------------------------------------------
 def test_every_setting_is_a_widget_or_owned_by_another_node():
     described = TrainConfig.describe()
-    ids = {i.id for i in train.setting_widgets()}
-    covered = {k for k in described if train.widget_name(k) in ids} | {"optim.betas"}
-    assert covered | set(train.NOT_WIDGETS) == set(described)
+    ids = {i.id for i in widgets.setting_widgets()}
+    covered = {k for k in described if widgets.widget_name(k) in ids} | {"optim.betas"}
+    assert covered | set(widgets.NOT_WIDGETS) == set(described)
     assert {"optim_beta1", "optim_beta2"} <= ids
-    for widget in train.setting_widgets():
+    for widget in widgets.setting_widgets():
         assert widget.id.isidentifier() and "." not in widget.id
-        assert widget.default in (train.UNSET, train.USE_PRESET, ""), widget.id
+        assert widget.default in (widgets.UNSET, widgets.USE_PRESET, ""), widget.id
         assert "Preset values" in widget.tooltip and "preset" in widget.tooltip
-    rank = next(w for w in train.setting_widgets() if w.id == "lora_rank")
+    rank = next(w for w in widgets.setting_widgets() if w.id == "lora_rank")
     assert described["lora.rank"]["doc"] in rank.tooltip and "character: 32" in rank.tooltip
 
 
 def test_every_number_widget_has_its_settings_upper_bound():
     """lr 1e6 or rank 100000 are refused by ComfyUI when queued, not found out in the thread."""
     described = TrainConfig.describe()
-    for key in train.setting_keys():
+    for key in widgets.setting_widget_map():
         meta = described[key]
         if meta["type"] in ("int", "float", "float | None") and "choices" not in meta:
-            widget = next(w for w in train.setting_widgets() if w.id == train.widget_name(key))
+            widget = next(w for w in widgets.setting_widgets() if w.id == widgets.widget_name(key))
             assert widget.max is not None and widget.max == meta.get("le", meta.get("lt")), key
-    rank = next(w for w in train.setting_widgets() if w.id == "lora_rank")
+    rank = next(w for w in widgets.setting_widgets() if w.id == "lora_rank")
     assert rank.max == 1024
 
 
@@ -66,7 +67,7 @@ def test_every_number_widget_has_its_settings_upper_bound():
 ])
 def test_untouched_widgets_give_exactly_the_preset(preset, rank, sampling, lr, dop):
     """The values are written out here (the presets the README documents), not read from core."""
-    config = train.build_config(preset, widget_defaults(), **NAMES)
+    config = widgets.build_config(preset, widget_defaults(), **NAMES)
     assert (config.lora.rank, config.lora.effective_alpha, config.lora.targets) == (rank, float(rank), "all")
     assert (config.flow.timestep_sampling, config.optim.learning_rate, config.dop.enabled) == (sampling, lr, dop)
     assert config.train.steps == max(300, (100 if preset == "style" else 27) * 5)
@@ -76,25 +77,25 @@ def test_untouched_widgets_give_exactly_the_preset(preset, rank, sampling, lr, d
 
 
 def test_custom_is_the_engine_defaults():
-    config = train.build_config("custom", widget_defaults(), **NAMES)
+    config = widgets.build_config("custom", widget_defaults(), **NAMES)
     assert config == TrainConfig().with_overrides({"run": {"name": "r1", "trigger": "ohwx"}, "dop": {"class_word": "woman"}})
 
 
 def test_changed_widgets_override_the_preset():
     values = {**widget_defaults(), "lora_rank": 8, "optim_beta2": 0.99, "train_ema": "off", "lora_blocks": "double:0",
               "flow_timestep_sampling": "sigmoid", "optim_learning_rate": 3e-4, "train_steps": 12}
-    config = train.build_config("character", values, **NAMES)
+    config = widgets.build_config("character", values, **NAMES)
     assert config.lora.rank == 8 and config.lora.effective_alpha == 8.0, "alpha follows rank as in the preset"
     assert config.optim.betas == (0.9, 0.99) and config.train.ema is False and config.lora.blocks == "double:0"
     assert config.flow.timestep_sampling == "sigmoid" and config.optim.learning_rate == 3e-4
     assert config.train.steps == 12 and config.dop.enabled is True, "what was not changed stays the preset's"
-    assert train.build_config("custom", {"lora_alpha": 0.0, "lora_rank": 4}, **NAMES).lora.alpha is None
-    assert train.build_config("custom", {"lora_alpha": 2.0}, **NAMES).lora.alpha == 2.0
+    assert widgets.build_config("custom", {"lora_alpha": 0.0, "lora_rank": 4}, **NAMES).lora.alpha is None
+    assert widgets.build_config("custom", {"lora_alpha": 2.0}, **NAMES).lora.alpha == 2.0
 
 
 def test_settings_of_other_nodes_win():
     model = {"train": {"mixed_precision": "no", "gradient_checkpointing": False}, "model": {"quantize": "qint8"}}
-    config = train.build_config("style", {}, model_overrides=model, **NAMES)
+    config = widgets.build_config("style", {}, model_overrides=model, **NAMES)
     assert (config.train.mixed_precision, config.train.gradient_checkpointing, config.model.quantize) == ("no", False, "qint8")
     assert (config.run.trigger, config.dop.class_word) == ("ohwx", "woman")
 
@@ -109,7 +110,7 @@ def test_settings_of_other_nodes_win():
 def test_bad_values_name_the_widget(preset, values, words):
     names = dict(NAMES, class_word="") if preset == "character" else NAMES
     with pytest.raises(ValueError) as error:
-        train.build_config(preset, values, **names)
+        widgets.build_config(preset, values, **names)
     for word in words:
         assert word in str(error.value)
 
@@ -264,3 +265,13 @@ def test_in_training_is_set_while_any_run_trains_and_restored_after(tmp_path):
     a.join(10), b.join(10)
     assert seen == {"first": True, "second_after_first": True}
     assert mm.in_training is False
+
+
+def test_one_map_names_the_widgets_of_every_setting_for_errors_too():
+    """The map that builds the widgets also reads them back and names them in errors (a pair too)."""
+    table = widgets.setting_widget_map()
+    assert table["optim.betas"].names == ("optim_beta1", "optim_beta2") and table["optim.betas"].kind == "pair"
+    assert (table["lora.alpha"].kind, table["train.ema"].kind, table["lora.targets"].kind) == ("optional_float", "switch", "choice")
+    assert widgets.overrides_from_widgets({"optim_beta2": 0.95}) == {"optim": {"betas": [0.9, 0.95]}}
+    with pytest.raises(ValueError, match=r"TrainLoRA widget 'optim_beta1' / 'optim_beta2': optim.betas"):
+        widgets.build_config("custom", {"optim_beta1": 1.0}, **NAMES)

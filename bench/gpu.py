@@ -109,6 +109,7 @@ def one(config: dict) -> dict:
 
     register_pack()
     from flux_lora_lab.core.model import lora, quant
+    from flux_lora_lab.core.sections import LoraSettings
     from flux_lora_lab.core.train import memory_plan
     from flux_lora_lab.core.model.adapter import FluxTrainingAdapter
     from flux_lora_lab.core.config import TrainConfig
@@ -125,7 +126,7 @@ def one(config: dict) -> dict:
         _store_blocks_in_fp8(owner)
     adapter = FluxTrainingAdapter.adopt(owner, checkpointing=config["checkpointing"])
     shape = memory_plan.shape_of(adapter.module, "flux1", 4.0)
-    names = lora.target_names(adapter.module, lora.LoraSpec(rank=16, targets="all"))
+    names = lora.target_names(adapter.module, LoraSettings(rank=16, targets="all"))
     run = memory_plan.RunShape(quantization="none" if mode == "fp8" else mode, compute="bf16",
                                lora_params=memory_plan.lora_parameter_count(adapter.module, names, 16), optimizer="adamw",
                                ema=False, batch=1, tokens=(config["px"] // 16) ** 2 + TEXT_TOKENS,

@@ -51,6 +51,8 @@ def one(checkpointing: bool, side: int) -> dict:
     import comfy.ops
 
     from flux_lora_lab.core.model import lora
+
+    from flux_lora_lab.core.sections import LoraSettings
     from flux_lora_lab.core.train import memory_plan
     from flux_lora_lab.core.model.adapter import FluxTrainingAdapter
     from flux_lora_lab.nodes._comfy.host import flux_params
@@ -62,7 +64,7 @@ def one(checkpointing: bool, side: int) -> dict:
             p.normal_(0.0, 0.02)
     adapter = FluxTrainingAdapter.adopt(owner, checkpointing=checkpointing)
     shape = memory_plan.shape_of(adapter.module, "flux1", 4.0)
-    names = lora.target_names(adapter.module, lora.LoraSpec(rank=16, targets="all"))
+    names = lora.target_names(adapter.module, LoraSettings(rank=16, targets="all"))
     run = memory_plan.RunShape(quantization="none", compute="bf16",
                                lora_params=memory_plan.lora_parameter_count(adapter.module, names, 16),
                                optimizer="adamw", ema=False, batch=1, tokens=(side // 2) ** 2 + TEXT,
@@ -74,7 +76,7 @@ def one(checkpointing: bool, side: int) -> dict:
     pooled = torch.randn(1, 768, generator=g, dtype=torch.bfloat16)
     base_mb = (_status_kb("VmRSS") or 0) / 1024
     _reset_peak()
-    lora.attach_lora(adapter.module, lora.LoraSpec(rank=16, targets="all"))
+    lora.attach_lora(adapter.module, LoraSettings(rank=16, targets="all"))
     params = [p for _, p in lora.trainable_parameters(adapter.module)]
     for p in params:
         p.requires_grad_(True)

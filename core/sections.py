@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
+from .lora_selection import TARGET_PRESETS, parse_blocks
 from .setting import Section, setting
 
 MAX_LEARNING_RATE = 0.1
@@ -44,7 +45,7 @@ class LoraSettings(Section):
                            "single-block linear1/linear2), 'all' (attention + the double-block MLPs), "
                            "'mmdit' (double blocks only), 'context' (the text stream only: "
                            "experimental). 'attention' saves memory on big models.",
-                           choices=("attention", "all", "mmdit", "context"))
+                           choices=TARGET_PRESETS)
     train_modulation: bool = setting(False, "Also train the modulation linears (adaLN) of the streams "
                                      "the target preset touches. Off by default: they are large and "
                                      "kohya's Flux trainer leaves them out too.")
@@ -54,6 +55,13 @@ class LoraSettings(Section):
                                   "applied after it.")
     init_lora: str = setting("", "Path of a LoRA .safetensors to start from (continue training); "
                              "empty = start fresh. Its rank must equal lora.rank.")
+
+    def _check(self) -> None:
+        for name in ("blocks", "exclude_blocks"):
+            try:
+                parse_blocks(getattr(self, name), setting=name)
+            except ValueError as err:
+                self._fail(name, str(err).removeprefix(f"{name}: "))
 
     @property
     def effective_alpha(self) -> float:

@@ -2,7 +2,7 @@
 
 Works on any nn.Module whose submodules carry the BFL names (`double_blocks.0.img_attn.qkv`,
 `single_blocks.3.linear1`, ...): ComfyUI's Flux and our training tree (core/model/flux.py) alike; which
-of them a LoRA trains is core/model/lora_targets.py's (presets, block selections, `LoraSpec`). peft's
+of them a LoRA trains is core/model/lora_targets.py's, from the run's `lora` settings. peft's
 layers are injected in place (`peft.inject_adapter_in_model`), so the module keeps its class and
 its forward; no PeftModel wrapper appears. The scale is peft's `alpha / rank`, exactly what
 ComfyUI's loader applies (delta W = alpha / rank * up @ down), so a saved file reproduces training.
@@ -23,9 +23,11 @@ from torch import nn
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 
-from .lora_targets import TARGET_PRESETS, LoraSpec, parse_blocks, target_names
+from ..lora_selection import TARGET_PRESETS, parse_blocks
+from ..sections import LoraSettings
+from .lora_targets import target_names
 
-__all__ = ["ADAPTER", "TARGET_PRESETS", "LoraSpec", "LoraWeights", "attach_lora", "load_lora_state_dict", "lora_disabled",
+__all__ = ["ADAPTER", "TARGET_PRESETS", "LoraWeights", "attach_lora", "load_lora_state_dict", "lora_disabled",
            "lora_layers", "lora_state_dict", "parse_blocks", "target_names", "trainable_parameters"]
 
 ADAPTER = "default"
@@ -48,7 +50,7 @@ class LoraWeights:
         return (self.up.double() @ self.down.double()) * (float(self.alpha) / self.rank)
 
 
-def attach_lora(module: nn.Module, spec: LoraSpec, dtype: torch.dtype = torch.float32) -> list:
+def attach_lora(module: nn.Module, spec: LoraSettings, dtype: torch.dtype = torch.float32) -> list:
     """Inject peft LoRA layers on `spec`'s targets of `module` in place; return their BFL names.
 
     Everything else in `module` is frozen (requires_grad=False, peft's rule; that includes base
@@ -61,7 +63,7 @@ def attach_lora(module: nn.Module, spec: LoraSpec, dtype: torch.dtype = torch.fl
     names = target_names(module, spec)
     config = LoraConfig(
         r=spec.rank,
-        lora_alpha=spec.alpha,
+        lora_alpha=spec.effective_alpha,
         lora_dropout=spec.dropout,
         init_lora_weights=True if spec.init == "default" else spec.init,
         target_modules="^(?:" + "|".join(re.escape(n) for n in names) + ")$",

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..sections import LoraSettings
 from ..seeding import stream_seed
-from .lora import ADAPTER, LoraSpec, lora_layers
+from .lora import ADAPTER, lora_layers
 
 
-def init_lora(module: nn.Module, spec: LoraSpec, seed: int) -> None:
+def init_lora(module: nn.Module, spec: LoraSettings, seed: int) -> None:
     """Draw every attached LoRA pair of `module` from (seed, layer name), in place."""
     with torch.no_grad():
         for name, layer in lora_layers(module).items():

@@ -1,5 +1,5 @@
-"""Which linears of a Flux a LoRA trains: the target presets, block selections, and the
-`LoraSpec` that carries them (core/model/lora.py attaches the LoRA there).
+"""Which linears of a Flux a LoRA trains, from the run's `lora` settings (core/sections.py
+LoraSettings: targets, train_modulation, blocks, exclude_blocks); core/model/lora.py attaches it.
 
 Target presets (which linears of each block a LoRA trains):
 - `attention`: double blocks img/txt `attn.qkv` + `attn.proj`; single blocks `linear1` + `linear2`.
@@ -21,13 +21,12 @@ there shifts every sample's per-timestep scale and shift alike; they are also th
 
 import re
 from dataclasses import dataclass
-from typing import Mapping
 
 from torch import nn
 
-TARGET_PRESETS = ("attention", "all", "mmdit", "context")
-INITS = ("default", "gaussian")
-SECTIONS = ("double", "single")
+from ..lora_selection import SECTIONS, parse_blocks
+from ..sections import LoraSettings
+
 
 _DOUBLE = re.compile(r"double_blocks\.(\d+)\.(img|txt)_(attn\.qkv|attn\.proj|mlp\.0|mlp\.2|mod\.lin)")
 _SINGLE = re.compile(r"single_blocks\.(\d+)\.(linear1|linear2|modulation\.lin)")
@@ -57,82 +56,6 @@ _TARGET_RULES = {
 }
 
 
-@dataclass(frozen=True)
-class LoraSpec:
-    """What to train: the engine's LoRA settings (core/config.py maps user options onto this)."""
-
-    rank: int = 16
-    """Inner dimension r of each LoRA pair (down: r x in, up: out x r)."""
-    alpha: float = 16.0
-    """Scale numerator: delta W = alpha / rank * up @ down (ComfyUI's rule; alpha = rank gives 1)."""
-    dropout: float = 0.0
-    """Dropout on the LoRA branch input while the module is in train() mode (peft's lora_dropout)."""
-    init: str = "default"
-    """`default`: down kaiming-uniform, up zero. `gaussian`: down normal(0, 1/rank), up zero.
-    Both start at delta W = 0. PiSSA/OLoRA are refused: they rewrite the base weights, which are
-    shared with ComfyUI's model."""
-    targets: str = "attention"
-    """Preset: attention | all | mmdit | context (see the module docstring)."""
-    train_modulation: bool = False
-    """Also train the modulation linears of the streams the preset touches."""
-    blocks: str = ""
-    """Only these blocks, e.g. `double:0-9,single:20-37` or `double:0,2,4-6`; empty = every block.
-    Applies to block linears only (`txt_in` and Flux.2's shared modulations are not in a block)."""
-    exclude_blocks: str = ""
-    """Blocks to leave out, same syntax as `blocks`; applied after it."""
-
-    def __post_init__(self):
-        if not (isinstance(self.rank, int) and self.rank >= 1):
-            raise ValueError(f"LoRA rank must be a positive integer, got {self.rank!r}")
-        if not self.alpha > 0:
-            raise ValueError(f"LoRA alpha must be > 0, got {self.alpha!r} (use alpha = rank for a scale of 1)")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
-        if self.init not in INITS:
-            raise ValueError(f"LoRA init {self.init!r} is not supported; choose one of {INITS}")
-        if self.targets not in TARGET_PRESETS:
-            raise ValueError(f"LoRA targets {self.targets!r} is not a preset; choose one of {TARGET_PRESETS}")
-        parse_blocks(self.blocks, setting="blocks")
-        parse_blocks(self.exclude_blocks, setting="exclude_blocks")
-
-
-def parse_blocks(selection, setting: str = "blocks") -> dict:
-    """`"double:0-9,single:20-37"` or `{"double": [0, 1], "single": "3-5"}` -> {section: frozenset}.
-
-    Grammar: comma-separated tokens `section:range` or `range`, where a bare range continues the
-    previous section and a range is `n` or `a-b` (inclusive). Empty -> {} (no restriction).
-    """
-    if selection is None or selection == "":
-        return {}
-    if isinstance(selection, Mapping):
-        out = {}
-        for section, indices in selection.items():
-            if section not in SECTIONS:
-                raise ValueError(f"{setting}: unknown section {section!r}; use one of {SECTIONS}")
-            text = indices if isinstance(indices, str) else ",".join(str(i) for i in indices)
-            out[section] = parse_blocks(f"{section}:{text}", setting)[section] if text else frozenset()
-        return out
-    if not isinstance(selection, str):
-        raise ValueError(f"{setting}: expected a string like 'double:0-9,single:20-37' or a dict, got {selection!r}")
-    out, section = {}, None
-    for raw in selection.split(","):
-        token = raw.strip()
-        if ":" in token:
-            section, _, token = (part.strip() for part in token.partition(":"))
-            if section not in SECTIONS:
-                raise ValueError(f"{setting}: unknown section {section!r} in {raw.strip()!r}; use 'double:' or 'single:'")
-        if section is None:
-            raise ValueError(f"{setting}: token {raw.strip()!r} names no section; start with 'double:' or 'single:'")
-        match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", token)
-        if not match:
-            raise ValueError(f"{setting}: bad token {raw.strip()!r} in {selection!r}; expected 'n' or 'a-b', e.g. 'double:0-9,single:20-37'")
-        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
-        if last < first:
-            raise ValueError(f"{setting}: range {raw.strip()!r} runs backwards; write '{last}-{first}'")
-        out[section] = out.get(section, frozenset()) | frozenset(range(first, last + 1))
-    return out
-
-
 def _classify(name: str):
     """BFL linear name -> (section, block index or None, stream, role), or None if never a target."""
     if m := _DOUBLE.fullmatch(name):
@@ -153,7 +76,7 @@ def _inside_lora(name: str) -> bool:
     return any(part in ("lora_A", "lora_B", "base_layer") for part in name.split("."))
 
 
-def target_names(module: nn.Module, spec: LoraSpec) -> list:
+def target_names(module: nn.Module, spec: LoraSettings) -> list:
     """The BFL names of the linears `spec` trains in `module`, in module order."""
     preset = _TARGET_RULES[spec.targets]
     roles = preset.roles | ({"mod"} if spec.train_modulation else set())

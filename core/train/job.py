@@ -1,5 +1,5 @@
 """What one training run is given: its settings, the adapter over the model, the data, the run
-folder and the fingerprints that make resume safe (`TrainingJob`), and the LoRA it attaches."""
+folder and the fingerprints that make resume safe (`TrainingJob`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Callable, Mapping, Optional, Protocol
 import torch
 
 from ..config import TrainConfig
-from ..model import lora
 from ..model.adapter import TrainingAdapter
 from ..run.rundir import RunDir
 from .preview import PreviewSpec
@@ -47,9 +46,3 @@ class TrainingJob:
     dataset_report: Optional[Mapping] = None
     target_fn: Optional[TargetFn] = None
 
-
-def lora_spec(config: TrainConfig) -> lora.LoraSpec:
-    """The LoRA a run with `config` attaches (also what the memory plan counts)."""
-    s = config.lora
-    return lora.LoraSpec(rank=s.rank, alpha=s.effective_alpha, dropout=s.dropout, init=s.init, targets=s.targets,
-                         train_modulation=s.train_modulation, blocks=s.blocks, exclude_blocks=s.exclude_blocks)

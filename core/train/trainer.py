@@ -40,7 +40,7 @@ from .checkpoint import (
 )
 from .finite import check_step
 from .flow import add_noise, flow_loss, image_seq_len, sample_sigmas
-from .job import TrainingJob, lora_spec
+from .job import TrainingJob
 from .optim import LoraEMA, build_optimizer, build_scheduler
 from .preview import preview_file_name, render_previews
 from .resume import check_resume, trained_on
@@ -72,7 +72,7 @@ class _Loop:
 
     # -- set-up -----------------------------------------------------------------------------------
     def attach(self) -> None:
-        spec = lora_spec(self.cfg)
+        spec = self.cfg.lora
         lora.attach_lora(self.module, spec)
         init_lora(self.module, spec, seeding.stream_seed(self.cfg.train.seed, "lora init", 0))
         self.step_seed = use_seeded_dropout(self.module, spec.dropout)

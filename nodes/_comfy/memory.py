@@ -13,7 +13,6 @@ from ...core.errors import FluxLabError
 from ...core.model import flux_family, lora
 from ...core.model.adapter import FluxTrainingAdapter
 from ...core.train import memory_plan
-from ...core.train.job import lora_spec
 from ...core.train.memory_plan import MemoryPlan, RunShape, gib
 from . import host
 
@@ -90,7 +89,7 @@ def run_plan(handle, config: TrainConfig, data) -> MemoryPlan:
 def _run_shape(tree: nn.Module, config: TrainConfig, data) -> RunShape:
     """The run's LoRA targets and rank, optimizer, EMA, batch, checkpointing, and the largest batch
     the dataset will give (image tokens of the largest bucket + the text length)."""
-    names = lora.target_names(tree, lora_spec(config))
+    names = lora.target_names(tree, config.lora)
     width, height = max(data.buckets, key=lambda wh: wh[0] * wh[1])
     text_tokens = data.batch(0, 1).context.shape[1]
     t = config.train

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from flux_lora_lab.core.sections import LoraSettings
 from flux_lora_lab.core.model import lora
 from flux_lora_lab.core.config import TrainConfig
 from flux_lora_lab.core.run.control import RunControl
@@ -47,7 +48,7 @@ def test_swapping_blocks_trains_the_same_lora(tmp_path, checkpointing):
 
 def test_the_schedule_brings_each_block_in_for_its_forward_and_its_recomputation():
     adapter = adopt(tiny_owner("flux1-dev", seed=3), checkpointing=False)
-    lora.attach_lora(adapter.module, lora.LoraSpec(rank=2, targets="all"))
+    lora.attach_lora(adapter.module, LoraSettings(rank=2, targets="all"))
     for _, p in lora.trainable_parameters(adapter.module):
         p.requires_grad_(True)
     adapter.swap_blocks(2, torch.device("cpu"))

@@ -23,6 +23,7 @@ from diffusers import Flux2Pipeline, Flux2Transformer2DModel, FluxPipeline, Flux
 from diffusers.loaders.single_file_utils import convert_flux2_transformer_checkpoint_to_diffusers  # noqa: E402
 from peft.tuners.lora import LoraLayer  # noqa: E402
 
+from flux_lora_lab.core.sections import LoraSettings  # noqa: E402
 from flux_lora_lab.core.model import lora, lora_format  # noqa: E402
 from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import TINY_FLUX_CONFIGS, TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
@@ -112,7 +113,7 @@ def test_diffusers_applies_exactly_the_trained_change(tmp_path, variant, targets
     comfy_model = build_tiny_flux_transformer(TinyFluxSpec(variant))
     bfl = {k: v.detach().clone() for k, v in comfy_model.state_dict().items()}
     adapter = FluxTrainingAdapter.adopt(comfy_model, checkpointing=False)
-    lora.attach_lora(adapter.module, lora.LoraSpec(rank=4, alpha=3.0, targets=targets, blocks=blocks, train_modulation=True))
+    lora.attach_lora(adapter.module, LoraSettings(rank=4, alpha=3.0, targets=targets, blocks=blocks, train_modulation=True))
     g = torch.Generator().manual_seed(11)
     lora.load_lora_state_dict(adapter.module, {
         n: lora.LoraWeights(0.3 * torch.randn(w.down.shape, generator=g), 0.3 * torch.randn(w.up.shape, generator=g), w.alpha)

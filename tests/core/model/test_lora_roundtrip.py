@@ -18,19 +18,20 @@ import_comfy()
 import comfy.sd  # noqa: E402
 import comfy.utils  # noqa: E402
 
+from flux_lora_lab.core.sections import LoraSettings  # noqa: E402
 from flux_lora_lab.core.model import lora, lora_format  # noqa: E402
 from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer, build_tiny_model_patcher  # noqa: E402
 
 CASES = [  # variant, spec, layout: every key shape the presets produce appears in some case
-    ("flux1-dev", lora.LoraSpec(rank=4, alpha=4.0, targets="all", train_modulation=True), "kohya"),
-    ("flux1-dev", lora.LoraSpec(rank=4, alpha=1.5, targets="context", train_modulation=True), "kohya"),
-    ("flux1-schnell", lora.LoraSpec(rank=3, alpha=12.0, targets="attention", blocks="double:1,single:0-1"), "kohya"),
-    ("flux1-dev", lora.LoraSpec(rank=4, alpha=3.0, targets="all", train_modulation=True), "diffusers"),
-    ("flux1-dev", lora.LoraSpec(rank=4, alpha=1.5, targets="context", train_modulation=True), "diffusers"),
-    ("flux2-dev", lora.LoraSpec(rank=4, alpha=4.0, targets="all", train_modulation=True), "kohya"),
-    ("flux2-dev", lora.LoraSpec(rank=2, alpha=7.0, targets="context"), "kohya"),
-    klein_param(lora.LoraSpec(rank=4, alpha=4.0, targets="all", train_modulation=True), "kohya"),
+    ("flux1-dev", LoraSettings(rank=4, alpha=4.0, targets="all", train_modulation=True), "kohya"),
+    ("flux1-dev", LoraSettings(rank=4, alpha=1.5, targets="context", train_modulation=True), "kohya"),
+    ("flux1-schnell", LoraSettings(rank=3, alpha=12.0, targets="attention", blocks="double:1,single:0-1"), "kohya"),
+    ("flux1-dev", LoraSettings(rank=4, alpha=3.0, targets="all", train_modulation=True), "diffusers"),
+    ("flux1-dev", LoraSettings(rank=4, alpha=1.5, targets="context", train_modulation=True), "diffusers"),
+    ("flux2-dev", LoraSettings(rank=4, alpha=4.0, targets="all", train_modulation=True), "kohya"),
+    ("flux2-dev", LoraSettings(rank=2, alpha=7.0, targets="context"), "kohya"),
+    klein_param(LoraSettings(rank=4, alpha=4.0, targets="all", train_modulation=True), "kohya"),
 ]
 
 
@@ -89,7 +90,7 @@ def test_saved_lora_loaded_by_comfyui_reproduces_training_outputs(tmp_path, capl
 
 @pytest.mark.parametrize("variant", ["flux1-dev", "flux2-dev", klein_param()])
 def test_saved_lora_loads_back_bit_exactly_for_resume(tmp_path, variant):
-    spec = lora.LoraSpec(rank=4, alpha=2.0, targets="all", train_modulation=True)
+    spec = LoraSettings(rank=4, alpha=2.0, targets="all", train_modulation=True)
     first = FluxTrainingAdapter.adopt(build_tiny_flux_transformer(TinyFluxSpec(variant)), checkpointing=False)
     lora.attach_lora(first.module, spec)
     _randomize_lora(first.module)

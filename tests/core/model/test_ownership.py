@@ -9,6 +9,7 @@ from tests.comfy_host import import_comfy, klein_param
 
 import_comfy()
 
+from flux_lora_lab.core.sections import LoraSettings  # noqa: E402
 from flux_lora_lab.core.model import lora  # noqa: E402
 from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.core.model.ownership import own_leaves  # noqa: E402
@@ -88,7 +89,7 @@ def test_fp8_stored_weights_train_without_a_wider_copy_and_with_exact_gradients(
     owner_storage = {p.data_ptr() for p in owner.parameters()}
     assert all(w.data_ptr() in owner_storage for w in fp8), "the fp8 tensors are shared, not widened"
 
-    lora.attach_lora(adapter.module, lora.LoraSpec(rank=4, alpha=4.0, targets="all"))  # fp32 LoRA over the fp8 base
+    lora.attach_lora(adapter.module, LoraSettings(rank=4, alpha=4.0, targets="all"))  # fp32 LoRA over the fp8 base
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for _, param in lora.trainable_parameters(adapter.module):

@@ -13,6 +13,7 @@ from tests.comfy_host import import_comfy
 
 import_comfy()
 
+from flux_lora_lab.core.sections import LoraSettings  # noqa: E402
 from flux_lora_lab.core.model import lora, quant  # noqa: E402
 from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
@@ -65,7 +66,7 @@ def test_lora_on_a_quantized_base_adds_the_exact_delta_and_trains(mode):
     snapshot = _owner_snapshot(owner)
     adapter = FluxTrainingAdapter.adopt(owner, checkpointing=True)
     quant.quantize_base(adapter.module, mode)
-    lora.attach_lora(adapter.module, lora.LoraSpec(targets="all", rank=4, alpha=2.0))
+    lora.attach_lora(adapter.module, LoraSettings(targets="all", rank=4, alpha=2.0))
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for _, p in lora.trainable_parameters(adapter.module):
@@ -95,7 +96,7 @@ def test_quantize_rejects_lora_first_and_unknown_modes():
         quant.quantize_base(adapter.module, "int3")
     assert quant.quantize_base(adapter.module, "none") == 0
     assert not any(quant.is_quantized(m) for m in adapter.module.modules())
-    lora.attach_lora(adapter.module, lora.LoraSpec())
+    lora.attach_lora(adapter.module, LoraSettings())
     with pytest.raises(ValueError, match="before attaching LoRA"):
         quant.quantize_base(adapter.module, "qint8")
     with pytest.raises(ValueError, match="no linear layers"):
@@ -127,7 +128,7 @@ def test_bf16_layers_of_real_width_use_quanto_kernels_and_pass_gradients(mode):
     tree.single_blocks[0].linear1 = nn.Linear(256, 384).to(torch.bfloat16)
     float_layer = tree.single_blocks[0].linear1
     quant.quantize_base(tree, mode)
-    lora.attach_lora(tree, lora.LoraSpec(rank=4, targets="attention"))
+    lora.attach_lora(tree, LoraSettings(rank=4, targets="attention"))
     layer = tree.single_blocks[0].linear1
     if mode == "qint4":
         assert type(layer.base_layer.weight).__name__ == "TinyGemmWeightQBitsTensor"

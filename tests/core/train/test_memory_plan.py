@@ -15,6 +15,7 @@ import_comfy()
 import comfy.ldm.flux.model  # noqa: E402
 import comfy.ops  # noqa: E402
 
+from flux_lora_lab.core.sections import LoraSettings
 from flux_lora_lab.core.model import lora
 from flux_lora_lab.core.train import memory_plan  # noqa: E402
 from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402
@@ -34,7 +35,7 @@ def saved_bytes(variant, hidden, double, single, side, compute):
     for p in owner.parameters():
         torch.nn.init.normal_(p, std=0.02)
     adapter = FluxTrainingAdapter.adopt(owner, checkpointing=False)
-    lora.attach_lora(adapter.module, lora.LoraSpec(rank=16, targets="all"))
+    lora.attach_lora(adapter.module, LoraSettings(rank=16, targets="all"))
     p = owner.params
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(1, p.in_channels, side, side, generator=g).to(dtype)

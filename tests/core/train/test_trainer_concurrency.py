@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from flux_lora_lab.core.sections import LoraSettings
 from flux_lora_lab.core.model import lora
 from flux_lora_lab.core.run.control import RunControl
 from flux_lora_lab.core.model.lora_random import SeededDropout, StepSeed, init_lora, use_seeded_dropout
@@ -59,7 +60,7 @@ def test_two_runs_at_once_each_equal_the_run_alone(tmp_path):
 
 def test_init_and_dropout_do_not_touch_the_global_generator():
     module = adopt(tiny_owner("flux1-dev", seed=1)).module
-    spec = lora.LoraSpec(rank=4, dropout=0.5, targets="attention")
+    spec = LoraSettings(rank=4, dropout=0.5, targets="attention")
     lora.attach_lora(module, spec)
     torch.manual_seed(0)
     before = torch.get_rng_state()
@@ -83,7 +84,7 @@ def test_init_and_dropout_do_not_touch_the_global_generator():
 def test_init_draws_peft_distributions_from_the_seed(init):
     def drawn(seed):
         module = adopt(tiny_owner("flux1-dev", seed=1)).module
-        spec = lora.LoraSpec(rank=4, init=init, targets="attention")
+        spec = LoraSettings(rank=4, init=init, targets="attention")
         lora.attach_lora(module, spec)
         init_lora(module, spec, seed)
         return lora.lora_state_dict(module)
@@ -100,7 +101,7 @@ def test_init_draws_peft_distributions_from_the_seed(init):
 
 def test_step_seed_is_shared_by_every_layer():
     module = adopt(tiny_owner("flux1-dev", seed=1)).module
-    lora.attach_lora(module, lora.LoraSpec(rank=2, dropout=0.1, targets="attention"))
+    lora.attach_lora(module, LoraSettings(rank=2, dropout=0.1, targets="attention"))
     step_seed = use_seeded_dropout(module, 0.1)
     seeds = {id(layer.lora_dropout["default"].step_seed) for layer in lora.lora_layers(module).values()}
     assert seeds == {id(step_seed)} and isinstance(step_seed, StepSeed)

@@ -9,6 +9,7 @@ token (what core/data builds from the class word).
 import pytest
 import torch
 
+from flux_lora_lab.core.sections import LoraSettings
 from flux_lora_lab.core.model import lora
 from flux_lora_lab.core.config import TrainConfig
 from flux_lora_lab.core.run.control import RunControl
@@ -53,7 +54,7 @@ def distances(student, teacher, data):
 @pytest.mark.slow
 def test_dop_keeps_no_trigger_outputs_near_the_base(tmp_path):
     owner = tiny_owner("flux1-dev", seed=5)
-    targets = lora.target_names(adopt(owner).module, lora.LoraSpec(rank=4, targets="attention"))
+    targets = lora.target_names(adopt(owner).module, LoraSettings(rank=4, targets="attention"))
     teacher = planted_teacher(owner, targets, rank=2, scale=0.3)
     data = SyntheticData(items=16)
     results = {}

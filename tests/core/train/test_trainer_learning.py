@@ -12,6 +12,7 @@ teacher.
 import pytest
 import torch
 
+from flux_lora_lab.core.sections import LoraSettings
 from flux_lora_lab.core.model import lora, quant
 from flux_lora_lab.core.config import TrainConfig
 from flux_lora_lab.core.run.control import RunControl
@@ -59,7 +60,7 @@ def test_training_recovers_planted_low_rank_change(tmp_path, quantize):
         quant.quantize_base(student.module, quantize)
     config = learning_config()
     if quantize == "none":
-        targets = lora.target_names(student.module, lora.LoraSpec(rank=4, targets="attention"))
+        targets = lora.target_names(student.module, LoraSettings(rank=4, targets="attention"))
         teacher = planted_teacher(owner, targets, rank=2, scale=0.2)
     else:
         teacher = planted_lora_teacher(owner, quantize, "attention", rank=2, scale=0.2)

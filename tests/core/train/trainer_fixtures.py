@@ -54,10 +54,11 @@ def planted_lora_teacher(base_owner, quantize: str, targets_preset: str = "atten
     own error), so it rides on a LoRA branch: the teacher computes q(W) x + scale * U V x exactly.
     """
     from flux_lora_lab.core.model import lora, quant
+    from flux_lora_lab.core.sections import LoraSettings
 
     teacher = adopt(base_owner)
     quant.quantize_base(teacher.module, quantize)
-    lora.attach_lora(teacher.module, lora.LoraSpec(rank=rank, alpha=rank, targets=targets_preset))
+    lora.attach_lora(teacher.module, LoraSettings(rank=rank, alpha=rank, targets=targets_preset))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in lora.lora_layers(teacher.module).values():

@@ -173,7 +173,8 @@ class TrainSettings(Section):
                          "gradient_accumulation images. Rule of thumb: 27 per image for subjects "
                          "(min 300), 100 per image for styles.", ge=1, le=1_000_000)
     batch_size: int = setting(1, "Images per micro-batch (1 is normal for small datasets).", ge=1, le=256)
-    seed: int = setting(42, "Seed for noise, timesteps, data order and LoRA init: same seed = same run.",
+    seed: int = setting(42, "Seed for noise, timesteps, LoRA init and dropout: same seed (and the same "
+                        "DatasetFromFolder seed, which orders the data) = same run.",
                         ge=0, le=2**31 - 1)
     mixed_precision: str = setting("bf16", "Compute precision: 'bf16' autocast (fast, standard) or "
                                    "'no' (fp32, slow; for exact tests). fp16 overflows in Flux.",

@@ -4,7 +4,7 @@ folder and the fingerprints that make resume safe (`TrainingJob`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Protocol
+from typing import Mapping, Optional, Protocol
 
 import torch
 
@@ -12,11 +12,6 @@ from ..config import TrainConfig
 from ..model.adapter import TrainingAdapter
 from ..run.rundir import RunDir
 from .preview import PreviewSpec
-
-# Regression target for a noisy batch. Default: the flow velocity (noise - x). A teacher model's
-# prediction can be used instead (distillation; the learning proofs use it).
-TargetFn = Callable[[torch.Tensor, torch.Tensor, "Batch", torch.Tensor], torch.Tensor]
-
 
 class Batch(Protocol):
     latents: torch.Tensor
@@ -44,5 +39,4 @@ class TrainingJob:
     """Both recorded in every checkpoint; resuming on others is refused (core/train/resume.py)."""
     previews: Optional[PreviewSpec] = None
     dataset_report: Optional[Mapping] = None
-    target_fn: Optional[TargetFn] = None
 

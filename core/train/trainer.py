@@ -119,8 +119,6 @@ class _Loop:
         seq_len = image_seq_len(x.shape[-2], x.shape[-1], self.adapter.patch_size)
         sigmas = sample_sigmas(cfg.flow, x.shape[0], generator, image_seq_len=seq_len, device=self.device)
         noisy, target = add_noise(x, noise, sigmas)
-        if self.job.target_fn is not None:
-            target = self.job.target_fn(noisy, sigmas, batch, noise)
         self.step_seed.value = seeding.stream_seed(cfg.train.seed, "lora dropout", (step, micro))
         pred = self.predict(noisy, sigmas, context, pooled)
         mask = None if batch.loss_mask is None else batch.loss_mask.to(self.device)

@@ -15,7 +15,7 @@ from flux_lora_lab.core.config import TrainConfig
 from flux_lora_lab.core.run.control import RunControl
 from flux_lora_lab.core.run.rundir import RunDir
 from flux_lora_lab.core.train.trainer import TrainingJob, train
-from tests.core.train.trainer_fixtures import SyntheticData, adopt, planted_teacher, teacher_target, tiny_owner
+from tests.core.train.trainer_fixtures import SyntheticData, Taught, adopt, planted_teacher, tiny_owner
 
 STEPS = 200
 
@@ -60,8 +60,8 @@ def test_dop_keeps_no_trigger_outputs_near_the_base(tmp_path):
     results = {}
     for enabled in (False, True):
         student = adopt(owner)
-        train(TrainingJob(dop_config(enabled), student, data, RunDir(tmp_path / str(enabled)),
-                          target_fn=teacher_target(teacher)), RunControl(None), lambda e: None)
+        train(TrainingJob(dop_config(enabled), Taught(student, teacher, data), data, RunDir(tmp_path / str(enabled))),
+              RunControl(None), lambda e: None)
         results[enabled] = distances(student, teacher, data)
     print(f"DOP off: {results[False]}\nDOP on:  {results[True]}")
     off, on = results[False], results[True]

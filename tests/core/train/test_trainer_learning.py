@@ -18,8 +18,8 @@ from flux_lora_lab.core.config import TrainConfig
 from flux_lora_lab.core.run.control import RunControl
 from flux_lora_lab.core.run.rundir import RunDir
 from flux_lora_lab.core.train.trainer import TrainingJob, train
-from tests.core.train.trainer_fixtures import (SyntheticData, adopt, planted_lora_teacher, planted_teacher, teacher_target,
-                                         tiny_owner)
+from tests.core.train.trainer_fixtures import (SyntheticData, Taught, adopt, planted_lora_teacher, planted_teacher,
+                                               tiny_owner)
 
 STEPS = 300
 
@@ -66,8 +66,8 @@ def test_training_recovers_planted_low_rank_change(tmp_path, quantize):
         teacher = planted_lora_teacher(owner, quantize, "attention", rank=2, scale=0.2)
 
     losses = []
-    train(TrainingJob(config, student, SyntheticData(items=64), RunDir(tmp_path / "run"),
-                      target_fn=teacher_target(teacher)),
+    data = SyntheticData(items=64)
+    train(TrainingJob(config, Taught(student, teacher, data), data, RunDir(tmp_path / "run")),
           RunControl(None), lambda event: losses.append(event.loss) if event.kind == "step" else None)
 
     assert len(losses) == STEPS

@@ -101,19 +101,35 @@ class SyntheticData:
         size = batch_size or 1
         index = [(step * size + i) % self.items for i in range(size)]
         pick = lambda t: None if t is None else t[index]  # noqa: E731
+        self.served = self.latents[index]  # the clean latents of the batch the trainer now trains on
         return SyntheticBatch(self.latents[index], self.context[index], pick(self.pooled),
                               dop_context=self.dop_context[index],
                               dop_pooled=pick(self.dop_pooled))
 
 
-def teacher_target(teacher, guidance: float = 1.0):
-    """A trainer TargetFn: the teacher's prediction at the same noisy input (no gradient)."""
+class Taught:
+    """The student as the trainer sees it when a teacher, not the data, says what to predict.
 
-    def target(noisy, sigmas, batch, noise):
+    The trainer's loss is |predict(noisy) - (noise - x0)|^2. This adapter predicts
+    student(noisy) - teacher(noisy) + (noise - x0), so the loss is |student - teacher|^2 (the offset
+    carries no gradient): the student learns the teacher's function. noise - x0 = (noisy - x0) / sigma
+    comes from the clean latents the data served last. A DOP pass gets the same offset in its
+    prior and its prediction, so their difference is the student's own change, as in real training.
+    Everything else is the student's (`__getattr__`)."""
+
+    def __init__(self, student, teacher, data: SyntheticData, guidance: float = 1.0):
+        self.student, self.teacher, self.data, self.guidance = student, teacher, data, guidance
+
+    def __getattr__(self, name):
+        return getattr(self.student, name)
+
+    def predict(self, latents, sigmas, context, pooled=None, guidance=None):
+        s = sigmas.double().view(-1, 1, 1, 1)
+        flow_target = (latents.double() - self.data.served.to(latents.device).double()) / s
         with torch.no_grad():
-            return teacher.predict(noisy, sigmas, batch.context, batch.pooled, guidance).float()
-
-    return target
+            taught = self.teacher.predict(latents, sigmas, context, pooled, self.guidance).double()
+        offset = (flow_target - taught).to(latents.dtype)
+        return self.student.predict(latents, sigmas, context, pooled, guidance) + offset
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

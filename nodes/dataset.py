@@ -104,11 +104,13 @@ class DatasetFromFolder(io.ComfyNode):
                 class_word, caption_dropout, shuffle_tokens, keep_tokens, crop, no_upscale, square_only,
                 alpha_as_mask, min_size, small_images, bad_files, preset, seed, dataset=None) -> io.NodeOutput:
         source = FolderSource(
-            resolve_folder(folder), parse_resolutions(resolutions), repeats or None, recursive, caption_ext,
-            missing_caption, crop, no_upscale, square_only, alpha_as_mask, min_size,
+            folder=resolve_folder(folder), resolutions=parse_resolutions(resolutions), repeats=repeats or None,
+            recursive=recursive, caption_ext=caption_ext, missing_caption=missing_caption, crop=crop,
+            no_upscale=no_upscale, square_only=square_only, alpha_as_mask=alpha_as_mask, min_size=min_size,
         )
         spec = DatasetSpec(
-            (source,), cache_root(), trigger.strip(), class_word.strip(), caption_dropout, shuffle_tokens, keep_tokens,
+            sources=(source,), cache_dir=cache_root(), trigger=trigger.strip(), class_word=class_word.strip(),
+            caption_dropout=caption_dropout, shuffle_tokens=shuffle_tokens, keep_tokens=keep_tokens,
             on_bad_file=bad_files, on_small=small_images, seed=seed, preset=preset,
         )
         handle = build_dataset_handle(spec, vae, clip, previous=dataset)

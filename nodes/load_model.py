@@ -45,6 +45,8 @@ class LoadFluxForTraining(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, quantization, training_dtype, gradient_checkpointing, checkpoint_every_n_blocks) -> io.NodeOutput:
-        settings = TrainingModelSettings(quantization, training_dtype, gradient_checkpointing, checkpoint_every_n_blocks)
+        settings = TrainingModelSettings(quantization=quantization, training_dtype=training_dtype,
+                                         gradient_checkpointing=gradient_checkpointing,
+                                         checkpoint_every_n_blocks=checkpoint_every_n_blocks)
         handle = TrainingModelHandle(model, settings)
         return io.NodeOutput(handle, handle.memory_estimate, ui=ui.PreviewText(handle.memory_estimate))

@@ -10,8 +10,10 @@ import { h } from "./dom.js";
 import { emptyState } from "./empty_state.js";
 import { PreviewStrip } from "./previews.js";
 import { renderDatasetReport } from "./report.js";
+import { RunList } from "./run_list.js";
 import { RunState, allowedActions, formatDuration, formatMemory, formatNumber } from "./runs.js";
 
+const CATCH_UP_MS = 2000;
 const ACTIONS = [
     ["pause", "Pause", "pi pi-pause"], ["resume", "Resume", "pi pi-play"],
     ["checkpoint", "Save now", "pi pi-save"], ["stop", "Stop", "pi pi-stop"],
@@ -37,11 +39,15 @@ export class FluxLabPanel {
         this.renderQueued = false;
         this.listRequest = null;
         this.historyRequests = new Map();
-        this.itemEls = new Map(); // run id -> its list item
+        this.runList = new RunList((runId) => this.select(runId));
         this.actionPending = null; // the control request in flight: buttons wait for its answer
         this.looseReport = null; // a dataset_report sent outside any run (DatasetFromFolder)
         this.looseRendered = null;
+        this.lastRecordAt = 0;
         this.#build();
+        // Websocket messages can be lost (measured on ComfyUI 0.3.75: a second browser tab took the
+        // first tab's run events). While the selected run is live and quiet, fetch what it missed.
+        setInterval(() => this.#catchUp(), CATCH_UP_MS);
     }
 
     /** Put the panel into the sidebar's element (called on every opening of the tab). */
@@ -77,6 +83,7 @@ export class FluxLabPanel {
 
     /** A fluxlab.* websocket record for `runId`. */
     handleRecord(runId, record) {
+        this.lastRecordAt = Date.now();
         if (runId === null || runId === undefined) {
             // DatasetFromFolder reports before any run exists (run_id null): show it on its own.
             if (record.kind === "dataset_report") this.looseReport = record;
@@ -100,6 +107,11 @@ export class FluxLabPanel {
             this.toast("error", "Training failed", `${runId}: ${record.message}`);
         }
         this.#changed();
+    }
+
+    #catchUp() {
+        const run = this.runs.get(this.selectedId);
+        if (run?.live && run.historyLoaded && Date.now() - this.lastRecordAt > CATCH_UP_MS) this.#loadHistory(run.runId);
     }
 
     /** The websocket came back: events may have been missed. */
@@ -225,7 +237,7 @@ export class FluxLabPanel {
         this.errorEl.hidden = !this.errorEl.textContent;
         this.emptyEl.hidden = !(this.loaded && runs.length === 0);
         this.listEl.hidden = runs.length === 0;
-        const items = runs.map((run) => this.#runItem(run, run === selected));
+        const items = runs.map((run) => this.runList.item(run, run === selected));
         if (items.some((item, i) => this.listEl.children[i] !== item) || this.listEl.children.length !== items.length) {
             this.listEl.replaceChildren(...items);
         }
@@ -236,29 +248,6 @@ export class FluxLabPanel {
         }
         this.detailEl.hidden = !selected;
         if (selected) this.#renderDetail(selected);
-    }
-
-    /** One list item per run, updated in place (a rebuilt item would swallow a click that lands
-     * while a fast run redraws the list). */
-    #runItem(run, isSelected) {
-        let item = this.itemEls.get(run.runId);
-        if (!item) {
-            item = h("li", {
-                className: "fluxlab-run", dataset: { runId: run.runId }, tabindex: "0",
-                onclick: () => this.select(run.runId),
-                onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); this.select(run.runId); } },
-            }, h("span", { className: "fluxlab-run-name" }, run.runId), h("span", {}), h("span", { className: "fluxlab-run-progress" }));
-            this.itemEls.set(run.runId, item);
-        }
-        const [, status, progress] = item.children;
-        const pct = run.percent;
-        const steps = run.totalSteps ? `${run.step ?? 0}/${run.totalSteps}` : "";
-        item.classList.toggle("selected", isSelected);
-        item.dataset.status = run.status;
-        status.className = `fluxlab-status status-${run.status}`;
-        status.textContent = run.status;
-        progress.textContent = pct === null ? steps : `${steps} · ${pct}%`;
-        return item;
     }
 
     #renderDetail(run) {

@@ -253,7 +253,7 @@ def test_a_finished_run_goes_on_from_the_panel(open_ui, browser_server, browser_
     ui.wait_for(f"() => {DETAIL}.dataset.runId === '{CONTINUED_RUN}' && {DETAIL}.dataset.status === 'finished'", timeout_ms=120_000)
     offer = panel.locator("[data-testid=fluxlab-continue]")
     offer.wait_for(state="visible")
-    assert "Finished at step 2" in offer.inner_text()
+    ui.wait_for("() => document.querySelector('[data-testid=fluxlab-continue]').innerText.includes('Finished at step 2')")
     ui.shot("07_finished_run_offers_more_steps")
 
     panel.locator("[data-testid=fluxlab-continue-steps]").fill("3")

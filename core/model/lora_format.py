@@ -108,10 +108,6 @@ def lora_keys(name: str, family: str) -> tuple:
     return f"{stem}.lora_A.weight", f"{stem}.lora_B.weight", f"{stem}.alpha"
 
 
-def _check_family(family: str) -> None:
-    _family(family)
-
-
 def _metadata_value(key: str, value) -> str:
     if not isinstance(key, str):
         raise ValueError(f"LoRA metadata keys must be strings, got {key!r}")
@@ -134,10 +130,10 @@ def save_lora(
     """Write `weights` ({BFL name: LoraWeights}) to `path` atomically; return the path.
 
     `config` (a dict or JSON string) is stored whole under `fluxlab.config`; `extra_metadata`
-    values that are not strings are JSON-encoded. `dtype` casts down/up (None keeps them); alphas
-    are always float32 scalars. `layout` picks the Flux.1 key layout (LAYOUTS); Flux.2 has one.
+    values that are not strings are JSON-encoded. `dtype` casts down/up (None keeps them); kohya
+    alphas are float32 scalars. `layout` picks the Flux.1 key layout (LAYOUTS); Flux.2 has one.
     """
-    _check_family(family)
+    _family(family)  # names the families when it is none of them
     if layout not in LAYOUTS:
         raise ValueError(f"unknown LoRA layout {layout!r}; choose one of {LAYOUTS}")
     path = Path(path)
@@ -239,7 +235,7 @@ def load_lora(path, family: str = None, rank: int = None) -> LoraFile:
                          f"truncated or another format ({type(err).__name__}: {str(err)[:120]})") from err
     found = detect_family(tensors, path)
     if family is not None:
-        _check_family(family)
+        _family(family)  # names the families when it is none of them
         if found != family:
             raise ValueError(
                 f"{path} is a {_family(found).display_name} LoRA but the model is {_family(family).display_name}; pick a LoRA trained on {_family(family).display_name}"

@@ -22,8 +22,10 @@ class ModelSettings(Section):
     SECTION: ClassVar[str] = "model"
     quantize: str = setting("none", "Quantize the frozen base weights to save memory: 'none' keeps "
                             "them as loaded (bf16), 'qint8' (~half the memory, quality about equal), "
-                            "'qfloat8', 'qint4' (~quarter, some quality loss). The LoRA stays bf16/fp32.",
-                            choices=("none", "qint8", "qfloat8", "qint4"))
+                            "'qfloat8', 'qint4' (~quarter, some quality loss); 'auto': when the run starts, "
+                            "the first of none, qfloat8, qint8, qint4 (then checkpointing every block, then "
+                            "block swap) that fits the device's free memory. The LoRA stays bf16/fp32.",
+                            choices=("none", "qint8", "qfloat8", "qint4", "auto"))
 
 
 @dataclass(frozen=True)
@@ -173,8 +175,8 @@ class TrainSettings(Section):
                          "gradient_accumulation images. Rule of thumb: 27 per image for subjects "
                          "(min 300), 100 per image for styles.", ge=1, le=1_000_000)
     batch_size: int = setting(1, "Images per micro-batch (1 is normal for small datasets).", ge=1, le=256)
-    seed: int = setting(42, "Seed for noise, timesteps, LoRA init and dropout: same seed (and the same "
-                        "DatasetFromFolder seed, which orders the data) = same run.",
+    seed: int = setting(42, "Seed of the run: data order, caption dropout and token-shuffle picks, noise, "
+                        "timesteps, LoRA init and dropout. Same seed and same dataset = same run.",
                         ge=0, le=2**31 - 1)
     mixed_precision: str = setting("bf16", "Compute precision: 'bf16' autocast (fast, standard) or "
                                    "'no' (fp32, slow; for exact tests). fp16 overflows in Flux.",

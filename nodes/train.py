@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from comfy_api.latest import io, ui
 
-from ..core.data.report import at_batch_size
+from ..core.data.report import for_run
 from ..core.run.curve import loss_points, render_image
 from ..core.run.events import Info
 from ..core.run.rundir import RunDir
@@ -21,6 +21,7 @@ from ..core.train.resume import ON_EXISTING, settle_run
 from ..core.train.trainer import TrainingJob, train
 from . import types
 from ._comfy import memory, previews, runs, sampling
+from ._comfy.model import model_overrides
 from .setting_widgets import PRESET_CHOICES, build_config, setting_widgets
 
 MODES = ("wait", "background")
@@ -110,7 +111,7 @@ class TrainLoRA(io.ComfyNode):
         data = dataset.dataset
         config = build_config(preset, settings, run_name=run_name.strip(), trigger=dataset.trigger,
                               class_word=dataset.class_word, n_images=data.image_count,
-                              model_overrides=model.settings.config_overrides())
+                              model_overrides=model_overrides(model.settings))
         spec = previews.build_preview_spec(prompt_lines(preview_prompts), clip or dataset.clip,
                                            vae or dataset.vae, model.family, width=preview_width,
                                            height=preview_height, steps=preview_steps, seed=preview_seed,
@@ -127,19 +128,20 @@ class TrainLoRA(io.ComfyNode):
         config, name_note = settle_run(runs.runs_root(), config, on_existing_run, model.base_fingerprint,
                                        data.fingerprint)
         run_id = config.run.name
-        model, config, _, auto_note = memory.fit_run(model, config, data)
+        config, _, auto_note = memory.fit_run(model, config, data)
 
         def train_fn(control, emit):
             for note in (name_note, auto_note):
                 if note:
                     emit(Info(message=note))
             runs.leave_inference_mode(model.transformer)
-            with model.run_lifetime():
-                job = TrainingJob(config=config, adapter=model.new_adapter(), data=data,
+            with model.run_lifetime(config):
+                job = TrainingJob(config=config, adapter=model.new_adapter(config), data=data,
                                   run_dir=RunDir(control.run_dir), base_fingerprint=model.base_fingerprint,
                                   dataset_fingerprint=data.fingerprint,
-                                  previews=spec, dataset_report=None if report is None else at_batch_size(
-                                      report.data, data, config.train.batch_size * config.optim.gradient_accumulation))
+                                  previews=spec, dataset_report=None if report is None else for_run(
+                                      report.data, data, config.train.batch_size * config.optim.gradient_accumulation,
+                                      preset))
                 return train(job, control, emit)
 
         handle = runs.start_run(run_id, train_fn, blocking=mode == "wait", node_id=cls.hidden.unique_id)

@@ -105,8 +105,7 @@ def demo(g):
     _train_chain(
         g, tiny, tiny, tiny,
         load={"quantization": "none", "training_dtype": "fp32", "gradient_checkpointing": True},
-        dataset={"folder": DEMO_FOLDER, "resolutions": "64", "trigger": "ohwx", "class_word": "toy",
-                 "preset": "character"},
+        dataset={"folder": DEMO_FOLDER, "resolutions": "64", "trigger": "ohwx", "class_word": "toy"},
         train={"preset": "character", "run_name": "demo", "mode": "wait", "train_steps": 40, "lora_rank": 8,
                "optim_learning_rate": 1e-3, "run_save_every": 10, "run_sample_every": 10,
                "preview_prompts": "ohwx toy on a table\na toy on a table", "preview_width": 64,
@@ -123,7 +122,7 @@ def flux1_character_dop(g):
         g, model, clip, vae,
         load={"quantization": "auto", "training_dtype": "bf16", "gradient_checkpointing": True},
         dataset={"folder": "my_character", "resolutions": "512,768,1024", "trigger": "ohwx", "class_word": "woman",
-                 "caption_dropout": 0.05, "preset": "character"},
+                 "caption_dropout": 0.05},
         train={"preset": "character", "run_name": "my_character", "mode": "background", "lora_rank": 32,
                "optim_learning_rate": 1e-4, "dop_enabled": "on", "run_save_every": 250, "run_sample_every": 250,
                "preview_prompts": "photo of ohwx woman in a cafe, natural light\nphoto of a woman in a cafe, natural light",
@@ -139,7 +138,7 @@ def flux1_style(g):
     _train_chain(
         g, model, clip, vae,
         load={"quantization": "auto", "training_dtype": "bf16", "gradient_checkpointing": True},
-        dataset={"folder": "my_style", "resolutions": "512,1024", "trigger": "xyz style", "preset": "style"},
+        dataset={"folder": "my_style", "resolutions": "512,1024", "trigger": "xyz style"},
         train={"preset": "style", "run_name": "my_style", "mode": "background", "dop_enabled": "off",
                "preview_prompts": "a lighthouse at dusk, xyz style\na portrait of an old sailor, xyz style",
                "preview_width": 1024, "preview_height": 1024},
@@ -156,7 +155,7 @@ def flux2_subject(g):
     _train_chain(
         g, model, clip, vae,
         load={"quantization": "auto", "training_dtype": "bf16", "gradient_checkpointing": True},
-        dataset={"folder": "cat_toy", "resolutions": "512", "trigger": "sks", "class_word": "cat", "preset": "character"},
+        dataset={"folder": "cat_toy", "resolutions": "512", "trigger": "sks", "class_word": "cat"},
         train={"preset": "character", "run_name": "cat_toy", "mode": "background", "train_steps": 250,
                "lora_rank": 32, "lora_targets": "attention", "flow_timestep_sampling": "balanced",
                "flow_loss_weighting": "bell_shaped", "dop_enabled": "on", "dop_every_n_steps": 2,

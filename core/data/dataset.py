@@ -1,4 +1,9 @@
-"""The training dataset: `batch(step)` as a pure function of (seed, step).
+"""The training dataset: `batch(step, batch_size, seed)` as a pure function of its arguments.
+
+The batch size and the seed are the run's (TrainLoRA's train.batch_size and train.seed), passed in
+each call: the dataset is built before any run's settings are known, and one dataset serves runs with
+different ones. (The dataset's own `DatasetSpec.seed` fixed only what was decided when it was built:
+random crop offsets and the precomputed token-shuffle orders.)
 
 Schedule: epoch e = step // steps_per_epoch. For each epoch a generator seeded by (seed, e)
 shuffles every bucket's samples (each repeated `repeats` times), cuts them into batches of
@@ -92,7 +97,6 @@ class TrainingDataset:
     ) -> None:
         self.spec = spec
         self.samples = samples
-        self.batch_size = spec.batch_size
         self._empty_key = empty_text_key
         self._texts = texts
         self._latents = latents
@@ -116,12 +120,13 @@ class TrainingDataset:
         keys = "|".join(f"{s.latent_key}:{s.repeats}:{','.join(s.text_keys)}" for s in self.samples)
         return f"{stream_seed(self.spec.seed, 'dataset', keys):016x}"
 
-    def steps_per_epoch(self, batch_size: int | None = None) -> int:
-        size = batch_size or self.batch_size
-        return sum(math.ceil(sum(self.samples[i].repeats for i in idx) / size) for idx in self.buckets.values())
+    def steps_per_epoch(self, batch_size: int) -> int:
+        if batch_size < 1:
+            raise DatasetError(f"batch_size={batch_size} must be >= 1.")
+        return sum(math.ceil(sum(self.samples[i].repeats for i in idx) / batch_size) for idx in self.buckets.values())
 
-    def _epoch_plan(self, epoch: int, batch_size: int) -> tuple[tuple[int, ...], ...]:
-        gen = generator(self.spec.seed, "epoch", epoch)
+    def _epoch_plan(self, epoch: int, batch_size: int, seed: int) -> tuple[tuple[int, ...], ...]:
+        gen = generator(seed, "epoch", epoch)
         batches: list[tuple[int, ...]] = []
         for indices in self.buckets.values():
             entries = [i for i in indices for _ in range(self.samples[i].repeats)]
@@ -130,19 +135,18 @@ class TrainingDataset:
             batches.extend(tuple(shuffled[k : k + batch_size]) for k in range(0, len(shuffled), batch_size))
         return tuple(batches[j] for j in torch.randperm(len(batches), generator=gen).tolist())
 
-    def batch_indices(self, step: int, batch_size: int | None = None) -> tuple[int, ...]:
+    def batch_indices(self, step: int, batch_size: int, seed: int) -> tuple[int, ...]:
         """Sample indices of the batch trained at `step` (0-based)."""
         if step < 0:
             raise DatasetError(f"step={step} must be >= 0.")
-        size = batch_size or self.batch_size
-        epoch, index = divmod(step, self.steps_per_epoch(size))
-        return self._plan(epoch, size)[index]
+        epoch, index = divmod(step, self.steps_per_epoch(batch_size))
+        return self._plan(epoch, batch_size, seed)[index]
 
-    def batch(self, step: int, batch_size: int | None = None) -> Batch:
-        size = batch_size or self.batch_size
-        indices = self.batch_indices(step, size)
+    def batch(self, step: int, batch_size: int, seed: int) -> Batch:
+        """The batch of micro-step `step` for a run of `batch_size` and `seed` (train.batch_size, train.seed)."""
+        indices = self.batch_indices(step, batch_size, seed)
         samples = [self.samples[i] for i in indices]
-        gen = generator(self.spec.seed, "step", step)
+        gen = generator(seed, "step", step)
         dropped = (torch.rand(len(samples), generator=gen) < self.spec.caption_dropout).tolist()
         variants = [int(torch.randint(len(s.captions), (1,), generator=gen)) for s in samples]
         entries = [self._latents.read(s.latent_key) for s in samples]
@@ -158,7 +162,7 @@ class TrainingDataset:
             dop_keys, dop_captions = self._texts_for(samples, dropped, variants, dop=True)
             dop_context, dop_pooled = _stack_text([self._texts.read(k) for k in dop_keys])
         return Batch(latents, context, pooled, loss_mask, captions, dop_context, dop_pooled, dop_captions,
-                     [s.path for s in samples], step // self.steps_per_epoch(size))
+                     [s.path for s in samples], step // self.steps_per_epoch(batch_size))
 
     def _texts_for(self, samples, dropped, variants, dop: bool) -> tuple[list[str], list[str]]:
         keys, captions = [], []

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..presets import suggested_steps
+from ..presets import STEP_RULES, suggested_steps
 from .captions import mentions
 
 
@@ -53,8 +53,7 @@ def build_report(spec, dataset, records, rejected, ignored, counts, damaged, war
     histogram = Counter(f"{s.placement.resolution}px {s.placement.bucket[0]}x{s.placement.bucket[1]}"
                         for s in dataset.samples)
     origins = Counter(r.caption_origin for r in records)
-    steps_per_epoch = dataset.steps_per_epoch()
-    suggested = suggested_steps(spec.preset, dataset.image_count) if dataset.image_count else 0
+    steps_per_epoch = dataset.steps_per_epoch(1)
     data = {
         "images": dataset.image_count,
         "samples_per_epoch": len(dataset),
@@ -75,21 +74,22 @@ def build_report(spec, dataset, records, rejected, ignored, counts, damaged, war
             **{k: counts.get(k, 0) for k in ("latents_encoded", "latents_reused", "texts_encoded", "texts_reused")},
             "damaged_rebuilt": [{"file": str(p), "reason": why} for p, why in damaged],
         },
-        "batch_size": dataset.batch_size,
+        "batch_size": 1,
         "steps_per_epoch": steps_per_epoch,
-        "suggested_steps": suggested,
-        "suggested_epochs": round(suggested / steps_per_epoch, 1),
-        "preset": spec.preset,
+        "suggested_steps_by_preset": {preset: suggested_steps(preset, dataset.image_count) if dataset.image_count else 0
+                                      for preset in STEP_RULES},
     }
     return DatasetReport(data, render(data, spec.trigger))
 
 
-def at_batch_size(data: dict, dataset, batch_size: int) -> dict:
-    """The report's numbers for the batch a run really takes per optimizer step (TrainLoRA's batch
-    size x gradient accumulation), not DatasetFromFolder's."""
+def for_run(data: dict, dataset, batch_size: int, preset: str) -> dict:
+    """The report's numbers for one run: the samples it takes per optimizer step (TrainLoRA's batch
+    size x gradient accumulation; the dataset's own report counts at 1) and the suggested step count
+    of its preset (None for a preset without a step rule)."""
     steps = dataset.steps_per_epoch(batch_size)
-    return {**data, "batch_size": batch_size, "steps_per_epoch": steps,
-            "suggested_epochs": round(data["suggested_steps"] / steps, 1)}
+    suggested = data["suggested_steps_by_preset"].get(preset)
+    return {**data, "batch_size": batch_size, "steps_per_epoch": steps, "preset": preset,
+            "suggested_steps": suggested, "suggested_epochs": None if suggested is None else round(suggested / steps, 1)}
 
 
 def render(data: dict, trigger: str) -> str:
@@ -121,6 +121,7 @@ def render(data: dict, trigger: str) -> str:
                  f"{cache['texts_encoded']} captions encoded, {cache['texts_reused']} reused.")
     for item in cache["damaged_rebuilt"]:
         lines.append(f"  damaged cache entry rebuilt: {item['file']} ({item['reason']})")
+    suggested = ", ".join(f"{preset} {steps}" for preset, steps in data["suggested_steps_by_preset"].items())
     lines.append(f"Steps per epoch at batch size {data['batch_size']}: {data['steps_per_epoch']}. "
-                 f"Suggested steps ({data['preset']}): {data['suggested_steps']} (~{data['suggested_epochs']} epochs).")
+                 f"Suggested steps: {suggested}.")
     return "\n".join(lines)

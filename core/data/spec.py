@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..presets import STEP_RULES
 from .errors import DatasetError
 
 MISSING_CAPTION_POLICIES = ("error", "trigger_only", "folder_name")
@@ -98,13 +97,10 @@ class DatasetSpec:
     """Corrupt / truncated / unreadable image: "error" (refuse, naming the file) or "skip" (report it)."""
     on_small: str = "skip"
     """Image under its folder's min_size: "skip" (report it) or "error"."""
-    batch_size: int = 1
-    """Samples per batch; each batch comes from one bucket."""
     seed: int = 0
-    """Seeds shuffling, random crops, dropout and token shuffle."""
-    preset: str = "character"
-    """Kind of LoRA, only for the suggested step count: character / concept (27 steps per image,
-    at least 300) or style (100 per image)."""
+    """Seeds what is decided when the set is built: random crop offsets and the precomputed
+    token-shuffle orders. A run's data order, caption dropout and shuffle pick come from its own
+    train.seed (`Dataset.batch`), as does its batch size."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", tuple(self.sources))
@@ -117,13 +113,10 @@ class DatasetSpec:
             raise DatasetError(f"keep_tokens={self.keep_tokens} must be >= 0.")
         if self.shuffle_variants < 1:
             raise DatasetError(f"shuffle_variants={self.shuffle_variants} must be >= 1.")
-        if self.batch_size < 1:
-            raise DatasetError(f"batch_size={self.batch_size} must be >= 1.")
         if self.class_word and not self.trigger:
             raise DatasetError("class_word is set but trigger is empty; DOP replaces the trigger, so set both.")
         _choice("on_bad_file", self.on_bad_file, FILE_POLICIES)
         _choice("on_small", self.on_small, FILE_POLICIES[::-1])
-        _choice("preset", self.preset, tuple(STEP_RULES))
 
     def chained_after(self, previous: "DatasetSpec") -> "DatasetSpec":
         """This set chained after a previous DatasetFromFolder's: its folders first, then these, with

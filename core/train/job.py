@@ -23,7 +23,7 @@ class Batch(Protocol):
 
 
 class TrainingData(Protocol):
-    def batch(self, step: int, batch_size: int | None = None) -> Batch: ...
+    def batch(self, step: int, batch_size: int, seed: int) -> Batch: ...
 
 
 @dataclass

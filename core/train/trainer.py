@@ -110,7 +110,7 @@ class _Loop:
     def micro_step(self, step: int, micro: int) -> float:
         cfg = self.cfg
         accumulation = cfg.optim.gradient_accumulation
-        batch = self.job.data.batch((step - 1) * accumulation + micro, cfg.train.batch_size)
+        batch = self.job.data.batch((step - 1) * accumulation + micro, cfg.train.batch_size, cfg.train.seed)
         x = batch.latents.to(self.device, torch.float32)
         context = batch.context.to(self.device)
         pooled = None if batch.pooled is None else batch.pooled.to(self.device)

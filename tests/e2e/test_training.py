@@ -52,7 +52,7 @@ def training_graph(client, run_name: str, *, mode: str = "wait", steps: int = 8,
             client, "LoadFluxForTraining", model=["models", 0], training_dtype="fp32", gradient_checkpointing=False)},
         "data": {"class_type": "DatasetFromFolder", "inputs": node_inputs(
             client, "DatasetFromFolder", folder=dataset, vae=["models", 2], clip=["models", 1], resolutions="64",
-            trigger="ohwx", preset="concept")},
+            trigger="ohwx")},
         "train": {"class_type": "TrainLoRA", "inputs": train},
     }
 
@@ -380,3 +380,5 @@ def test_the_runs_dataset_report_counts_steps_at_the_runs_batch(comfy_client, da
                                     run_save_every=0), timeout=120)
     report = wait_event(comfy_client, run, "dataset_report", start)["report"]
     assert report["batch_size"] == 4 and report["steps_per_epoch"] == 1  # 3 images, 4 per optimizer step
+    assert report["preset"] == "custom" and report["suggested_steps"] is None  # 'custom' has no step rule
+    assert report["suggested_steps_by_preset"] == {"character": 300, "concept": 300, "style": 300}  # 3 images

@@ -33,7 +33,7 @@ from flux_lora_lab.nodes._comfy.tiny_models import build_tiny_flux_models  # noq
 DEFAULTS = dict(resolutions="64", repeats=0, recursive=False, caption_ext="txt", missing_caption="error", trigger="ohwx",
                 class_word="", caption_dropout=0.0, shuffle_tokens=False, keep_tokens=1, crop="center", no_upscale=False,
                 square_only=False, alpha_as_mask=False, min_size=0, small_images="skip", bad_files="error",
-                preset="character", seed=0)
+                seed=0)
 
 
 @functools.cache
@@ -131,7 +131,7 @@ def test_second_build_encodes_nothing_and_nothing_is_written_in_the_dataset_fold
     assert (second["latents_encoded"], second["texts_encoded"], second["latents_reused"]) == (0, 0, 2)
     assert sorted(p.name for p in folder.iterdir()) == before
     assert any((dirs / "output" / "fluxlab" / ".dataset_cache" / ".latent_cache" / "latents").rglob("*.safetensors"))
-    batch = again.dataset.batch(0)
+    batch = again.dataset.batch(0, 1, 0)
     width, height = again.dataset.samples[0].placement.bucket
     assert batch.latents.shape == (1, 16, height // 8, width // 8) and batch.context.shape[-1] == 64 and batch.pooled.shape == (1, 32)
 
@@ -142,7 +142,7 @@ def test_handle_carries_what_train_lora_needs(dirs):
     assert isinstance(handle, DatasetHandle)
     assert (handle.trigger, handle.class_word, handle.family) == ("ohwx", "person", "flux2")
     assert handle.vae is models.vae and handle.clip is models.clip
-    batch = handle.dataset.batch(0)
+    batch = handle.dataset.batch(0, 1, 0)
     assert batch.context.shape[1] == 512 and batch.pooled is None
     assert batch.dop_captions in (["photo 0 of person"], ["photo 1 of person"])
     handle.require_family("flux2")

@@ -221,6 +221,10 @@ class RunSettings(Section):
                                           "the final LoRA is always kept.", ge=0, le=100_000)
     sample_every: int = setting(250, "Render preview images every N steps (0 = no previews).", ge=0,
                                 le=1_000_000)
+    eval_timesteps: int = setting(4, "With an eval_dataset on TrainLoRA: score each of its samples at this "
+                                  "many fixed noise levels (0.2, 0.4, 0.6, 0.8 for 4) with fixed noise, before "
+                                  "step 1 and at every checkpoint, and plot it with the training loss "
+                                  "(SimpleTuner's stable eval loss). 0 = off.", ge=0, le=32)
     lora_format: str = setting("kohya", "Key layout of Flux.1 LoRA files: 'kohya' (ComfyUI, Forge and kohya "
                                "sd-scripts apply every layer; diffusers drops txt_in, which lora.targets "
                                "'context' trains) or 'diffusers' (ai-toolkit's layout: ComfyUI, Forge and "

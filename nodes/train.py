@@ -70,6 +70,10 @@ class TrainLoRA(io.ComfyNode):
                 io.Int.Input("preview_steps", default=20, min=1, max=100, optional=True),
                 io.Int.Input("preview_seed", default=0, min=0, max=2**31 - 1, optional=True),
                 io.Float.Input("preview_guidance", default=3.5, min=0.0, max=30.0, step=0.1, optional=True),
+                types.Dataset.Input("eval_dataset", optional=True,
+                                    tooltip="A DatasetFromFolder of held-out images: its evaluation loss (fixed samples, "
+                                            "noise levels and noise; see run_eval_timesteps) is scored before step 1 "
+                                            "and at every checkpoint and drawn with the training loss."),
                 io.Combo.Input("on_existing_run", options=list(ON_EXISTING), default="resume", optional=True,
                                tooltip="When output/fluxlab/<run_name>/ already holds a run. resume: go on from "
                                        "its newest checkpoint, refused (nothing touched) if the MODEL, dataset or "
@@ -106,8 +110,10 @@ class TrainLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, model, dataset, preset, run_name, mode, preview_prompts="", clip=None, vae=None,
                 preview_width=512, preview_height=512, preview_steps=20, preview_seed=0, preview_guidance=3.5,
-                on_existing_run="resume", **settings) -> io.NodeOutput:
+                on_existing_run="resume", eval_dataset=None, **settings) -> io.NodeOutput:
         dataset.require_family(model.family)
+        if eval_dataset is not None:
+            eval_dataset.require_family(model.family)
         data = dataset.dataset
         config = build_config(preset, settings, run_name=run_name.strip(), trigger=dataset.trigger,
                               class_word=dataset.class_word, n_images=data.image_count,
@@ -139,7 +145,7 @@ class TrainLoRA(io.ComfyNode):
                 job = TrainingJob(config=config, adapter=model.new_adapter(config), data=data,
                                   run_dir=RunDir(control.run_dir), base_fingerprint=model.base_fingerprint,
                                   dataset_fingerprint=data.fingerprint,
-                                  previews=spec, dataset_report=None if report is None else for_run(
+                                  eval_data=None if eval_dataset is None else eval_dataset.dataset, previews=spec, dataset_report=None if report is None else for_run(
                                       report.data, data, config.train.batch_size * config.optim.gradient_accumulation,
                                       preset))
                 return train(job, control, emit)

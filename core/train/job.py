@@ -39,4 +39,7 @@ class TrainingJob:
     """Both recorded in every checkpoint; resuming on others is refused (core/train/resume.py)."""
     previews: Optional[PreviewSpec] = None
     dataset_report: Optional[Mapping] = None
+    eval_data: Optional[TrainingData] = None
+    """Scored by run.eval_timesteps before step 1 and at every checkpoint (core/train/evaluation.py);
+    it also needs `steps_per_epoch(batch_size)`."""
 

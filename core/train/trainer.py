@@ -27,7 +27,8 @@ from ..model import lora, lora_format
 from ..model.lora_random import init_lora, use_seeded_dropout
 from ..run.control import RunControl
 from ..run.curve import write_svg
-from ..run.events import Checkpoint, DatasetReport, Event, Finished, Info, Paused, Preview, Resumed, Started, Step
+from ..run.events import (Checkpoint, DatasetReport, EvalLoss, Event, Finished, Info, Paused, Preview, Resumed, Started,
+                          Step)
 from ..run.progress import Throughput, memory_snapshot
 from .checkpoint import (
     LORA_FILE,
@@ -38,6 +39,7 @@ from .checkpoint import (
     user_weights,
     user_weights_swapped_in,
 )
+from .evaluation import eval_loss
 from .finite import check_step
 from .flow import add_noise, flow_loss, image_seq_len, sample_sigmas
 from .job import TrainingJob
@@ -68,6 +70,7 @@ class _Loop:
         self.file_info = LoraFileInfo(job.adapter.family, self.cfg.run.trigger, job.base_fingerprint, self.cfg.to_dict(),
                                       layout=self.cfg.run.lora_format)
         self.losses: list[tuple[int, float]] = []
+        self.eval_losses: list[tuple[int, float]] = []
         self.step = 0
 
     # -- set-up -----------------------------------------------------------------------------------
@@ -100,6 +103,7 @@ class _Loop:
         self.step = latest.step
         # JSON keeps a non-finite loss as null; the curve skips those points.
         self.losses = [(int(s), float(v)) for s, v in latest.state.get("losses", []) if v is not None]
+        self.eval_losses = [(int(s), float(v)) for s, v in latest.state.get("eval_losses", [])]
         log.info("resumed %s from step %d", self.job.run_dir.root, self.step)
 
     # -- one optimizer step ----------------------------------------------------------------------
@@ -175,11 +179,25 @@ class _Loop:
             self.job.run_dir.write_file(f"baseline/{name}", lambda path, data=data: path.write_bytes(data))
         self.emit(Preview(step=0, images=tuple(f"baseline/{name}" for name in images)))
 
+    def evaluate(self, step: int) -> None:
+        """The eval loss of the LoRA as it would be saved (EMA weights when on); at step 0 of the base."""
+        if self.job.eval_data is None or not self.cfg.run.eval_timesteps:
+            return
+        self.module.eval()  # no LoRA dropout
+        try:
+            with user_weights_swapped_in(self.state) if step else lora.lora_disabled(self.module):
+                loss = eval_loss(self.predict, self.job.eval_data, self.cfg.run.eval_timesteps, self.device)
+        finally:
+            self.module.train()
+        self.eval_losses = [(s, v) for s, v in self.eval_losses if s != step] + [(step, loss)]
+        self.emit(EvalLoss(step=step, loss=loss))
+
     def save_checkpoint(self, step: int) -> Path:
         previews = self.render()
+        self.evaluate(step)
         info = self.job.run_dir.write_checkpoint(
             step, checkpoint_writers(self.state, self.file_info, step, previews),
-            {"step": step, "losses": self.losses,
+            {"step": step, "losses": self.losses, "eval_losses": self.eval_losses,
              **trained_on(self.cfg, self.job.base_fingerprint, self.job.dataset_fingerprint)},
         )
         self.job.run_dir.prune(self.cfg.run.max_step_saves_to_keep)
@@ -199,7 +217,7 @@ class _Loop:
     def write_curve(self) -> None:
         if self.losses:
             steps, values = zip(*self.losses)
-            write_svg(self.job.run_dir.curve_path, list(steps), list(values))
+            write_svg(self.job.run_dir.curve_path, list(steps), list(values), evals=self.eval_losses)
 
     def write_final(self, step: int) -> Path:
         path = self.job.run_dir.final_lora_path
@@ -223,6 +241,8 @@ class _Loop:
             return self.job.run_dir.final_lora_path
         self.module.train()
         self.baseline()
+        if self.step == 0:
+            self.evaluate(0)
         throughput = Throughput(self.total, self.step)
         last_saved = self.step
         latest_lora: Optional[Path] = None

@@ -8,6 +8,7 @@ the server's input folder) -> TrainLoRA, rank 4, a few steps: each training take
 from __future__ import annotations
 
 import io
+import json
 import time
 from pathlib import Path
 
@@ -382,3 +383,23 @@ def test_the_runs_dataset_report_counts_steps_at_the_runs_batch(comfy_client, da
     assert report["batch_size"] == 4 and report["steps_per_epoch"] == 1  # 3 images, 4 per optimizer step
     assert report["preset"] == "custom" and report["suggested_steps"] is None  # 'custom' has no step rule
     assert report["suggested_steps_by_preset"] == {"character": 300, "concept": 300, "style": 300}  # 3 images
+
+
+def test_an_eval_dataset_is_scored_before_step_1_and_at_every_checkpoint(comfy_client, comfy_server, dataset):
+    """A second DatasetFromFolder on TrainLoRA's eval_dataset: its eval loss arrives as events (step 0 is
+    the base), is kept in the checkpoints and drawn in learning_curve.svg."""
+    run = "e2e_eval"
+    held_out = make_dataset(comfy_server, "fluxlab_eval_e2e", count=2)
+    graph = training_graph(comfy_client, run, steps=4, run_save_every=2, run_eval_timesteps=2)
+    graph["eval"] = {"class_type": "DatasetFromFolder", "inputs": node_inputs(
+        comfy_client, "DatasetFromFolder", folder=held_out, vae=["models", 2], clip=["models", 1], resolutions="64",
+        trigger="ohwx")}
+    graph["train"]["inputs"]["eval_dataset"] = ["eval", 0]
+    start = len(comfy_client.stream.events)
+    comfy_client.run(graph, timeout=120)
+    wait_event(comfy_client, run, "finished", start)
+    scores = [e["data"] for e in fluxlab_events(comfy_client, run, start, "eval_loss")]
+    assert [s["step"] for s in scores] == [0, 2, 4] and all(s["loss"] > 0 for s in scores)
+    state = json.loads((run_folder(comfy_server, run) / "checkpoint_000004" / "training_state.json").read_text())
+    assert [p[0] for p in state["state"]["eval_losses"]] == [0, 2, 4]
+    assert "eval-point" in (run_folder(comfy_server, run) / "learning_curve.svg").read_text()

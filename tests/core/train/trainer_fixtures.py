@@ -98,6 +98,9 @@ class SyntheticData:
         self.items = items
         self.seeds: set[int] = set()
 
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return -(-self.items // batch_size)
+
     def batch(self, step: int, batch_size: int, seed: int) -> SyntheticBatch:
         """The pool's items in a fixed order; `seed` (the run's train.seed) is only recorded in `seeds`."""
         self.seeds.add(seed)

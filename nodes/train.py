@@ -16,7 +16,7 @@ from ..core.data.report import for_run
 from ..core.run.curve import loss_points, render_image
 from ..core.run.events import Info
 from ..core.run.rundir import RunDir
-from ..core.train.preview import prompt_lines
+from ..core.train.preview import parse_sizes, prompt_library
 from ..core.train.resume import ON_EXISTING, settle_run
 from ..core.train.trainer import TrainingJob, train
 from . import types
@@ -62,7 +62,17 @@ class TrainLoRA(io.ComfyNode):
                 *setting_widgets(),
                 io.String.Input("preview_prompts", multiline=True, default="", optional=True,
                                 tooltip="Preview prompts, one per line, rendered before training (baseline/) and "
-                                        "at every checkpoint."),
+                                        "at every checkpoint. 'nickname: prompt' names the images after the "
+                                        "nickname (a prompt library). A prompt with the trigger is also rendered "
+                                        "without it (class word in its place): progression/ pairs them."),
+                io.String.Input("preview_negative_prompt", default="", optional=True,
+                                tooltip="Negative prompt for real CFG previews (used when preview_real_cfg > 1)."),
+                io.Float.Input("preview_real_cfg", default=1.0, min=1.0, max=20.0, step=0.1, optional=True,
+                               tooltip="Real classifier-free guidance of the previews (SimpleTuner's "
+                                       "validation_guidance_real): 1 = off (Flux's distilled guidance only); "
+                                       "above 1 each step also runs the negative prompt, twice the time."),
+                io.String.Input("preview_more_sizes", default="", optional=True,
+                                tooltip="More preview sizes besides width x height, e.g. '768x1024, 1024x768'."),
                 io.Clip.Input("clip", optional=True, tooltip="Encodes the preview prompts (default: the dataset's CLIP)."),
                 io.Vae.Input("vae", optional=True, tooltip="Decodes the preview images (default: the dataset's VAE)."),
                 io.Int.Input("preview_width", default=512, min=64, max=2048, step=16, optional=True),
@@ -110,7 +120,7 @@ class TrainLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, model, dataset, preset, run_name, mode, preview_prompts="", clip=None, vae=None,
                 preview_width=512, preview_height=512, preview_steps=20, preview_seed=0, preview_guidance=3.5,
-                on_existing_run="resume", eval_dataset=None, **settings) -> io.NodeOutput:
+                preview_negative_prompt="", preview_real_cfg=1.0, preview_more_sizes="", on_existing_run="resume", eval_dataset=None, **settings) -> io.NodeOutput:
         dataset.require_family(model.family)
         if eval_dataset is not None:
             eval_dataset.require_family(model.family)
@@ -118,10 +128,13 @@ class TrainLoRA(io.ComfyNode):
         config = build_config(preset, settings, run_name=run_name.strip(), trigger=dataset.trigger,
                               class_word=dataset.class_word, n_images=data.image_count,
                               model_overrides=model_overrides(model.settings))
-        spec = previews.build_preview_spec(prompt_lines(preview_prompts), clip or dataset.clip,
+        spec = previews.build_preview_spec(prompt_library(preview_prompts), clip or dataset.clip,
                                            vae or dataset.vae, model.family, width=preview_width,
                                            height=preview_height, steps=preview_steps, seed=preview_seed,
-                                           guidance=preview_guidance, patcher=model.patcher)
+                                           guidance=preview_guidance, patcher=model.patcher,
+                                           more_sizes=parse_sizes(preview_more_sizes),
+                                           negative_prompt=preview_negative_prompt, real_guidance=preview_real_cfg,
+                                           trigger=dataset.trigger, class_word=dataset.class_word)
         report = dataset.report
         if config.lora.init_lora:  # confined like every LoRA a graph names: the loras and output folders
             try:

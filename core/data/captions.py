@@ -49,6 +49,15 @@ def class_caption(caption: str, trigger: str, class_word: str) -> str:
     return re.sub(rf"(?<!\w){re.escape(trigger)}(?!\w)", class_word, caption)
 
 
+def without_trigger(text: str, trigger: str, class_word: str = "") -> str:
+    """The prompt a LoRA should leave alone: the trigger replaced by the class word, or dropped (with
+    the comma or space it leaves) when there is none."""
+    if class_word:
+        return class_caption(text, trigger, class_word)
+    dropped = re.sub(rf"(?<!\w){re.escape(trigger)}(?!\w)", "", text)
+    return re.sub(r"\s*,\s*(,\s*)+", ", ", " ".join(dropped.split())).strip(" ,").replace(" ,", ",")
+
+
 def mentions(text: str, word: str) -> bool:
     """Whether `word` occurs in `text` as a whole word."""
     return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text) is not None

@@ -44,7 +44,7 @@ from .finite import check_step
 from .flow import add_noise, flow_loss, image_seq_len, sample_sigmas
 from .job import TrainingJob
 from .optim import LoraEMA, build_optimizer, build_scheduler
-from .preview import preview_file_name, render_previews
+from .preview import expected_files, progression_files, render_previews
 from .resume import check_resume, trained_on
 
 log = logging.getLogger(__name__)
@@ -171,13 +171,21 @@ class _Loop:
         spec = self.job.previews
         if spec is None:
             return
-        expected = [preview_file_name(i, p, spec) for i, p in enumerate(spec.prompts)]
-        if all((self.job.run_dir.baseline_dir / name).is_file() for name in expected):
+        if all((self.job.run_dir.baseline_dir / name).is_file() for name in expected_files(spec)):
             return  # a resumed run keeps the baseline it rendered before step 1
         images = self.render(lora_on=False)
-        for name, data in images.items():
-            self.job.run_dir.write_file(f"baseline/{name}", lambda path, data=data: path.write_bytes(data))
+        self.write_files("baseline", images)
+        self.write_progression(0, images)
         self.emit(Preview(step=0, images=tuple(f"baseline/{name}" for name in images)))
+
+    def write_files(self, folder: str, files: dict[str, bytes]) -> None:
+        for name, data in files.items():
+            self.job.run_dir.write_file(f"{folder}/{name}", lambda path, data=data: path.write_bytes(data))
+
+    def write_progression(self, step: int, images: dict[str, bytes]) -> None:
+        """Seed 002's progression/: trigger and no-trigger renders of the step side by side by name."""
+        if images:
+            self.write_files(".", progression_files(step, self.job.previews, images))
 
     def evaluate(self, step: int) -> None:
         """The eval loss of the LoRA as it would be saved (EMA weights when on); at step 0 of the base."""
@@ -204,14 +212,15 @@ class _Loop:
         self.write_curve()
         self.emit(Checkpoint(step=step, path=str(info.path)))
         if previews:
+            self.write_progression(step, previews)
             self.emit(Preview(step=step, images=tuple(f"{info.path.name}/{name}" for name in previews)))
         return info.path / LORA_FILE
 
     def save_previews(self, step: int) -> None:
         images = self.render()
         folder = f"samples/step_{step:06d}"
-        for name, data in images.items():
-            self.job.run_dir.write_file(f"{folder}/{name}", lambda path, data=data: path.write_bytes(data))
+        self.write_files(folder, images)
+        self.write_progression(step, images)
         self.emit(Preview(step=step, images=tuple(f"{folder}/{name}" for name in images)))
 
     def write_curve(self) -> None:

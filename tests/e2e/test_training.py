@@ -122,6 +122,9 @@ def test_wait_mode_trains_and_the_lora_loads_in_stock_comfyui(comfy_client, comf
         names = {p.name for p in checkpoint.iterdir()}
         assert {"lora.safetensors", "optimizer_state.safetensors", "training_state.json"} | previews <= names, names
     assert previews <= {p.name for p in (folder / "baseline").iterdir()}
+    # "a photo of ohwx" names the trigger: seed 002's progression pairs it with "a photo of" at each step.
+    assert sorted(p.name for p in (folder / "progression").iterdir()) == [
+        f"step_{s:06d}_prompt_0_64x64_{kind}.png" for s in (0, 4, 8) for kind in ("notrigger", "trigger")]
     assert (folder / "learning_curve.svg").read_text().startswith("<svg")
     assert (folder / "lora_final.safetensors").is_file() and (folder / "events.jsonl").is_file()
     published = comfy_server.base_dir / "models" / "loras" / "fluxlab" / f"{run}.safetensors"
@@ -403,3 +406,18 @@ def test_an_eval_dataset_is_scored_before_step_1_and_at_every_checkpoint(comfy_c
     state = json.loads((run_folder(comfy_server, run) / "checkpoint_000004" / "training_state.json").read_text())
     assert [p[0] for p in state["state"]["eval_losses"]] == [0, 2, 4]
     assert "eval-point" in (run_folder(comfy_server, run) / "learning_curve.svg").read_text()
+
+
+def test_previews_take_a_prompt_library_more_sizes_and_real_cfg(comfy_client, comfy_server, dataset):
+    run = "e2e_preview_options"
+    graph = training_graph(comfy_client, run, steps=2, run_save_every=2, previews=True, preview_negative_prompt="blurry",
+                           preview_real_cfg=2.0, preview_more_sizes="64x96")
+    graph["train"]["inputs"]["preview_prompts"] = "portrait: a photo of ohwx"
+    comfy_client.run(graph, timeout=120)
+    names = {p.name for p in (run_folder(comfy_server, run) / "checkpoint_000002").iterdir()}
+    assert {"portrait_64x64.png", "portrait_64x96.png", "portrait_64x64_notrigger.png",
+            "portrait_64x96_notrigger.png"} <= names, names
+
+    graph = training_graph(comfy_client, "e2e_preview_bad_cfg", steps=1, previews=True, preview_real_cfg=2.0)
+    where, message = comfy_client.refusal(graph, timeout=60)
+    assert where == "node" and "preview_real_cfg 2.0 needs a preview_negative_prompt" in message

@@ -106,6 +106,7 @@ def build_dataset(
 ) -> TrainingDataset:
     """Scan, examine every file at once (core/data/doctor.py), encode what the cache lacks and return
     the dataset with its report."""
+    spec.check_roles()
     scans = [scan_source(source, index) for index, source in enumerate(spec.sources)]
     scanned = [image for scan in scans for image in scan.images]
     diagnosis = examine(spec, scanned, [p for scan in scans for p in scan.orphan_captions])

@@ -8,8 +8,8 @@ folder at 0.5 is kohya's balance: as many reg samples as training samples per ep
 
 A reg folder's draws are spread over its buckets in proportion to its samples (x repeats) in each,
 once for the whole run, so every epoch has the same length and step -> (epoch, batch) stays a
-division (resume needs no loader state). Which reg samples fill the slots changes per epoch: each
-epoch takes them from fresh shuffles of the bucket's reg samples, every one before any repeats.
+division (resume needs no loader state). Which reg samples fill the slots changes per epoch: the
+epochs walk through shuffles of the bucket's reg samples, each drawn once before any is drawn again.
 (kohya, with more reg images than it needs, uses the same first ones every epoch.)
 """
 
@@ -90,12 +90,18 @@ def build_schedule(samples, sources, buckets: dict[Bucket, tuple[int, ...]]) -> 
 
 
 def _reg_draw(pool: RegPool, epoch: int, seed: int) -> list[int]:
-    """This epoch's `draws` samples of the pool: whole shuffles of it, back to back, cut to length."""
-    gen = generator(seed, "regularisation", (epoch, pool.bucket, pool.source_index))
+    """This epoch's `draws` samples of the pool: positions [epoch * draws, (epoch + 1) * draws) of an
+    endless sequence of shuffles of the pool (shuffle k seeded by (seed, pool, k)), so each reg
+    sample is drawn once before any is drawn again, across epochs, and any epoch is computed alone."""
+    size = len(pool.entries)
+    start, end = epoch * pool.draws, (epoch + 1) * pool.draws
     drawn: list[int] = []
-    while len(drawn) < pool.draws:
-        drawn.extend(pool.entries[j] for j in torch.randperm(len(pool.entries), generator=gen).tolist())
-    return drawn[: pool.draws]
+    for cycle in range(start // size, (end - 1) // size + 1) if pool.draws else ():
+        gen = generator(seed, "regularisation", (pool.bucket, pool.source_index, cycle))
+        order = [pool.entries[j] for j in torch.randperm(size, generator=gen).tolist()]
+        lo, hi = max(start - cycle * size, 0), min(end - cycle * size, size)
+        drawn.extend(order[lo:hi])
+    return drawn
 
 
 def steps_per_epoch(schedule: Schedule, batch_size: int) -> int:

@@ -155,9 +155,13 @@ class DatasetSpec:
             raise DatasetError("class_word is set but trigger is empty; DOP replaces the trigger, so set both.")
         _choice("on_bad_file", self.on_bad_file, FILE_POLICIES)
         _choice("on_small", self.on_small, FILE_POLICIES[::-1])
+
+    def check_roles(self) -> None:
+        """A set that is built needs training images. Not checked in __post_init__: a regularisation
+        node's own spec holds only its folder until it is chained after the training folders."""
         if all(s.regularisation for s in self.sources):
-            raise DatasetError("Every folder is a regularisation folder; chain at least one folder with "
-                               "role 'train' (the images the LoRA learns).")
+            raise DatasetError("Every folder is a regularisation folder; connect the DatasetFromFolder of the "
+                               "training images (role 'train') to the regularisation node's dataset input.")
         reg_share = sum(s.reg_ratio for s in self.sources if s.regularisation)
         if reg_share >= 1.0:
             raise DatasetError(f"The reg_ratio of the regularisation folders add up to {reg_share:g}; together "

@@ -2,9 +2,10 @@
 
 Training folders: every sample `repeats` times per epoch. Regularisation folders (kohya's reg
 images, SimpleTuner's is_regularisation_data) get a fixed number of draws per epoch so that each
-makes up its `reg_ratio` of the epoch's samples: n_reg = round(n_train * r / (1 - R)), with n_train
-the training samples per epoch (repeats included) and R the sum of all reg folders' ratios. One reg
-folder at 0.5 is kohya's balance: as many reg samples as training samples per epoch.
+makes up its `reg_ratio` of the epoch's samples: n_reg = n_train * r / (1 - R) rounded half up (at
+least 1: a folder marked as regularisation is always used), with n_train the training samples per
+epoch (repeats included) and R the sum of all reg folders' ratios. One reg folder at 0.5 is kohya's
+balance: as many reg samples as training samples per epoch.
 
 A reg folder's draws are spread over its buckets in proportion to its samples (x repeats) in each,
 once for the whole run, so every epoch has the same length and step -> (epoch, batch) stays a
@@ -83,7 +84,7 @@ def build_schedule(samples, sources, buckets: dict[Bucket, tuple[int, ...]]) -> 
         mine = {b: entries for b, entries in mine.items() if entries}
         if not mine:
             continue
-        total = round(n_train * source.reg_ratio / (1.0 - reg_share))
+        total = max(1, math.floor(n_train * source.reg_ratio / (1.0 - reg_share) + 0.5))
         for (bucket, entries), draws in zip(mine.items(), _largest_remainder(total, [len(e) for e in mine.values()])):
             pools.append(RegPool(bucket, source_index, entries, draws))
     return Schedule(train, tuple(pools))

@@ -3,7 +3,7 @@
 `DatasetReport.data` is a plain JSON-able dict (for the panel event); `.text` renders it for the
 node's STRING output. The suggested step count follows Astria's rule of thumb: 27 steps per image
 with at least 300 for characters and concepts, 100 steps per image (at least 300) for styles: one
-rule, core/presets.py's.
+rule, core/presets.py's, counting training images only (regularisation images are not what is learnt).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def build_report(spec, dataset, records, rejected, ignored, counts, damaged, war
         },
         "batch_size": 1,
         "steps_per_epoch": steps_per_epoch,
-        "suggested_steps_by_preset": {preset: suggested_steps(preset, dataset.image_count) if dataset.image_count else 0
+        "suggested_steps_by_preset": {preset: suggested_steps(preset, len(trained)) if trained else 0
                                       for preset in STEP_RULES},
     }
     return DatasetReport(data, render(data, spec.trigger))

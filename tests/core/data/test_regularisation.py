@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from flux_lora_lab.core.data import DatasetError, DatasetSpec, FolderSource, build_dataset
+from flux_lora_lab.core.presets import suggested_steps
 
 from .fakes import FakeTextEncoder, FakeVAE, make_image
 
@@ -96,6 +97,7 @@ def test_report_shows_reg_samples_per_epoch_and_weight(tmp_path):
     assert ("regularisation: 4 reg samples per epoch (with 6 training samples), loss weight 0.7, "
             "captions without the trigger") in ds.report.text
     assert "Trigger 'ohwx' in 2/2 training captions." in ds.report.text
+    assert ds.report.data["suggested_steps_by_preset"]["style"] == suggested_steps("style", 2) == 300  # not 5 images
 
 
 def test_fingerprint_follows_folder_roles_and_weights(tmp_path):

@@ -20,6 +20,8 @@ class Batch(Protocol):
     loss_mask: Optional[torch.Tensor]
     dop_context: Optional[torch.Tensor]
     dop_pooled: Optional[torch.Tensor]
+    loss_weights: Optional[torch.Tensor]
+    """(B,) per-sample loss weights (the folder's loss_weight); None: all 1."""
 
 
 class TrainingData(Protocol):

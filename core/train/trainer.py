@@ -126,7 +126,8 @@ class _Loop:
         self.step_seed.value = seeding.stream_seed(cfg.train.seed, "lora dropout", (step, micro))
         pred = self.predict(noisy, sigmas, context, pooled)
         mask = None if batch.loss_mask is None else batch.loss_mask.to(self.device)
-        loss = flow_loss(pred, target, sigmas, cfg.flow.loss_weighting, mask=mask)
+        weights = None if batch.loss_weights is None else batch.loss_weights.to(self.device)
+        loss = flow_loss(pred, target, sigmas, cfg.flow.loss_weighting, mask=mask, sample_weights=weights)
         (loss / accumulation).backward()
 
         dop = cfg.dop
@@ -136,7 +137,7 @@ class _Loop:
             with torch.no_grad(), lora.lora_disabled(self.module):
                 prior = self.predict(noisy, sigmas, dop_context, dop_pooled).float()
             dop_pred = self.predict(noisy, sigmas, dop_context, dop_pooled)
-            dop_loss = flow_loss(dop_pred, prior, sigmas, "uniform", mask=mask)
+            dop_loss = flow_loss(dop_pred, prior, sigmas, "uniform", mask=mask, sample_weights=weights)
             (dop.multiplier * dop_loss / accumulation).backward()
         return loss.item()
 

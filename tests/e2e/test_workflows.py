@@ -11,6 +11,7 @@ from scripts.comfy_server import PACK_DIRNAME, REPO_ROOT
 from scripts.demo_dataset import write_demo_dataset
 from scripts.workflow_descriptions import DEMO_FOLDER, WORKFLOWS
 from scripts.workflow_prompt import FRONTEND_ONLY, ui_to_prompt
+from tests.harness.api import ComfyAPIError
 
 pytestmark = pytest.mark.e2e
 
@@ -62,3 +63,35 @@ def test_the_demo_workflow_trains_and_compares(comfy_server, comfy_client):
     assert sorted(p.name for p in run.glob("checkpoint_*")) == [f"checkpoint_{s:06d}" for s in (10, 20, 30, 40)]
     grid = [image for image in result.images() if image["filename"].startswith("compare")]
     assert len(grid) == 1, result.images()
+
+
+def test_an_unknown_run_name_gives_one_message_per_node_and_internal_folders_are_not_runs(comfy_server, comfy_client):
+    """The compare workflow with a run name that does not exist: one message on each node that names
+    it (ComfyUI copies a validator's message once per argument it declares, so the validators declare
+    one), and the runs it lists are runs: not the pack's `.dataset_cache` folder."""
+    for folder, names in PLACEHOLDERS.items():
+        for name in names:
+            target = comfy_server.base_dir / "models" / folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
+    cache = comfy_server.base_dir / "output" / "fluxlab" / ".dataset_cache"
+    (cache / ".latent_cache").mkdir(parents=True, exist_ok=True)
+    (cache / "events.jsonl").touch()  # even a folder that looks like a run is not one when its name is internal
+    workflow = json.loads((REPO_ROOT / "workflows" / "compare_checkpoints_of_a_run.json").read_text())
+    prompt = ui_to_prompt(workflow, comfy_client.object_info())
+    named = [node_id for node_id, node in prompt.items() if "run_name" in node["inputs"]]
+    assert len(named) == 2
+    for node_id in named:
+        prompt[node_id]["inputs"]["run_name"] = "no such run"
+    with pytest.raises(ComfyAPIError) as refused:
+        comfy_client.queue(prompt)
+    body = json.loads(str(refused.value).split("HTTP 400: ", 1)[1].split("\n", 1)[0])
+    messages = {node_id: [e["details"] for e in entry["errors"]] for node_id, entry in body["node_errors"].items()}
+    assert sorted(messages) == sorted(named), messages
+    for node_id, details in messages.items():
+        assert len(details) == 1, f"node {node_id}: {len(details)} messages: {details}"
+        assert "run_name 'no such run': no run folder" in details[0]
+        assert ".dataset_cache" not in details[0], details[0]
+    listed = [run["run_id"] for run in comfy_client.get_json("/fluxlab/runs")["runs"]]
+    assert not [name for name in listed if name.startswith(".")], listed
+

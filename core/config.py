@@ -127,6 +127,9 @@ class TrainConfig:
         if self.dop.enabled and self.dop.class_word.strip() == self.run.trigger:
             raise ConfigError("dop.class_word", f"{self.dop.class_word!r} equals the trigger; the class "
                               "word must be the generic word the trigger stands for")
+        if self.optim.optimizer == "adamw_schedulefree" and self.train.ema:
+            raise ConfigError("train.ema", "adamw_schedulefree already saves an average of the weights (its "
+                              "eval weights); an EMA on top averages the wrong sequence: turn train.ema off")
         if self.optim.warmup_steps >= self.train.steps:
             raise ConfigError("optim.warmup_steps", f"{self.optim.warmup_steps} must be less than "
                               f"train.steps ({self.train.steps}); lower it or train longer")

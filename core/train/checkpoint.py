@@ -13,7 +13,6 @@ and every random draw of a step are pure functions of (seed, step): see core/tra
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,7 +23,7 @@ from ..model import lora, lora_format
 from ..run.atomic import Writer, bytes_writer
 from ..run.rundir import CheckpointInfo
 from .finite import require_finite_weights
-from .optim import LoraEMA
+from .optim import LoraEMA, averaged_weights_swapped_in
 from .state_io import load_state, save_state
 
 LORA_FILE = "lora.safetensors"
@@ -60,8 +59,11 @@ class LoraFileInfo:
 
 
 def user_weights_swapped_in(state: TrainingState):
-    """Context in which the module holds the weights users get: the EMA average when EMA is on."""
-    return state.ema.swapped_in() if state.ema is not None else contextlib.nullcontext()
+    """Context in which the module holds the weights users get: the EMA average when EMA is on, a
+    schedule-free optimizer's averaged weights with adamw_schedulefree (the two never go together)."""
+    if state.ema is not None:
+        return state.ema.swapped_in()
+    return averaged_weights_swapped_in(state.optimizer)
 
 
 def user_weights(state: TrainingState) -> dict:

@@ -159,8 +159,8 @@ def test_report_duplicates_histogram_and_suggestion(tmp_path):
     assert "Duplicate content" in ds.report.text
     assert sum(data["buckets"].values()) == 5 and "64px 64x64" in data["buckets"]
     assert data["steps_per_epoch"] == ds.steps_per_epoch() == 5
-    assert data["suggested_steps"] == 300 and "Suggested steps (character): 300" in ds.report.text
-    assert suggested_steps("character", 20) == 540 and suggested_steps("style", 20) == 2000
+    assert data["suggested_steps"] == 75 and "Suggested steps (character): 75" in ds.report.text  # 300 / 4
+    assert suggested_steps("character", 20) == 135 and suggested_steps("style", 20) == 2000
     assert suggested_steps("concept", 5) == 300
     assert data["captions"]["with_trigger"] == 5
 

@@ -252,6 +252,11 @@ class RunSettings(Section):
                                "'context' trains) or 'diffusers' (ai-toolkit's layout: ComfyUI, Forge and "
                                "diffusers apply every layer; kohya sd-scripts does not read it). Flux.2 files "
                                "have one layout that every loader reads.", choices=("kohya", "diffusers"))
+    save_dtype: str = setting("fp16", "Precision of the saved LoRA files (ai-toolkit save.dtype, kohya "
+                              "--save_precision): 'fp16' (half the size of fp32, what seed 000 and most "
+                              "shared Flux LoRAs use), 'bf16' or 'fp32' (exact). Resume always continues "
+                              "from the full-precision weights in the checkpoint's optimizer state.",
+                              choices=("fp16", "bf16", "fp32"))
 
     def _check(self) -> None:
         if not is_run_name(self.name):

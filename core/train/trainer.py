@@ -66,7 +66,7 @@ class _Loop:
         self.autocast = self.cfg.train.mixed_precision == "bf16"
         self.total = self.cfg.train.steps
         self.file_info = LoraFileInfo(job.adapter.family, self.cfg.run.trigger, job.base_fingerprint, self.cfg.to_dict(),
-                                      layout=self.cfg.run.lora_format)
+                                      layout=self.cfg.run.lora_format, dtype=self.cfg.run.save_dtype)
         self.losses: list[tuple[int, float]] = []
         self.step = 0
 

@@ -220,6 +220,10 @@ class TrainSettings(Section):
     ema_decay: float = setting(0.999, "EMA decay per optimizer step (0.999 averages ~1000 steps; "
                                "warmed up early so short runs are not dominated by the start).",
                                gt=0.0, lt=1.0)
+    epochs: int = setting(0, "Passes over the dataset to train, instead of steps (ai-toolkit / kohya "
+                          "epochs; seed 000 trains 10-12). 0 = use steps. Converted with the dataset's steps "
+                          "per epoch at batch_size x gradient_accumulation; the report shows both.",
+                          ge=0, le=100_000)
 
 
 _RUN_NAME = re.compile(r"\w[\w.\- ]{0,99}")

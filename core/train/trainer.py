@@ -41,6 +41,7 @@ from .checkpoint import (
 from .finite import check_step
 from .flow import add_noise, flow_loss, image_seq_len, sample_sigmas
 from .job import TrainingJob
+from .length import resolve_length, run_length_report
 from .optim import LoraEMA, build_optimizer, build_scheduler
 from .preview import preview_file_name, render_previews
 from .resume import check_resume, trained_on
@@ -59,7 +60,7 @@ class _Loop:
 
     def __init__(self, job: TrainingJob, control: RunControl, emit: Emit):
         self.job, self.control, self.emit = job, control, emit
-        self.cfg = job.config
+        self.cfg = resolve_length(job.config, job.data)  # train.epochs -> train.steps
         self.adapter = job.adapter
         self.module = job.adapter.module
         self.device = _device_of(self.module)
@@ -212,12 +213,13 @@ class _Loop:
         self.attach()
         self.resume()
         if self.job.dataset_report is not None and self.step == 0:
-            self.emit(DatasetReport(report=dict(self.job.dataset_report)))
+            self.emit(DatasetReport(report=run_length_report(dict(self.job.dataset_report), self.job.data, cfg)))
         self.emit(Started(run_id=self.job.run_dir.run_id, total_steps=self.total, start_step=self.step,
                           config=cfg.to_dict()))
         if self.step >= self.total and self.job.run_dir.final_lora_path.is_file():
+            longer = f"train_epochs above {cfg.train.epochs}" if cfg.train.epochs else f"train_steps above {self.step}"
             self.emit(Info(message=f"run {self.job.run_dir.run_id!r} finished at step {self.step}; to train it "
-                                   f"further, raise train_steps above {self.step} and queue it again (it goes on "
+                                   f"further, raise {longer} and queue it again (it goes on "
                                    f"from step {self.step})", step=self.step))
             self.emit(Finished(step=self.step, lora_path=str(self.job.run_dir.final_lora_path)))
             return self.job.run_dir.final_lora_path

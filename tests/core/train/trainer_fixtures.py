@@ -97,6 +97,9 @@ class SyntheticData:
         self.dop_pooled = None if self.pooled is None else self.pooled + 0.5 * torch.randn(POOLED_DIM, generator=g)
         self.items = items
 
+    def steps_per_epoch(self, batch_size: int | None = None) -> int:
+        return -(-self.items // (batch_size or 1))
+
     def batch(self, step: int, batch_size: int | None = None) -> SyntheticBatch:
         size = batch_size or 1
         index = [(step * size + i) % self.items for i in range(size)]

@@ -380,3 +380,22 @@ def test_the_runs_dataset_report_counts_steps_at_the_runs_batch(comfy_client, da
                                     run_save_every=0), timeout=120)
     report = wait_event(comfy_client, run, "dataset_report", start)["report"]
     assert report["batch_size"] == 4 and report["steps_per_epoch"] == 1  # 3 images, 4 per optimizer step
+
+
+def test_train_epochs_trains_that_many_passes_and_the_file_has_the_save_dtype(comfy_client, comfy_server, dataset):
+    """train_epochs 2 at batch 1 x accumulation 2 over 3 images: 2 x the run's steps per epoch, in
+    the report and in the steps trained; run_save_dtype bf16 gives a bf16 file the stock loader reads."""
+    from safetensors.torch import load_file
+
+    run = "e2e_epochs"
+    start = len(comfy_client.stream.events)
+    comfy_client.run(training_graph(comfy_client, run, steps=1, train_epochs=2, optim_gradient_accumulation=2,
+                                    run_save_every=0, run_save_dtype="bf16"), timeout=120)
+    report = wait_event(comfy_client, run, "dataset_report", start)["report"]
+    assert (report["batch_size"], report["epochs"]) == (2, 2)
+    assert report["steps_per_epoch"] >= 2 and report["train_steps"] == 2 * report["steps_per_epoch"]
+    assert wait_event(comfy_client, run, "started", start)["total_steps"] == report["train_steps"]
+    steps = [e["data"]["step"] for e in fluxlab_events(comfy_client, run, start, "step")]
+    assert steps == list(range(1, report["train_steps"] + 1))
+    final = load_file(str(run_folder(comfy_server, run) / "lora_final.safetensors"))
+    assert {t.dtype for k, t in final.items() if not k.endswith(".alpha")} == {torch.bfloat16}

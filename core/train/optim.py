@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import logging
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -21,9 +20,6 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from ..config import OptimizerSettings
-
-log = logging.getLogger(__name__)
-
 
 def _fused_supported(params: list[torch.Tensor]) -> bool:
     """True when torch's fused AdamW kernel accepts every parameter (device type and float dtype)."""
@@ -129,11 +125,7 @@ def build_optimizer(settings: OptimizerSettings, params: Iterable) -> torch.opti
     """Optimizer over `params` (tensors, or param-group dicts that may set their own 'lr')."""
     groups, flat = _flat_params(params)
     cls = _optimizer_class(settings.optimizer)
-    lr = settings.effective_learning_rate
-    if lr != settings.learning_rate:
-        log.warning("optim.optimizer 'prodigy' with the default learning_rate %g: using %g (Prodigy finds "
-                    "its own step size; learning_rate multiplies it)", settings.learning_rate, lr)
-    return OPTIMIZERS[settings.optimizer].build(cls, settings, groups, flat, lr)
+    return OPTIMIZERS[settings.optimizer].build(cls, settings, groups, flat, settings.effective_learning_rate)
 
 
 @contextlib.contextmanager

@@ -216,6 +216,10 @@ class _Loop:
             self.emit(DatasetReport(report=run_length_report(dict(self.job.dataset_report), self.job.data, cfg)))
         self.emit(Started(run_id=self.job.run_dir.run_id, total_steps=self.total, start_step=self.step,
                           config=cfg.to_dict()))
+        if cfg.optim.effective_learning_rate != cfg.optim.learning_rate:
+            self.emit(Info(message=f"optim.optimizer 'prodigy' with the default learning_rate {cfg.optim.learning_rate:g}: "
+                                   f"training at {cfg.optim.effective_learning_rate:g} (Prodigy finds its own step size; "
+                                   "learning_rate multiplies it)"))
         if self.step >= self.total and self.job.run_dir.final_lora_path.is_file():
             longer = f"train_epochs above {cfg.train.epochs}" if cfg.train.epochs else f"train_steps above {self.step}"
             self.emit(Info(message=f"run {self.job.run_dir.run_id!r} finished at step {self.step}; to train it "

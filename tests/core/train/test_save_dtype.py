@@ -55,13 +55,13 @@ def test_fp16_is_the_default():
     assert RunSettings().save_dtype == "fp16"
 
 
-@pytest.mark.parametrize("variant", ["flux1-dev", "flux2-dev"])
+@pytest.mark.parametrize("variant,layout", [("flux1-dev", "kohya"), ("flux1-dev", "diffusers"), ("flux2-dev", "kohya")])
 @pytest.mark.parametrize("save_dtype", ["fp16", "bf16", "fp32"])
-def test_comfyui_applies_the_file_to_the_precision_of_its_dtype(tmp_path, caplog, variant, save_dtype):
+def test_comfyui_applies_the_file_to_the_precision_of_its_dtype(tmp_path, caplog, variant, layout, save_dtype):
     adapter = _adapter(variant)
     inputs = _inputs(adapter)
     exact = _predict(adapter, inputs)
-    path = LoraFileInfo(adapter.family, "", "", {}, dtype=save_dtype).write(
+    path = LoraFileInfo(adapter.family, "", "", {}, layout=layout, dtype=save_dtype).write(
         tmp_path / "lora.safetensors", lora.lora_state_dict(adapter.module), step=1)
     with safe_open(str(path), framework="pt") as fh:
         dtypes = {fh.get_tensor(k).dtype for k in fh.keys() if not k.endswith(".alpha")}
@@ -79,8 +79,9 @@ def test_comfyui_applies_the_file_to_the_precision_of_its_dtype(tmp_path, caplog
     finally:
         patched.unpatch_model()
 
-    # Our model with the LoRA rounded as the file rounds it (Flux.2 files fold alpha/rank into up first).
-    dtype, scale = SAVE_DTYPES[save_dtype], 2.0 / 4 if variant.startswith("flux2") else 1.0
+    # Our model with the LoRA rounded as the file rounds it (Flux.2 and diffusers files fold alpha/rank into up first).
+    folded = variant.startswith("flux2") or layout == "diffusers"
+    dtype, scale = SAVE_DTYPES[save_dtype], 2.0 / 4 if folded else 1.0
     rounded = {name: lora.LoraWeights(w.down.to(dtype).float(), (w.up * scale).to(dtype).float() / scale, w.alpha)
                for name, w in lora.lora_state_dict(adapter.module).items()}
     lora.load_lora_state_dict(adapter.module, rounded)

@@ -61,3 +61,13 @@ def test_optimizer_resumes_bit_for_bit_through_the_checkpoint(name, tmp_path):
     state = load_file(str(RunDir(tmp_path / "resumed").latest_checkpoint().file("optimizer_state.safetensors")))
     if name == "adamw8bit":
         assert any(t.dtype == torch.uint8 for t in state.values()), "no 8-bit optimizer state was saved"
+
+
+def test_prodigy_at_the_default_rate_trains_at_one_and_says_so(tmp_path):
+    cfg = config("prodigy").with_overrides({"optim": {"learning_rate": 1e-4, "lr_scheduler": "constant"},
+                                           "train": {"steps": 2}})
+    events = []
+    train(TrainingJob(cfg, adopt(tiny_owner()), SyntheticData(items=6), RunDir(tmp_path / "p")), RunControl(None),
+          events.append)
+    assert any(e.kind == "info" and "training at 1 (Prodigy finds its own step size" in e.message for e in events)
+    assert [e.lr for e in events if e.kind == "step"] == [1.0, 1.0]  # warmup 1 step: at the peak from step 1

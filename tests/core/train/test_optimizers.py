@@ -8,6 +8,7 @@ state, so adamw8bit is tested on its 8-bit path (asserted), not on its fp32 fall
 
 import copy
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -60,6 +61,19 @@ def test_the_table_is_the_settings_choices():
     choices = dict(dataclasses.fields(OptimizerSettings)[0].metadata)["choices"]
     assert tuple(optim.OPTIMIZERS) == choices
     assert optim.available_optimizers() == list(optim.OPTIMIZERS)  # requirements.txt installs every one
+
+
+def test_every_optional_optimizer_is_a_requirement_of_the_pack():
+    """ComfyUI Manager installs requirements.txt, the registry pyproject's dependencies: both list them."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(optim.__file__).resolve().parents[2]
+    lines = [line.split("#")[0].strip() for line in (root / "requirements.txt").read_text().splitlines()]
+    listed = {line for line in lines if line}
+    assert set(tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]) == listed
+    names = {re.split(r"[<>=;\s]", line, maxsplit=1)[0] for line in listed}
+    assert {spec.package for spec in optim.OPTIMIZERS.values() if spec.package} <= names
 
 
 @pytest.mark.parametrize("name", list(optim.OPTIMIZERS))

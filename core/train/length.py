@@ -33,7 +33,9 @@ def run_length_report(report: dict, data, config: TrainConfig) -> dict:
     """The dataset report as the run sees it: steps per epoch at batch_size x accumulation, and the
     length it trains (`train_steps`, `epochs`: the epochs asked for, or steps / steps per epoch)."""
     per_epoch = steps_per_epoch(data, config)
-    return {**report, "batch_size": config.train.batch_size * config.optim.gradient_accumulation,
-            "steps_per_epoch": per_epoch, "suggested_epochs": round(report["suggested_steps"] / per_epoch, 1),
-            "train_steps": config.train.steps,
-            "epochs": config.train.epochs or round(config.train.steps / per_epoch, 1)}
+    out = {**report, "batch_size": config.train.batch_size * config.optim.gradient_accumulation,
+           "steps_per_epoch": per_epoch, "train_steps": config.train.steps,
+           "epochs": config.train.epochs or round(config.train.steps / per_epoch, 1)}
+    if "suggested_steps" in report:  # core/data/report.py's; a job may hand in any mapping
+        out["suggested_epochs"] = round(report["suggested_steps"] / per_epoch, 1)
+    return out

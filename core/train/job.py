@@ -27,6 +27,10 @@ class Batch(Protocol):
 class TrainingData(Protocol):
     def batch(self, step: int, batch_size: int, seed: int) -> Batch: ...
 
+    def steps_per_epoch(self, batch_size: int | None = None) -> int:
+        """Batches of `batch_size` in one pass (needed for train.epochs and the report)."""
+        ...
+
 
 @dataclass
 class TrainingJob:

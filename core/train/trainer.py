@@ -43,6 +43,7 @@ from .evaluation import eval_loss
 from .finite import check_step
 from .flow import add_noise, flow_loss, image_seq_len, sample_sigmas
 from .job import TrainingJob
+from .length import resolve_length, run_length_report
 from .optim import LoraEMA, build_optimizer, build_scheduler
 from .preview import expected_files, progression_files, render_previews
 from .resume import check_resume, trained_on
@@ -61,14 +62,14 @@ class _Loop:
 
     def __init__(self, job: TrainingJob, control: RunControl, emit: Emit):
         self.job, self.control, self.emit = job, control, emit
-        self.cfg = job.config
+        self.cfg = resolve_length(job.config, job.data)  # train.epochs -> train.steps
         self.adapter = job.adapter
         self.module = job.adapter.module
         self.device = _device_of(self.module)
         self.autocast = self.cfg.train.mixed_precision == "bf16"
         self.total = self.cfg.train.steps
         self.file_info = LoraFileInfo(job.adapter.family, self.cfg.run.trigger, job.base_fingerprint, self.cfg.to_dict(),
-                                      layout=self.cfg.run.lora_format)
+                                      layout=self.cfg.run.lora_format, dtype=self.cfg.run.save_dtype)
         self.losses: list[tuple[int, float]] = []
         self.eval_losses: list[tuple[int, float]] = []
         self.step = 0
@@ -240,12 +241,17 @@ class _Loop:
         self.attach()
         self.resume()
         if self.job.dataset_report is not None and self.step == 0:
-            self.emit(DatasetReport(report=dict(self.job.dataset_report)))
+            self.emit(DatasetReport(report=run_length_report(dict(self.job.dataset_report), self.job.data, cfg)))
         self.emit(Started(run_id=self.job.run_dir.run_id, total_steps=self.total, start_step=self.step,
                           config=cfg.to_dict()))
+        if cfg.optim.effective_learning_rate != cfg.optim.learning_rate:
+            self.emit(Info(message=f"optim.optimizer 'prodigy' with the default learning_rate {cfg.optim.learning_rate:g}: "
+                                   f"training at {cfg.optim.effective_learning_rate:g} (Prodigy finds its own step size; "
+                                   "learning_rate multiplies it)"))
         if self.step >= self.total and self.job.run_dir.final_lora_path.is_file():
+            longer = f"train_epochs above {cfg.train.epochs}" if cfg.train.epochs else f"train_steps above {self.step}"
             self.emit(Info(message=f"run {self.job.run_dir.run_id!r} finished at step {self.step}; to train it "
-                                   f"further, raise train_steps above {self.step} and queue it again (it goes on "
+                                   f"further, raise {longer} and queue it again (it goes on "
                                    f"from step {self.step})", step=self.step))
             self.emit(Finished(step=self.step, lora_path=str(self.job.run_dir.final_lora_path)))
             return self.job.run_dir.final_lora_path

@@ -21,7 +21,7 @@ def config(epochs, batch=1, accumulation=1, steps=1000, warmup=0):
 
 
 def test_epochs_of_a_real_dataset_count_buckets_batches_and_accumulation(tmp_path):
-    ds = _build(tmp_path, [FolderSource(_mixed_folder(tmp_path), resolutions=(64,))], batch_size=1)
+    ds = _build(tmp_path, [FolderSource(_mixed_folder(tmp_path), resolutions=(64,))])
     # 21 samples in buckets of 9, 9 and 3: at batch 2 that is 5 + 5 + 2 = 12 micro-batches per pass
     assert ds.steps_per_epoch(2) == 12
     assert steps_per_epoch(ds, config(10, batch=2, accumulation=4)) == 3
@@ -33,7 +33,7 @@ def test_epochs_of_a_real_dataset_count_buckets_batches_and_accumulation(tmp_pat
 
 
 def test_warmup_longer_than_the_epochs_is_refused_when_the_length_is_known(tmp_path):
-    ds = _build(tmp_path, [FolderSource(_mixed_folder(tmp_path), resolutions=(64,))], batch_size=1)
+    ds = _build(tmp_path, [FolderSource(_mixed_folder(tmp_path), resolutions=(64,))])
     cfg = config(1, batch=2, accumulation=4, steps=10, warmup=5)  # steps 10 would allow it; epochs decide
     with pytest.raises(ConfigError, match="optim.warmup_steps.*3 steps of train.epochs 1"):
         resolve_length(cfg, ds)

@@ -127,6 +127,9 @@ class TrainConfig:
         if self.dop.enabled and self.dop.class_word.strip() == self.run.trigger:
             raise ConfigError("dop.class_word", f"{self.dop.class_word!r} equals the trigger; the class "
                               "word must be the generic word the trigger stands for")
+        if self.lora.network == "lokr" and self.run.lora_format == "diffusers":
+            raise ConfigError("run.lora_format", "'diffusers' is a LoRA layout; LoKr files use LyCORIS' keys, "
+                              "which ComfyUI and Forge read: set run.lora_format to 'kohya' or lora.network to 'lora'")
         if self.optim.warmup_steps >= self.train.steps:
             raise ConfigError("optim.warmup_steps", f"{self.optim.warmup_steps} must be less than "
                               f"train.steps ({self.train.steps}); lower it or train longer")

@@ -52,8 +52,8 @@ class LoraFileInfo:
     layout: str = "kohya"
 
     def write(self, path: Path, weights: Mapping, step: int) -> Path:
-        require_finite_weights({f"{name}.{part}": getattr(w, part) for name, w in weights.items()
-                                for part in ("down", "up")}, str(path))
+        require_finite_weights({f"{name}.{part}": t for name, w in weights.items()
+                                for part, t in w.tensors().items()}, str(path))
         return lora_format.save_lora(path, weights, self.family, step=step, trigger=self.trigger or None,
                                      base_fingerprint=self.base_fingerprint, config=dict(self.config),
                                      layout=self.layout)
@@ -67,8 +67,7 @@ def user_weights_swapped_in(state: TrainingState):
 def user_weights(state: TrainingState) -> dict:
     """The LoRA weights users get (EMA average when EMA is on, else the trained weights), cloned."""
     with user_weights_swapped_in(state):
-        return {name: lora.LoraWeights(w.down.clone(), w.up.clone(), w.alpha)
-                for name, w in lora.lora_state_dict(state.module).items()}
+        return {name: w.clone() for name, w in lora.lora_state_dict(state.module).items()}
 
 
 def checkpoint_writers(state: TrainingState, info: LoraFileInfo, step: int,

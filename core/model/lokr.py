@@ -89,6 +89,7 @@ class LokrLinear(nn.Module):
                  decompose_both: bool, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.base_layer = base_layer
+        self.in_features, self.out_features = base_layer.in_features, base_layer.out_features  # as peft's layers
         self.out_l, self.out_k = factorization(base_layer.out_features, factor)
         self.in_m, self.in_n = factorization(base_layer.in_features, factor)
         device = base_layer.weight.device

@@ -158,3 +158,28 @@ def test_settings_name_what_to_change():
     with pytest.raises(ConfigError, match="run.lora_format.*LoKr"):
         TrainConfig.from_dict({"lora": {"network": "lokr"}, "run": {"lora_format": "diffusers"}})
     assert TrainConfig().lora.network == "lora"  # LoRA stays the default
+
+
+def test_lokr_trains_on_a_quantized_base():
+    """quanto's QLinear is an nn.Linear: LoKr wraps it as LoRA does, the factors get gradients, the
+    quantized base none."""
+    from flux_lora_lab.core.model import quant
+
+    owner = build_tiny_flux_transformer(TinyFluxSpec("flux1-dev"))
+    adapter = FluxTrainingAdapter.adopt(owner, checkpointing=True)
+    assert quant.quantize_base(adapter.module, "qint8") > 0
+    spec = LoraSettings(network="lokr", rank=2, targets="attention")
+    names = lora.attach_lora(adapter.module, spec)
+    init_lora(adapter.module, spec, seed=1)
+    for _, p in lora.trainable_parameters(adapter.module):
+        p.requires_grad_(True)
+    assert all(quant.is_quantized(adapter.module.get_submodule(n).base_layer) for n in names if "blocks" in n)
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(1, 16, 8, 8, generator=g), torch.tensor([0.5]), torch.randn(1, 4, 64, generator=g),
+            torch.randn(1, 32, generator=g), torch.tensor([2.0]))
+    adapter.predict(*args).square().mean().backward()
+    factors = {id(p) for _, p in lora.trainable_parameters(adapter.module)}
+    with_grad = [p for p in adapter.module.parameters() if p.grad is not None]
+    assert {id(p) for p in with_grad} == factors
+    # At init only w2_b moves the output (w2_b = 0 zeroes the others' gradients, as LoRA's B does for A).
+    assert all(p.grad.abs().max() > 0 for n, p in lora.trainable_parameters(adapter.module) if n.endswith("lokr_w2_b"))

@@ -139,3 +139,30 @@ def test_lokr_gradients_through_flux_match_the_float64_kron_reference(variant, c
     want = torch.cat([e.flatten() for e in expected])
     error = ((got - want).norm() / want.norm()).item()
     assert error < 1e-6, f"relative gradient error {error:.2e}"
+
+
+@pytest.mark.parametrize("variant", ["flux1-dev", "flux2-dev"])
+def test_a_saved_lokr_continues_training_with_its_delta_under_another_alpha(tmp_path, variant):
+    """lora.init_lora from a LoKr file: the run's layers carry the file's delta exactly, also where the
+    file folded its scale (Flux.2) and the run has another alpha; another structure is refused by name."""
+    first = FluxTrainingAdapter.adopt(build_tiny_flux_transformer(TinyFluxSpec(variant)), checkpointing=False)
+    lora.attach_lora(first.module, _lokr(rank=2, alpha=6.0))
+    _randomize(first.module)
+    path = lora_format.save_lora(tmp_path / "lokr.safetensors", lora.lora_state_dict(first.module), first.family)
+
+    second = FluxTrainingAdapter.adopt(build_tiny_flux_transformer(TinyFluxSpec(variant)), checkpointing=False)
+    lora.attach_lora(second.module, _lokr(rank=2, alpha=1.0))
+    loaded = lora_format.load_lora(path, family=second.family, rank=2)
+    assert sorted(lora.load_lora_state_dict(second.module, loaded.weights, source=str(path))) == sorted(loaded.weights)
+    mine, theirs = lora.lora_state_dict(second.module), lora.lora_state_dict(first.module)
+    for name in theirs:
+        assert mine[name].alpha == 1.0
+        torch.testing.assert_close(mine[name].delta(), theirs[name].delta(), rtol=1e-5, atol=1e-6)  # fp32 factors rescaled
+    inputs = _inputs(first)
+    with torch.no_grad():
+        torch.testing.assert_close(second.predict(*inputs), first.predict(*inputs), rtol=1e-5, atol=1e-5)
+
+    third = FluxTrainingAdapter.adopt(build_tiny_flux_transformer(TinyFluxSpec(variant)), checkpointing=False)
+    lora.attach_lora(third.module, _lokr(rank=2, lokr_decompose_both=True))
+    with pytest.raises(ValueError, match="lokr.safetensors: .* set lora.rank, lora.lokr_factor"):
+        lora.load_lora_state_dict(third.module, loaded.weights, source=str(path))

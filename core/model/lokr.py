@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 __all__ = ["LokrLinear", "LokrWeights", "PARTS", "attach_lokr", "factorization", "load_lokr_state_dict",
-           "lokr_disabled", "lokr_layers", "lokr_parameters"]
+           "lokr_disabled", "lokr_layers", "lokr_parameters", "part_shapes"]
 
 PARTS = ("w1", "w1_a", "w1_b", "w2", "w2_a", "w2_b")
 
@@ -39,6 +39,20 @@ def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
     limit = math.isqrt(dimension) if factor < 0 else min(factor, math.isqrt(dimension))
     m = max(d for d in range(1, max(limit, 1) + 1) if dimension % d == 0)
     return m, dimension // m
+
+
+def part_shapes(in_features: int, out_features: int, *, rank: int, factor: int, full_matrix: bool,
+                decompose_both: bool) -> dict:
+    """{part: shape} of the LoKr factors of an in -> out linear, by LyCORIS' rules (module docstring)."""
+    out_l, out_k = factorization(out_features, factor)
+    in_m, in_n = factorization(in_features, factor)
+    if decompose_both and not full_matrix and rank < max(out_l, in_m) / 2:
+        shapes = {"w1_a": (out_l, rank), "w1_b": (rank, in_m)}
+    else:
+        shapes = {"w1": (out_l, in_m)}
+    if not full_matrix and rank < max(out_k, in_n) / 2:
+        return shapes | {"w2_a": (out_k, rank), "w2_b": (rank, in_n)}
+    return shapes | {"w2": (out_k, in_n)}
 
 
 @dataclass(frozen=True)
@@ -93,15 +107,10 @@ class LokrLinear(nn.Module):
         self.out_l, self.out_k = factorization(base_layer.out_features, factor)
         self.in_m, self.in_n = factorization(base_layer.in_features, factor)
         device = base_layer.weight.device
-        make = lambda *shape: nn.Parameter(torch.zeros(shape, dtype=dtype, device=device))  # noqa: E731
-        if decompose_both and not full_matrix and rank < max(self.out_l, self.in_m) / 2:
-            self.w1_a, self.w1_b = make(self.out_l, rank), make(rank, self.in_m)
-        else:
-            self.w1 = make(self.out_l, self.in_m)
-        if not full_matrix and rank < max(self.out_k, self.in_n) / 2:
-            self.w2_a, self.w2_b = make(self.out_k, rank), make(rank, self.in_n)
-        else:
-            self.w2 = make(self.out_k, self.in_n)
+        shapes = part_shapes(base_layer.in_features, base_layer.out_features, rank=rank, factor=factor,
+                             full_matrix=full_matrix, decompose_both=decompose_both)
+        for part, shape in shapes.items():
+            setattr(self, part, nn.Parameter(torch.zeros(shape, dtype=dtype, device=device)))
         self.rank, self.alpha = rank, float(alpha)
         self.scale = self.weights().scale  # alpha / rank, or 1 when w1 and w2 are both full
         self.dropout: nn.Module = nn.Identity()  # core/model/lora_random.use_seeded_dropout sets it

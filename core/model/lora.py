@@ -13,6 +13,7 @@ weights peft's merge silently drops the delta. Saved files carry the LoRA to eve
 """
 
 import contextlib
+import math
 import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping
@@ -29,7 +30,7 @@ from . import lokr
 from .lora_targets import target_names
 
 __all__ = ["ADAPTER", "TARGET_PRESETS", "LoraWeights", "attach_lora", "load_lora_state_dict", "lora_disabled",
-           "lora_layers", "lora_state_dict", "parse_blocks", "target_names", "trainable_parameters"]
+           "lora_layers", "lora_state_dict", "parameter_count", "parse_blocks", "target_names", "trainable_parameters"]
 
 ADAPTER = "default"
 
@@ -92,6 +93,16 @@ def attach_lora(module: nn.Module, spec: LoraSettings, dtype: torch.dtype = torc
     if attached != names:
         raise RuntimeError(f"peft attached LoRA to {attached}, expected {names}")
     return names
+
+
+def parameter_count(module: nn.Module, names: list, spec: LoraSettings) -> int:
+    """The trainable weights `spec` would put on the linears `names` of `module` (memory plans; attaches nothing)."""
+    linears = [module.get_submodule(name) for name in names]
+    if spec.network == "lokr":
+        return sum(math.prod(shape) for m in linears for shape in lokr.part_shapes(
+            m.in_features, m.out_features, rank=spec.rank, factor=spec.lokr_factor, full_matrix=spec.lokr_full_matrix,
+            decompose_both=spec.lokr_decompose_both).values())
+    return sum(spec.rank * (m.in_features + m.out_features) for m in linears)
 
 
 def _refuse_merge(name: str):

@@ -183,3 +183,15 @@ def test_lokr_trains_on_a_quantized_base():
     assert {id(p) for p in with_grad} == factors
     # At init only w2_b moves the output (w2_b = 0 zeroes the others' gradients, as LoRA's B does for A).
     assert all(p.grad.abs().max() > 0 for n, p in lora.trainable_parameters(adapter.module) if n.endswith("lokr_w2_b"))
+
+
+@pytest.mark.parametrize("settings", [dict(network="lora", rank=4)] + [dict(network="lokr", **s) for s, _ in STRUCTURES],
+                         ids=["lora"] + [str(s) for s, _ in STRUCTURES])
+def test_the_memory_plans_parameter_count_is_what_attaching_trains(settings):
+    """What TrainLoRA's memory check counts (nodes/_comfy/memory.py) equals the weights attach_lora makes."""
+    adapter = FluxTrainingAdapter.adopt(build_tiny_flux_transformer(TinyFluxSpec("flux2-dev")), checkpointing=False)
+    spec = LoraSettings(targets="all", train_modulation=True, **settings)
+    names = lora.target_names(adapter.module, spec)
+    planned = lora.parameter_count(adapter.module, names, spec)
+    lora.attach_lora(adapter.module, spec)
+    assert planned == sum(p.numel() for _, p in lora.trainable_parameters(adapter.module)) > 0

@@ -14,7 +14,8 @@ Why not peft's LoKr (0.21.2, the version both hosts pin): it has no `full_matrix
 alpha / r also when both parts are full (ComfyUI applies 1), draws rank and module dropout from
 torch's global generator (two runs in one process would race on it, core/model/lora_random.py)
 and materialises the whole out x in delta on every forward. Here the delta is applied as two
-small matmuls over the input reshaped to (in_m, in_n), never built as a matrix.
+small matmuls over the input reshaped to (in_m, in_n), never built as a matrix, in the order that
+keeps the smaller middle product for the backward.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ class LokrLinear(nn.Module):
             setattr(self, part, nn.Parameter(torch.zeros(shape, dtype=dtype, device=device)))
         self.rank, self.alpha = rank, float(alpha)
         self.scale = self.weights().scale  # alpha / rank, or 1 when w1 and w2 are both full
+        # Autograd keeps the middle product for the backward: apply first the factor that leaves it
+        # smaller (out_l x in_n or in_m x out_k per token; up to 7x apart on Flux's linear1 at factor 4).
+        self.w1_first = self.out_l * self.in_n < self.in_m * self.out_k
         self.dropout: nn.Module = nn.Identity()  # core/model/lora_random.use_seeded_dropout sets it
         self.disabled = False
 
@@ -130,9 +134,13 @@ class LokrLinear(nn.Module):
         p = self.parts()
         h = self.dropout(x).to(next(iter(p.values())).dtype)
         h = h.reshape(*h.shape[:-1], self.in_m, self.in_n)  # input index c * in_n + d -> [c, d]
-        h = h @ p["w2"].T if "w2" in p else (h @ p["w2_b"].T) @ p["w2_a"].T  # (..., in_m, out_k)
         w1 = p["w1"] if "w1" in p else p["w1_a"] @ p["w1_b"]
-        h = w1 @ h  # (..., out_l, out_k): output index a * out_k + b, kron's order
+        if self.w1_first:
+            h = w1 @ h  # (..., out_l, in_n)
+        h = h @ p["w2"].T if "w2" in p else (h @ p["w2_b"].T) @ p["w2_a"].T  # (..., in_m or out_l, out_k)
+        if not self.w1_first:
+            h = w1 @ h
+        # (..., out_l, out_k): output index a * out_k + b, kron's order
         return out + (h.reshape(*h.shape[:-2], -1) * self.scale).to(out.dtype)
 
 

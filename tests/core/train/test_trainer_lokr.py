@@ -161,3 +161,14 @@ def test_block_swap_trains_the_same_lokr(tmp_path):
     plain, swapped = load_file(str(files[0])), load_file(str(files[2]))
     assert plain.keys() == swapped.keys() and any("single_blocks_1" in k for k in plain)
     assert all(torch.equal(plain[k], swapped[k]) for k in plain)
+
+
+def test_lokr_trains_under_bf16_autocast(tmp_path):
+    """The default precision: fp32 factors, bf16 matmuls; the steps are finite and w2 leaves zero."""
+    adapter = adopt(tiny_owner("flux1-dev", seed=3), checkpointing=True)
+    config = lokr_config(3, train={"mixed_precision": "bf16", "ema": False})
+    _, events = _train(config, adapter, SyntheticData(items=4), tmp_path / "bf16")
+    losses = [e.loss for e in events if e.kind == "step"]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    weights = lora.lora_state_dict(adapter.module).values()
+    assert all(w.w2_b.dtype == torch.float32 and w.w2_b.abs().max() > 0 for w in weights)

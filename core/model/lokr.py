@@ -14,8 +14,8 @@ Why not peft's LoKr (0.21.2, the version both hosts pin): it has no `full_matrix
 alpha / r also when both parts are full (ComfyUI applies 1), draws rank and module dropout from
 torch's global generator (two runs in one process would race on it, core/model/lora_random.py)
 and materialises the whole out x in delta on every forward. Here the delta is applied as two
-small matmuls over the input reshaped to (in_m, in_n), never built as a matrix, in the order that
-keeps the smaller middle product for the backward.
+small matmuls over the input reshaped to (in_m, in_n), never built as a matrix, and the backward
+keeps only the input (`_KronApply`).
 """
 
 from __future__ import annotations
@@ -114,9 +114,6 @@ class LokrLinear(nn.Module):
             setattr(self, part, nn.Parameter(torch.zeros(shape, dtype=dtype, device=device)))
         self.rank, self.alpha = rank, float(alpha)
         self.scale = self.weights().scale  # alpha / rank, or 1 when w1 and w2 are both full
-        # Autograd keeps the middle product for the backward: apply first the factor that leaves it
-        # smaller (out_l x in_n or in_m x out_k per token; up to 7x apart on Flux's linear1 at factor 4).
-        self.w1_first = self.out_l * self.in_n < self.in_m * self.out_k
         self.dropout: nn.Module = nn.Identity()  # core/model/lora_random.use_seeded_dropout sets it
         self.disabled = False
 
@@ -132,16 +129,38 @@ class LokrLinear(nn.Module):
         if self.disabled:
             return out
         p = self.parts()
-        h = self.dropout(x).to(next(iter(p.values())).dtype)
-        h = h.reshape(*h.shape[:-1], self.in_m, self.in_n)  # input index c * in_n + d -> [c, d]
         w1 = p["w1"] if "w1" in p else p["w1_a"] @ p["w1_b"]
-        if self.w1_first:
-            h = w1 @ h  # (..., out_l, in_n)
-        h = h @ p["w2"].T if "w2" in p else (h @ p["w2_b"].T) @ p["w2_a"].T  # (..., in_m or out_l, out_k)
-        if not self.w1_first:
-            h = w1 @ h
-        # (..., out_l, out_k): output index a * out_k + b, kron's order
+        w2 = p["w2"] if "w2" in p else p["w2_a"] @ p["w2_b"]  # small: out_k x in_n
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else w1.dtype
+        h = self.dropout(x).to(dtype)
+        h = h.reshape(*h.shape[:-1], self.in_m, self.in_n)  # input index c * in_n + d -> [c, d]
+        h = _KronApply.apply(h, w1.to(dtype), w2.to(dtype))  # (..., out_l, out_k): index a * out_k + b, kron's
         return out + (h.reshape(*h.shape[:-2], -1) * self.scale).to(out.dtype)
+
+
+class _KronApply(torch.autograd.Function):
+    """y = w1 @ x @ w2.T over x (..., in_m, in_n), i.e. kron(w1, w2) applied to x flattened.
+
+    Plain autograd would keep the middle product w1 @ x (or x @ w2.T) for the backward: at Flux.1's
+    width (3072, factor -1) about 40k values per token for the eight linears of a double block,
+    beside the ~62k the block itself keeps (core/train/memory_plan.ACTIVATION_BYTES). This keeps only
+    x and the two small factors and recomputes the middle product in the backward (a few % of the
+    base linear's compute)."""
+
+    @staticmethod
+    def forward(ctx, x, w1, w2):
+        ctx.save_for_backward(x, w1, w2)
+        return (w1 @ x) @ w2.T
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w1, w2 = ctx.saved_tensors
+        through_w2 = grad @ w2  # (..., out_l, in_n)
+        dx = w1.T @ through_w2 if ctx.needs_input_grad[0] else None
+        flat = lambda t: t.reshape(-1, *t.shape[-2:])  # noqa: E731  (batch and tokens in one axis)
+        dw1 = torch.einsum("bon,bmn->om", flat(through_w2), flat(x)) if ctx.needs_input_grad[1] else None
+        dw2 = torch.einsum("bok,bon->kn", flat(grad), flat(w1 @ x)) if ctx.needs_input_grad[2] else None
+        return dx, dw1, dw2
 
 
 def lokr_layers(module: nn.Module) -> dict:

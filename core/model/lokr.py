@@ -188,6 +188,7 @@ def lokr_parameters(module: nn.Module) -> list:
 
 @contextlib.contextmanager
 def lokr_disabled(module: nn.Module) -> Iterator[None]:
+    """Run `module` without its LoKr inside the block (core/model/lora.lora_disabled's LoKr half)."""
     layers = list(lokr_layers(module).values())
     previous = [layer.disabled for layer in layers]
     for layer in layers:

@@ -172,3 +172,21 @@ def test_lokr_trains_under_bf16_autocast(tmp_path):
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     weights = lora.lora_state_dict(adapter.module).values()
     assert all(w.w2_b.dtype == torch.float32 and w.w2_b.abs().max() > 0 for w in weights)
+
+
+def test_resuming_with_another_network_or_lokr_shape_is_refused_by_name():
+    """A run folder trained as LoRA (or as another LoKr structure) is not resumed as this LoKr: the
+    refusal names the setting (core/train/resume.py); records from before these settings existed are
+    not judged on them."""
+    from flux_lora_lab.core.train.resume import differences, trained_on
+
+    lora_run = TrainConfig.from_dict({"lora": {"rank": 2}})
+    lokr_run = TrainConfig.from_dict({"lora": {"rank": 2, "network": "lokr"}})
+    assert differences(trained_on(lora_run, "", ""), lokr_run, "", "") == ["lora.network 'lora', now 'lokr'"]
+    factor8 = lokr_run.with_overrides({"lora": {"lokr_factor": 8, "lokr_full_matrix": True}})
+    assert differences(trained_on(lokr_run, "", ""), factor8, "", "") == [
+        "lora.lokr_factor -1, now 8", "lora.lokr_full_matrix False, now True"]
+    old = trained_on(lora_run, "", "")
+    for name in ("network", "lokr_factor", "lokr_full_matrix", "lokr_decompose_both"):
+        del old["config"]["lora"][name]
+    assert differences(old, lora_run, "", "") == []

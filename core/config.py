@@ -132,6 +132,9 @@ class TrainConfig:
         if self.optim.optimizer == "adamw_schedulefree" and self.train.ema:
             raise ConfigError("train.ema", "adamw_schedulefree already saves an average of the weights (its "
                               "eval weights); an EMA on top averages the wrong sequence: turn train.ema off")
+        if self.lora.network == "lokr" and self.run.lora_format == "diffusers":
+            raise ConfigError("run.lora_format", "'diffusers' is a LoRA layout; LoKr files use LyCORIS' keys, "
+                              "which ComfyUI and Forge read: set run.lora_format to 'kohya' or lora.network to 'lora'")
         if self.train.epochs == 0 and self.optim.warmup_steps >= self.train.steps:  # epochs: core/train/length.py
             raise ConfigError("optim.warmup_steps", f"{self.optim.warmup_steps} must be less than "
                               f"train.steps ({self.train.steps}); lower it or train longer")

@@ -55,7 +55,7 @@ class LoraFileInfo:
     """`run.save_dtype`: the precision of the file only; resume reads the fp32 weights of RESUME_FILE."""
 
     def write(self, path: Path, weights: Mapping, step: int) -> Path:
-        tensors = {f"{name}.{part}": getattr(w, part) for name, w in weights.items() for part in ("down", "up")}
+        tensors = {f"{name}.{part}": t for name, w in weights.items() for part, t in w.tensors().items()}
         require_finite_weights(tensors, str(path))
         dtype = SAVE_DTYPES[self.dtype]
         if dtype == torch.float16:
@@ -76,8 +76,7 @@ def user_weights_swapped_in(state: TrainingState):
 def user_weights(state: TrainingState) -> dict:
     """The LoRA weights users get (EMA average when EMA is on, else the trained weights), cloned."""
     with user_weights_swapped_in(state):
-        return {name: lora.LoraWeights(w.down.clone(), w.up.clone(), w.alpha)
-                for name, w in lora.lora_state_dict(state.module).items()}
+        return {name: w.clone() for name, w in lora.lora_state_dict(state.module).items()}
 
 
 def checkpoint_writers(state: TrainingState, info: LoraFileInfo, step: int,

@@ -29,10 +29,12 @@ COLUMN_GAP, ROW_GAP = 50, 40
 # The frontend's measures (LiteGraph): the title bar is drawn above a node's `pos`, each slot row
 # and each one-line widget take a fixed height, a multi-line text box takes about three rows.
 TITLE_HEIGHT, SLOT_HEIGHT, WIDGET_HEIGHT, TEXT_BOX_HEIGHT = 30, 20, 24, 80
+# Widgets the pack's own front end adds to a node (web/fluxlab.js: the A/B view's getMinHeight).
+FRONTEND_WIDGETS_HEIGHT = {"CompareCheckpoints": 320}
 # Where the graph's top-left corner lands on screen when the workflow opens (px): right of the
-# side bar, below the menu bar; the scale fits a 1400 px wide window, never below 0.55.
+# side bar, below the menu bar; the scale fits the graph into a 1400 x 900 window, never below 0.5.
 SCREEN_MARGIN = (70, 90)
-SCREEN_WIDTH = 1400
+SCREEN_SIZE = (1400, 900)
 
 
 def _default(spec: list):
@@ -94,6 +96,7 @@ class Graph:
         outputs = [{"name": name, "type": kind_, "links": [], "slot_index": i}
                    for i, (kind_, name) in enumerate(zip(info["output"], info["output_name"]))]
         slots = max(len(inputs), len(outputs))
+        height += FRONTEND_WIDGETS_HEIGHT.get(kind, 0)
         node = {"id": len(self.nodes) + 1, "type": kind, "pos": [0, 0],
                 "size": [NODE_WIDTH, slots * SLOT_HEIGHT + height + 16], "flags": {},
                 "order": len(self.nodes), "mode": 0, "inputs": inputs, "outputs": outputs,
@@ -120,16 +123,18 @@ class Graph:
         title bars included) and return the view (`extra.ds`) that frames the graph on open."""
         columns = sorted({column for column, _ in self.places.values()})
         by_id = {node["id"]: node for node in self.nodes}
-        x = 0
+        x, bottom = 0, 0
         for column in columns:
             members = sorted((row, node_id) for node_id, (c, row) in self.places.items() if c == column)
             y = TITLE_HEIGHT
             for _, node_id in members:
                 node = by_id[node_id]
                 node["pos"] = [x, y]
+                bottom = max(bottom, y + node["size"][1])
                 y += node["size"][1] + TITLE_HEIGHT + ROW_GAP
             x += max(by_id[node_id]["size"][0] for _, node_id in members) + COLUMN_GAP
-        scale = round(max(0.55, min(1.0, (SCREEN_WIDTH - 2 * SCREEN_MARGIN[0]) / (x - COLUMN_GAP))), 2)
+        fit = min((SCREEN_SIZE[0] - 2 * SCREEN_MARGIN[0]) / (x - COLUMN_GAP), (SCREEN_SIZE[1] - SCREEN_MARGIN[1] - 20) / bottom)
+        scale = round(max(0.5, min(1.0, fit)), 2)
         return {"scale": scale, "offset": [round(SCREEN_MARGIN[0] / scale), round(SCREEN_MARGIN[1] / scale)]}
 
     def to_json(self) -> dict:

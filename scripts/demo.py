@@ -1,7 +1,7 @@
 """`make demo`: train a LoRA with the bundled demo workflow in a real headless ComfyUI, on CPU.
 
 Starts the ComfyUI host (HOST, default 0.33.0) with the pack (its own base folder under .cache/demo-base),
-turns workflows/fluxlab_demo_tiny_cpu.json into an API prompt with the server's own node schemas,
+turns the demo workflow (workflows/, scripts/workflow_descriptions.py DEMO_WORKFLOW) into an API prompt with the server's own node schemas,
 queues it, draws a progress bar from the pack's `fluxlab.step` websocket events, and prints the run
 folder: LoRA, learning curve, checkpoints and the compare grid. Nothing is prepared beforehand: the
 workflow's `Demo Images` node writes its pictures into input/fluxlab_demo/, as it does when the
@@ -21,11 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.comfy_server import HOST, REPO_ROOT, ComfyServer  # noqa: E402
-from scripts.workflow_descriptions import DEMO_STEPS  # noqa: E402
+from scripts.workflow_descriptions import DEMO_STEPS, DEMO_WORKFLOW  # noqa: E402
 from scripts.workflow_prompt import ui_to_prompt  # noqa: E402
 from tests.harness.api import TERMINAL_EVENTS, ComfyClient  # noqa: E402
 
-WORKFLOW = REPO_ROOT / "workflows" / "fluxlab_demo_tiny_cpu.json"
+WORKFLOW = REPO_ROOT / "workflows" / f"{DEMO_WORKFLOW}.json"
 
 
 def progress_line(step: dict) -> str:

@@ -200,10 +200,13 @@ def compare_existing_run(g):
     g.link(sample, "image", save_one, "images")
 
 
+# File names are the template browser's card titles (ComfyUI lists a pack's templates by file name
+# and searches those names), so they are titles in words that name what users search for.
+DEMO_WORKFLOW = "Train a tiny Flux LoRA on the CPU (demo)"
 WORKFLOWS = {
-    "fluxlab_demo_tiny_cpu": demo,
-    "flux1_dev_character_lora_dop": flux1_character_dop,
-    "flux1_style_lora": flux1_style,
-    "flux2_subject_lora": flux2_subject,
-    "compare_checkpoints_of_a_run": compare_existing_run,
+    DEMO_WORKFLOW: demo,
+    "Train a Flux.1-dev character LoRA with DOP": flux1_character_dop,
+    "Train a Flux.1 style LoRA": flux1_style,
+    "Train a Flux.2 klein subject LoRA": flux2_subject,
+    "Compare the checkpoints of a Flux LoRA run": compare_existing_run,
 }

@@ -32,8 +32,11 @@ TITLE_HEIGHT, SLOT_HEIGHT, WIDGET_HEIGHT, TEXT_BOX_HEIGHT = 30, 20, 24, 80
 # Widgets the pack's own front end adds to a node (web/fluxlab.js: the A/B view's getMinHeight).
 FRONTEND_WIDGETS_HEIGHT = {"CompareCheckpoints": 320}
 # Where the graph's top-left corner lands on screen when the workflow opens (px): right of the
-# side bar, below the menu bar; the scale fits the graph into a 1400 x 900 window, never below 0.5.
-SCREEN_MARGIN = (70, 90)
+# side bar, below the menu bar, tabs and workflow name box (frontend 1.32 stacks a banner, tabs and
+# that box over the top 130 px). The scale fits the graph into a 1400 x 900 window but stays at
+# least MIN_SCALE: below 0.6 the canvas draws nodes without their text.
+SCREEN_MARGIN = (70, 150)
+MIN_SCALE = 0.66
 SCREEN_SIZE = (1400, 900)
 
 
@@ -134,7 +137,7 @@ class Graph:
                 y += node["size"][1] + TITLE_HEIGHT + ROW_GAP
             x += max(by_id[node_id]["size"][0] for _, node_id in members) + COLUMN_GAP
         fit = min((SCREEN_SIZE[0] - 2 * SCREEN_MARGIN[0]) / (x - COLUMN_GAP), (SCREEN_SIZE[1] - SCREEN_MARGIN[1] - 20) / bottom)
-        scale = round(max(0.5, min(1.0, fit)), 2)
+        scale = round(max(MIN_SCALE, min(1.0, fit)), 2)
         return {"scale": scale, "offset": [round(SCREEN_MARGIN[0] / scale), round(SCREEN_MARGIN[1] / scale)]}
 
     def to_json(self) -> dict:

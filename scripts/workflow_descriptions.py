@@ -91,7 +91,7 @@ def _train_chain(g, model, clip, vae, *, load, dataset, train, compare, column=1
     data = g.add("DatasetFromFolder", column, 1, **dataset)
     trainer = g.add("TrainLoRA", column + 1, 0, **train)
     grid = g.add("CompareCheckpoints", column + 2, 0, **compare)
-    save = g.add("SaveImage", column + 3, 0, filename_prefix="fluxlab/compare")
+    save = g.add("SaveImage", column + 2, 1, filename_prefix="fluxlab/compare")
     g.link(model, "MODEL", trainer_model, "model")
     g.link(vae, "VAE", data, "vae")
     g.link(clip, "CLIP", data, "clip")
@@ -188,7 +188,7 @@ def compare_existing_run(g):
     positive = g.add("CLIPTextEncode", 1, 1, text="photo of ohwx woman at the beach, candid")
     sample = g.add("SampleCheckpoint", 2, 1, run_name="my_character", checkpoint="latest", width=768, height=1024,
                    steps=20, seed=42)
-    save_grid = g.add("SaveImage", 3, 0, filename_prefix="fluxlab/compare")
+    save_grid = g.add("SaveImage", 2, 2, filename_prefix="fluxlab/compare")
     save_one = g.add("SaveImage", 3, 1, filename_prefix="fluxlab/sample")
     for target in (grid, sample):
         g.link(model, "MODEL", target, "model")

@@ -87,7 +87,8 @@ def main() -> int:
     for checkpoint in sorted(run_dir.glob("checkpoint_*")):
         print(f"[demo]   {checkpoint}/  ({', '.join(sorted(p.name for p in checkpoint.iterdir()))})")
     for image in grids:
-        print(f"[demo]   compare grid: {base / 'output' / image['subfolder'] / image['filename']}")
+        if image.get("type") == "output":  # (the A/B widget's copies are temp files)
+            print(f"[demo]   compare grid: {base / 'output' / image['subfolder'] / image['filename']}")
     print(f"[demo] LoRA for stock loaders: {base / 'models' / 'loras' / 'fluxlab' / 'demo.safetensors'}")
     return 0
 

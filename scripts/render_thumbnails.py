@@ -43,8 +43,9 @@ def demo_pictures(base: Path) -> list[list[Image.Image]]:
 def render(title: str, rows: list[list[Image.Image]]) -> Image.Image:
     image = Image.new("RGB", (SIZE, SIZE), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    draw.text((16, 12), "Flux LoRA Lab", fill=MUTED, font=ImageFont.load_default(size=15))
-    draw.multiline_text((16, 32), "\n".join(textwrap.wrap(title, 26)), fill=TEXT, font=ImageFont.load_default(size=25), spacing=4)
+    # The top-left corner stays empty: frontend 1.58 lays a "Node graph" badge over it.
+    draw.text((SIZE - 16, 12), "Flux LoRA Lab", fill=MUTED, font=ImageFont.load_default(size=15), anchor="ra")
+    draw.multiline_text((16, 44), "\n".join(textwrap.wrap(title, 28)), fill=TEXT, font=ImageFont.load_default(size=23), spacing=3)
     small = ImageFont.load_default(size=14)
     top = SIZE - len(rows) * (CELL + 4) - 4
     for r, (label, row) in enumerate(zip(("pictures", "before", "after"), rows)):

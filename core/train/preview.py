@@ -33,6 +33,7 @@ class PreviewPrompt:
     name: str
     context: torch.Tensor  # (T, D)
     pooled: torch.Tensor | None  # (P,) or None
+    text: str = ""  # what was encoded: the caption of the preview in the panel's gallery
 
 
 @dataclass(frozen=True)

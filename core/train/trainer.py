@@ -173,7 +173,7 @@ class _Loop:
         images = self.render(lora_on=False)
         for name, data in images.items():
             self.job.run_dir.write_file(f"baseline/{name}", lambda path, data=data: path.write_bytes(data))
-        self.emit(Preview(step=0, images=tuple(f"baseline/{name}" for name in images)))
+        self.emit_previews(0, "baseline", images)
 
     def save_checkpoint(self, step: int) -> Path:
         previews = self.render()
@@ -186,7 +186,7 @@ class _Loop:
         self.write_curve()
         self.emit(Checkpoint(step=step, path=str(info.path)))
         if previews:
-            self.emit(Preview(step=step, images=tuple(f"{info.path.name}/{name}" for name in previews)))
+            self.emit_previews(step, info.path.name, previews)
         return info.path / LORA_FILE
 
     def save_previews(self, step: int) -> None:
@@ -194,7 +194,13 @@ class _Loop:
         folder = f"samples/step_{step:06d}"
         for name, data in images.items():
             self.job.run_dir.write_file(f"{folder}/{name}", lambda path, data=data: path.write_bytes(data))
-        self.emit(Preview(step=step, images=tuple(f"{folder}/{name}" for name in images)))
+        self.emit_previews(step, folder, images)
+
+    def emit_previews(self, step: int, folder: str, images: dict[str, bytes]) -> None:
+        """The Preview event, with each image's prompt text (render_previews keeps prompt order)."""
+        spec = self.job.previews
+        texts = () if spec is None else tuple(prompt.text for prompt in spec.prompts)
+        self.emit(Preview(step=step, images=tuple(f"{folder}/{name}" for name in images), prompts=texts))
 
     def write_curve(self) -> None:
         if self.losses:

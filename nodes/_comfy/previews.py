@@ -56,7 +56,7 @@ def build_preview_spec(prompts: Sequence[str], clip, vae, family: str, *, width:
             raise ValueError(f"{name} {value} must be a multiple of {SIZE_MULTIPLE}")
     ratio = vae.spacial_compression_encode()
     encoder = ComfyTextEncoder(clip, flux_family(family).context_tokens)
-    encoded = [PreviewPrompt(f"prompt_{i}", *encoder.encode(text)) for i, text in enumerate(prompts)]
+    encoded = [PreviewPrompt(f"prompt_{i}", *encoder.encode(text), text=text) for i, text in enumerate(prompts)]
     return PreviewSpec(prompts=tuple(encoded), decode=vae_decoder(vae), latent_height=height // ratio,
                        latent_width=width // ratio, pixel_height=height, pixel_width=width, steps=steps,
                        seed=seed, guidance=guidance,

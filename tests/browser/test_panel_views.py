@@ -83,13 +83,13 @@ def test_loss_chart_ticks_log_scale_smoothing_and_resize(open_ui, browser_server
     assert chart["grid"] == len(chart["y"]) + len(chart["x"]), "a grid line at every tick"
     box_width = panel.locator("[data-testid=fluxlab-chart-box]").bounding_box()["width"]
     assert abs(chart["width"] - box_width) < 2 and chart["width"] > 200, "the chart fills the panel's width"
-    ui.shot("20_chart_linear_ticks_grid")
+    ui.shot("30_chart_linear_ticks_grid")
 
     panel.locator("[data-testid=fluxlab-chart-log]").check()
     ui.wait_for(f"() => {CHART}.dataset.log === 'true'")
     log_ticks = ui.evaluate(f"() => {CHART}.dataset.yTicks.split(',')")
     assert log_ticks != chart["y"] and {"0.1", "1"} <= set(log_ticks), log_ticks
-    ui.shot("21_chart_log_scale")
+    ui.shot("31_chart_log_scale")
 
     slider = panel.locator("[data-testid=fluxlab-chart-smoothing]")
     assert ui.text("fluxlab-chart-smoothing-value").startswith("auto")
@@ -114,7 +114,7 @@ def test_loss_chart_ticks_log_scale_smoothing_and_resize(open_ui, browser_server
     ui.wait_for(f"() => Number({CHART}.getAttribute('height')) > {chart['height'] + 100}")
     assert len(ui.evaluate(f"() => {CHART}.dataset.yTicks.split(',')")) >= len(log_ticks), "a taller chart keeps its ticks"
     box.scroll_into_view_if_needed()
-    ui.shot("22_chart_resized_smoothing_095")
+    ui.shot("32_chart_resized_smoothing_095")
 
 
 def test_gallery_every_step_with_prompts_pairs_and_full_size(open_ui, browser_server):
@@ -139,7 +139,7 @@ def test_gallery_every_step_with_prompts_pairs_and_full_size(open_ui, browser_se
     boxes = [pair.locator("figure").nth(i).bounding_box() for i in range(2)]
     assert abs(boxes[0]["y"] - boxes[1]["y"]) < 1 and boxes[1]["x"] > boxes[0]["x"] + boxes[0]["width"] / 2
     gallery.scroll_into_view_if_needed()
-    ui.shot("23_gallery_steps_trigger_vs_no_trigger")
+    ui.shot("33_gallery_steps_trigger_vs_no_trigger")
 
     newest.locator("img").first.click()
     lightbox = ui.page.locator("[data-testid=fluxlab-lightbox]")
@@ -147,11 +147,14 @@ def test_gallery_every_step_with_prompts_pairs_and_full_size(open_ui, browser_se
     ui.wait_for("() => { const img = document.querySelector('[data-testid=fluxlab-lightbox] img');"
                 " return img.complete && img.naturalWidth === 64 && img.getBoundingClientRect().width >= 400; }")
     assert "a photo of ohwx cat" in lightbox.inner_text() and "checkpoint_000060/prompt_0_64x64.png" in lightbox.inner_text()
-    ui.shot("24_gallery_image_full_size")
+    ui.shot("34_gallery_image_full_size")
     ui.page.keyboard.press("Escape")
     lightbox.wait_for(state="detached")
 
-    # A reloaded page has the same gallery: it comes from the run folder, not from the page.
+    # A reloaded page has the same gallery: it comes from the run folder, not from the page. The
+    # reload cancels the old page's requests in flight (the panel polls its run list, tiles load
+    # lazily): aborted GETs are not errors.
+    ui.allow(r"^request failed: GET \S+: net::ERR_ABORTED$")
     ui.page.reload()
     ui.open()
     panel = select(ui, GALLERY_RUN)
@@ -171,7 +174,7 @@ def test_config_by_section(open_ui, browser_server):
     assert box.locator("tr[data-key='run.trigger'] td").inner_text() == "ohwx"
     assert box.locator("tr[data-key='dop.class_word'] td").inner_text() == "cat"
     box.scroll_into_view_if_needed()
-    ui.shot("25_run_config_by_section")
+    ui.shot("35_run_config_by_section")
 
 
 def test_gpu_memory_only_where_there_is_a_gpu(open_ui, browser_server):
@@ -181,7 +184,7 @@ def test_gpu_memory_only_where_there_is_a_gpu(open_ui, browser_server):
     gpu = panel.locator("[data-testid=fluxlab-gpu]")
     assert gpu.is_visible() and gpu.inner_text() == "3.1 GB (peak 3.4 GB)"
     assert ui.text("fluxlab-memory") == "2.1 GB"
-    ui.shot("26_gpu_memory_of_a_gpu_run")
+    ui.shot("36_gpu_memory_of_a_gpu_run")
     # The CPU run (no gpu_mb in its step records) shows no GPU row at all, not "0".
     select(ui, GALLERY_RUN)
     assert not gpu.is_visible() and not panel.get_by_text("GPU memory").is_visible()

@@ -128,7 +128,7 @@ app.registerExtension({
                 hideOnZoom: false,
                 getValue: () => undefined,
                 setValue: () => {},
-                getMinHeight: () => 320,
+                getMinHeight: () => 520, // pickers, the picture and the grid under it
             });
             widget.serialize = false; // widget.serialize: left out of the workflow's widgets_values
             this.fluxlabAB = view;

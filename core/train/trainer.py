@@ -45,7 +45,7 @@ from .flow import add_noise, flow_loss, image_seq_len, sample_sigmas
 from .job import TrainingJob
 from .length import resolve_length, run_length_report
 from .optim import LoraEMA, build_optimizer, build_scheduler
-from .preview import expected_files, progression_files, render_previews
+from .preview import expected_files, image_prompts, progression_files, render_previews
 from .resume import check_resume, trained_on
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class _Loop:
         images = self.render(lora_on=False)
         self.write_files("baseline", images)
         self.write_progression(0, images)
-        self.emit(Preview(step=0, images=tuple(f"baseline/{name}" for name in images)))
+        self.emit_previews(0, "baseline", images)
 
     def write_files(self, folder: str, files: dict[str, bytes]) -> None:
         for name, data in files.items():
@@ -215,7 +215,7 @@ class _Loop:
         self.emit(Checkpoint(step=step, path=str(info.path)))
         if previews:
             self.write_progression(step, previews)
-            self.emit(Preview(step=step, images=tuple(f"{info.path.name}/{name}" for name in previews)))
+            self.emit_previews(step, info.path.name, previews)
         return info.path / LORA_FILE
 
     def save_previews(self, step: int) -> None:
@@ -223,7 +223,13 @@ class _Loop:
         folder = f"samples/step_{step:06d}"
         self.write_files(folder, images)
         self.write_progression(step, images)
-        self.emit(Preview(step=step, images=tuple(f"{folder}/{name}" for name in images)))
+        self.emit_previews(step, folder, images)
+
+    def emit_previews(self, step: int, folder: str, images: dict[str, bytes]) -> None:
+        """The Preview event, with the prompt text each image was rendered from (the gallery's captions)."""
+        texts = image_prompts(self.job.previews)
+        self.emit(Preview(step=step, images=tuple(f"{folder}/{name}" for name in images),
+                          prompts=tuple(texts.get(name, "") for name in images)))
 
     def write_curve(self) -> None:
         if self.losses:

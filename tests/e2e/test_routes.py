@@ -124,6 +124,7 @@ def test_previews_and_config_come_from_the_run_folder(comfy_client, comfy_server
     assert [s["step"] for s in answer["steps"]] == [0, 2]
     for step, folder in zip(answer["steps"], ("baseline", "checkpoint_000002")):
         assert step["images"] == [{"path": f"{folder}/prompt_0_64x64.png", "prompt": "a photo of ohwx"},
+                                  {"path": f"{folder}/prompt_0_64x64_notrigger.png", "prompt": "a photo of"},
                                   {"path": f"{folder}/prompt_1_64x64.png", "prompt": "a red fox"}]
         status, body, content_type = call(comfy_client, "GET", file_url(step["images"][0]["path"], run))
         assert status == 200 and content_type == "image/png" and body.startswith(b"\x89PNG")

@@ -4,7 +4,6 @@ from comfy_api.latest import io, ui
 
 from ..core.data import DatasetError, DatasetSpec, FolderSource
 from ..core.data.spec import CROP_MODES, FILE_POLICIES, MISSING_CAPTION_POLICIES
-from ..core.presets import STEP_RULES
 from ._comfy.encoders import build_dataset_handle, cache_root, folder_signature, resolve_folder
 from .types import Dataset
 
@@ -68,8 +67,6 @@ class DatasetFromFolder(io.ComfyNode):
                                tooltip="Images under min_size: skip them (listed in the report) or stop with an error."),
                 io.Combo.Input("bad_files", options=list(FILE_POLICIES), default="error", tooltip="Corrupt or "
                                "truncated images: stop with an error naming the file, or skip them (listed in the report)."),
-                io.Combo.Input("preset", options=list(STEP_RULES), default="character", tooltip="Kind of LoRA, only "
-                               "for the suggested step count (27 steps per image, min 300; styles 100 per image)."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
                              tooltip="Seeds data order, random crops, caption dropout and token shuffle. Part "
                              "of the dataset a run resumes on, so it never changes by itself."),
@@ -80,7 +77,7 @@ class DatasetFromFolder(io.ComfyNode):
             outputs=[
                 Dataset.Output(display_name="dataset", tooltip="The training set for TrainLoRA."),
                 io.String.Output(display_name="report", tooltip="What was found: images, buckets, captions, "
-                                 "rejected files, cache use and a suggested step count."),
+                                 "rejected files, cache use and the suggested step count of each preset."),
             ],
         )
 
@@ -102,7 +99,7 @@ class DatasetFromFolder(io.ComfyNode):
     @classmethod
     def execute(cls, folder, vae, clip, resolutions, repeats, recursive, caption_ext, missing_caption, trigger,
                 class_word, caption_dropout, shuffle_tokens, keep_tokens, crop, no_upscale, square_only,
-                alpha_as_mask, min_size, small_images, bad_files, preset, seed, dataset=None) -> io.NodeOutput:
+                alpha_as_mask, min_size, small_images, bad_files, seed, dataset=None) -> io.NodeOutput:
         source = FolderSource(
             folder=resolve_folder(folder), resolutions=parse_resolutions(resolutions), repeats=repeats or None,
             recursive=recursive, caption_ext=caption_ext, missing_caption=missing_caption, crop=crop,
@@ -111,7 +108,7 @@ class DatasetFromFolder(io.ComfyNode):
         spec = DatasetSpec(
             sources=(source,), cache_dir=cache_root(), trigger=trigger.strip(), class_word=class_word.strip(),
             caption_dropout=caption_dropout, shuffle_tokens=shuffle_tokens, keep_tokens=keep_tokens,
-            on_bad_file=bad_files, on_small=small_images, seed=seed, preset=preset,
+            on_bad_file=bad_files, on_small=small_images, seed=seed,
         )
         handle = build_dataset_handle(spec, vae, clip, previous=dataset)
         return io.NodeOutput(handle, handle.report.text, ui=ui.PreviewText(handle.report.text))

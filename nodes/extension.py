@@ -8,6 +8,7 @@ from .dev_nodes import FluxLabTinyModels
 from .load_model import LoadFluxForTraining
 from .sample import SampleCheckpoint
 from .train import TrainLoRA
+from .train_advanced import TrainLoRAAdvanced
 
 
 class FluxLabExtension(ComfyExtension):
@@ -17,4 +18,5 @@ class FluxLabExtension(ComfyExtension):
         from ._comfy.routes import register_routes
 
         register_routes()
-        return [FluxLabTinyModels, LoadFluxForTraining, DatasetFromFolder, SampleCheckpoint, CompareCheckpoints, TrainLoRA]
+        return [FluxLabTinyModels, LoadFluxForTraining, DatasetFromFolder, SampleCheckpoint, CompareCheckpoints, TrainLoRA,
+                TrainLoRAAdvanced]

@@ -37,6 +37,14 @@ def _default(spec: list):
     return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}[kind]
 
 
+def _preset_values(info: dict, preset: str | None) -> dict:
+    """The widget values a node's preset fills in (TrainLoRA's table, as the browser applies it when the preset
+    is chosen); a description names only what differs from them."""
+    spec = info.get("input", {}).get("required", {}).get("preset")
+    table = spec[1].get("fluxlab_preset_values", {}) if spec and len(spec) > 1 else {}
+    return dict(table.get(preset, {}))
+
+
 class Graph:
     """Nodes and links of one workflow, laid out left to right in columns."""
 
@@ -57,6 +65,7 @@ class Graph:
         if kind not in self.info:
             raise KeyError(f"node type {kind!r} is not registered in the server")
         info = self.info[kind]
+        values = {**_preset_values(info, values.get("preset")), **values}
         widgets, inputs = [], []
         names = set()
         for name, spec in _input_specs(info):

@@ -1,9 +1,10 @@
 """The pre-flight report: what the dataset holds, what was refused and why, how long to train.
 
 `DatasetReport.data` is a plain JSON-able dict (for the panel event); `.text` renders it for the
-node's STRING output. The suggested step count follows Astria's rule of thumb: 27 steps per image
+node's STRING output. The suggested step counts follow Astria's rule of thumb: 27 steps per image
 with at least 300 for characters and concepts, 100 steps per image (at least 300) for styles: one
-rule, core/presets.py's.
+rule, core/presets.py's. The dataset does not know which preset will train on it, so its report gives
+the count of each; a run's report (`for_run`) names the run's preset and its steps.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..presets import suggested_steps
+from ..presets import STEP_RULES, suggested_steps
 from .captions import mentions
 
 
@@ -54,7 +55,8 @@ def build_report(spec, dataset, records, rejected, ignored, counts, damaged, war
                         for s in dataset.samples)
     origins = Counter(r.caption_origin for r in records)
     steps_per_epoch = dataset.steps_per_epoch()
-    suggested = suggested_steps(spec.preset, dataset.image_count) if dataset.image_count else 0
+    suggested = {preset: suggested_steps(preset, dataset.image_count) if dataset.image_count else 0
+                 for preset in STEP_RULES}
     data = {
         "images": dataset.image_count,
         "samples_per_epoch": len(dataset),
@@ -77,19 +79,19 @@ def build_report(spec, dataset, records, rejected, ignored, counts, damaged, war
         },
         "batch_size": dataset.batch_size,
         "steps_per_epoch": steps_per_epoch,
-        "suggested_steps": suggested,
-        "suggested_epochs": round(suggested / steps_per_epoch, 1),
-        "preset": spec.preset,
+        "suggested_steps_by_preset": suggested,
     }
     return DatasetReport(data, render(data, spec.trigger))
 
 
-def at_batch_size(data: dict, dataset, batch_size: int) -> dict:
-    """The report's numbers for the batch a run really takes per optimizer step (TrainLoRA's batch
-    size x gradient accumulation), not DatasetFromFolder's."""
-    steps = dataset.steps_per_epoch(batch_size)
-    return {**data, "batch_size": batch_size, "steps_per_epoch": steps,
-            "suggested_epochs": round(data["suggested_steps"] / steps, 1)}
+def for_run(data: dict, dataset, batch_size: int, preset: str, steps: int) -> dict:
+    """The report's numbers for a run: the batch it really takes per optimizer step (TrainLoRA's batch
+    size x gradient accumulation, not DatasetFromFolder's), its preset's suggested steps (a preset
+    without a rule, such as custom: the run's own steps) and the epochs they make."""
+    per_epoch = dataset.steps_per_epoch(batch_size)
+    suggested = data["suggested_steps_by_preset"].get(preset, steps)
+    return {**data, "batch_size": batch_size, "steps_per_epoch": per_epoch, "preset": preset,
+            "suggested_steps": suggested, "suggested_epochs": round(suggested / per_epoch, 1)}
 
 
 def render(data: dict, trigger: str) -> str:
@@ -121,6 +123,9 @@ def render(data: dict, trigger: str) -> str:
                  f"{cache['texts_encoded']} captions encoded, {cache['texts_reused']} reused.")
     for item in cache["damaged_rebuilt"]:
         lines.append(f"  damaged cache entry rebuilt: {item['file']} ({item['reason']})")
-    lines.append(f"Steps per epoch at batch size {data['batch_size']}: {data['steps_per_epoch']}. "
-                 f"Suggested steps ({data['preset']}): {data['suggested_steps']} (~{data['suggested_epochs']} epochs).")
+    per_epoch = data["steps_per_epoch"]
+    suggested = ", ".join(f"{preset} {n} (~{round(n / per_epoch, 1)} epochs)"
+                          for preset, n in data["suggested_steps_by_preset"].items())
+    lines.append(f"Steps per epoch at batch size {data['batch_size']}: {per_epoch}. Suggested steps: {suggested} "
+                 "(TrainLoRA's train_steps 0 takes its preset's).")
     return "\n".join(lines)

@@ -33,7 +33,7 @@ from flux_lora_lab.nodes._comfy.tiny_models import build_tiny_flux_models  # noq
 DEFAULTS = dict(resolutions="64", repeats=0, recursive=False, caption_ext="txt", missing_caption="error", trigger="ohwx",
                 class_word="", caption_dropout=0.0, shuffle_tokens=False, keep_tokens=1, crop="center", no_upscale=False,
                 square_only=False, alpha_as_mask=False, min_size=0, small_images="skip", bad_files="error",
-                preset="character", seed=0)
+                seed=0)
 
 
 @functools.cache

@@ -153,13 +153,15 @@ def test_report_duplicates_histogram_and_suggestion(tmp_path):
     folder = _mixed_folder(tmp_path, "set", count=4)
     shutil.copy(folder / "i0.png", folder / "copy_of_i0.png")
     (folder / "copy_of_i0.txt").write_text("copy")
-    ds = _build(tmp_path, [FolderSource(folder, resolutions=(64,))], preset="character")
+    ds = _build(tmp_path, [FolderSource(folder, resolutions=(64,))])
     data = ds.report.data
     assert data["duplicates"] == [[str(folder / "copy_of_i0.png"), str(folder / "i0.png")]]
     assert "Duplicate content" in ds.report.text
     assert sum(data["buckets"].values()) == 5 and "64px 64x64" in data["buckets"]
     assert data["steps_per_epoch"] == ds.steps_per_epoch() == 5
-    assert data["suggested_steps"] == 300 and "Suggested steps (character): 300" in ds.report.text
+    assert data["suggested_steps_by_preset"] == {"character": 300, "concept": 300, "style": 500}
+    assert "Suggested steps: character 300 (~60.0 epochs), concept 300 (~60.0 epochs), style 500 (~100.0 epochs)" \
+        in ds.report.text
     assert suggested_steps("character", 20) == 540 and suggested_steps("style", 20) == 2000
     assert suggested_steps("concept", 5) == 300
     assert data["captions"]["with_trigger"] == 5

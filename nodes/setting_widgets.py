@@ -70,9 +70,11 @@ class SettingWidget:
         if self.kind == "switch":
             return [io.Boolean.Input(name, default=self.default, label_on="on", label_off="off", tooltip=tip)]
         if self.kind == "int":
-            if self.key == "train.steps":
-                least, tip = AUTO_STEPS, f"{tip} 0 = the preset's rule for the dataset's image count."
-            return [io.Int.Input(name, default=self.default, min=least, max=most, tooltip=tip,
+            label = None
+            if self.key == "train.steps":  # the label says what 0 does, so the widget never reads as a magic number
+                least, label, tip = AUTO_STEPS, f"{name} (0 = preset's rule)", f"{tip} 0 = the preset's rule for the " \
+                    "dataset's image count (the dataset report gives it per preset)."
+            return [io.Int.Input(name, display_name=label, default=self.default, min=least, max=most, tooltip=tip,
                                  control_after_generate=False)]
         if self.kind == "pair":
             return [io.Float.Input(part, default=value, min=least, max=1.0, step=1e-4, tooltip=f"{tip} ({part})")

@@ -28,3 +28,10 @@ def legacy_problem(inputs: dict) -> str | None:
                      "(each widget's tooltip lists the presets' values).")
     parts.append("A saved workflow opened in ComfyUI's browser is migrated automatically.")
     return " ".join(parts)
+
+
+def refuse_first_layout(inputs: dict) -> None:
+    """Raise ValueError with `legacy_problem`'s words for a prompt of the first layout."""
+    problem = legacy_problem(inputs)
+    if problem:
+        raise ValueError(problem)

@@ -23,7 +23,7 @@ from ..core.train.resume import ON_EXISTING, settle_run
 from ..core.train.trainer import TrainingJob, train
 from . import types
 from ._comfy import memory, previews, runs, sampling
-from .legacy_inputs import legacy_problem
+from .legacy_inputs import refuse_first_layout
 from .run_text import run_text
 from .setting_widgets import (DEFAULT_PRESET, PRESET_CHOICES, TRAIN_NODE, build_config, preset_table, setting_widgets,
                               where_to_fix)
@@ -110,22 +110,20 @@ class TrainLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, dataset, preset, run_name, mode, preview_prompts="", preview_width=512,
-                preview_height=512, preview_steps=20, on_existing_run="resume", advanced: AdvancedSettings | None = None, clip=None,
-                vae=None, **settings) -> io.NodeOutput:
-        problem = legacy_problem((cls.hidden.prompt or {}).get(cls.hidden.unique_id, {}).get("inputs", {}))
-        if problem:
-            raise ValueError(problem)
+                preview_height=512, preview_steps=20, on_existing_run="resume",
+                advanced: AdvancedSettings | None = None, clip=None, vae=None, **settings) -> io.NodeOutput:
+        refuse_first_layout((cls.hidden.prompt or {}).get(cls.hidden.unique_id, {}).get("inputs", {}))
         dataset.require_family(model.family)
         data = dataset.dataset
-        extra = dict(advanced.values) if advanced is not None else {}
-        shown = {**PREVIEW_DEFAULTS, **{k: extra.pop(k) for k in PREVIEW_DEFAULTS if k in extra}}
+        extra = dict(advanced.values) if advanced is not None else {}  # setting widgets + preview options
+        preview = {name: extra.pop(name, default) for name, default in PREVIEW_DEFAULTS.items()}
         config = build_config(preset, {**settings, **extra}, run_name=run_name.strip(), trigger=dataset.trigger,
                               class_word=dataset.class_word, n_images=data.image_count,
                               model_overrides=model.settings.config_overrides())
         spec = previews.build_preview_spec(prompt_lines(preview_prompts), clip or dataset.clip,
                                            vae or dataset.vae, model.family, width=preview_width,
                                            height=preview_height, steps=preview_steps,
-                                           seed=shown["preview_seed"], guidance=shown["preview_guidance"],
+                                           seed=preview["preview_seed"], guidance=preview["preview_guidance"],
                                            patcher=model.patcher)
         report = dataset.report
         if config.lora.init_lora:  # confined like every LoRA a graph names: the loras and output folders

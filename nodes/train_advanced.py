@@ -7,7 +7,7 @@ TrainLoRA's `advanced` input, all of them apply; without the node, TrainLoRA's p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
@@ -24,7 +24,7 @@ PREVIEW_DEFAULTS = {"preview_seed": 0, "preview_guidance": 3.5}
 class AdvancedSettings:
     """The advanced node's widget values by widget name (setting widgets and preview options)."""
 
-    values: Mapping = field(default_factory=lambda: MappingProxyType({}))
+    values: Mapping
 
 
 class TrainLoRAAdvanced(io.ComfyNode):

@@ -135,6 +135,10 @@ function wireSettingsNode(nodeType, nodeData) {
     if (nodeData.name !== TRAIN_NODE) return;
     after(nodeType.prototype, "onNodeCreated", function () {
         const node = this;
+        for (const w of node.widgets ?? []) { // frontend 1.32 does not label widgets with the input's display_name
+            const label = nodeData.input?.required?.[w.name]?.[1]?.display_name;
+            if (label && (!w.label || w.label === w.name)) w.label = label;
+        }
         const preset = widgetOf(node, "preset");
         const rank = widgetOf(node, "lora_rank");
         const presetChanged = preset?.callback;

@@ -31,8 +31,12 @@ ADD_TRAIN_NODE = """() => {
     node.pos = [120, 100];
     window.app.canvas.ds.offset = [0, 0];
     window.app.canvas.ds.scale = 1;
+    const advanced = globalThis.LiteGraph.createNode("TrainLoRAAdvanced");
+    window.app.graph.add(advanced);
+    advanced.pos = [560, 100];
     window.app.graph.setDirtyCanvas(true, true);
-    return { widgets: node.widgets.filter((w) => w.serialize !== false).length, height: node.size[1] };
+    const count = (n) => n.widgets.filter((w) => w.serialize !== false).length;
+    return { widgets: count(node), height: node.size[1], advanced_widgets: count(advanced), advanced_height: advanced.size[1] };
 }"""
 # A user's edit: the widget's value, then its callback (what the canvas does on a click or a typed value).
 EDIT = """([name, value]) => {
@@ -48,10 +52,11 @@ def old_workflow(name: str) -> dict:
     return json.loads((OLD_WORKFLOWS / f"{name}.json").read_text())
 
 
-def test_a_fresh_trainlora_is_short_shows_real_values_and_a_preset_fills_them(open_ui):
+def test_a_fresh_trainlora_is_short_shows_real_values_and_a_preset_fills_them(open_ui, artifacts_dir):
     ui = open_ui()
     ui.evaluate("() => window.app.graph.clear()")
     shape = ui.evaluate(ADD_TRAIN_NODE)
+    (artifacts_dir / "21_trainlora_fresh.json").write_text(json.dumps(shape))  # the measured widget count and height
     assert shape["widgets"] == TRAIN_WIDGETS and shape["height"] < MAX_HEIGHT, shape
     fresh = ui.evaluate(VALUES, "TrainLoRA")
     assert {k: fresh[k] for k in ("preset", "train_steps", "lora_rank", "lora_alpha", "optim_learning_rate",
@@ -59,6 +64,8 @@ def test_a_fresh_trainlora_is_short_shows_real_values_and_a_preset_fills_them(op
         {"preset": "concept", "train_steps": 0, "lora_rank": 32, "lora_alpha": 32, "optim_learning_rate": 0.0001,
          "flow_timestep_sampling": "balanced", "dop_enabled": False}
     assert not [k for k, v in fresh.items() if v in (-1, "preset")], fresh
+    assert ui.evaluate("() => window.app.graph.nodes.find((n) => n.type === 'TrainLoRA').widgets"
+                       ".find((w) => w.name === 'train_steps').label") == "train_steps (0 = preset's rule)"
     ui.shot("21_trainlora_fresh")
 
     ui.evaluate(EDIT, ["preset", "style"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .setting_widgets import ADVANCED_NODE, ESSENTIALS, setting_widget_map, widget_names
 
 OLD_UNSET = ("preset",)  # numbers held -1, which ComfyUI's own minimum check refuses when queued
-MOVED = ("preview_seed", "preview_guidance")  # moved to the advanced node too
+MOVED = ("preview_seed", "preview_guidance", "preview_negative_prompt", "preview_real_cfg", "preview_more_sizes")
 
 
 def legacy_problem(inputs: dict) -> str | None:

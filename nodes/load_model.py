@@ -2,7 +2,7 @@
 
 from comfy_api.latest import io, ui
 
-from ._comfy.model import AUTO, QUANTIZATION, TRAINING_DTYPES, TrainingModelHandle, TrainingModelSettings
+from ._comfy.model import QUANTIZATION, TRAINING_DTYPES, TrainingModelHandle, model_sections
 from .types import TrainingModel
 
 
@@ -20,7 +20,7 @@ class LoadFluxForTraining(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="A Flux.1 (dev / schnell / Krea) or Flux.2 MODEL from ComfyUI's "
                                "checkpoint or diffusion-model loader. It is shared, never modified."),
-                io.Combo.Input("quantization", options=list(QUANTIZATION), default=AUTO,
+                io.Combo.Input("quantization", options=list(QUANTIZATION), default="auto",
                                tooltip="Base weights while training: 'none' uses the loaded weights as they are "
                                "(no copy); 'fp8' / 'int8' (~half) and 'int4' (~quarter, some quality loss) train "
                                "on frozen quantized copies of the block layers. 'auto' picks, when a run starts, "
@@ -45,8 +45,8 @@ class LoadFluxForTraining(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, quantization, training_dtype, gradient_checkpointing, checkpoint_every_n_blocks) -> io.NodeOutput:
-        settings = TrainingModelSettings(quantization=quantization, training_dtype=training_dtype,
-                                         gradient_checkpointing=gradient_checkpointing,
-                                         checkpoint_every_n_blocks=checkpoint_every_n_blocks)
+        settings = model_sections(quantization=quantization, training_dtype=training_dtype,
+                                  gradient_checkpointing=gradient_checkpointing,
+                                  checkpoint_every_n_blocks=checkpoint_every_n_blocks)
         handle = TrainingModelHandle(model, settings)
         return io.NodeOutput(handle, handle.memory_estimate, ui=ui.PreviewText(handle.memory_estimate))

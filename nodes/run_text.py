@@ -8,9 +8,12 @@ from ..core.presets import STEP_RULES, suggested_steps
 
 
 def _steps(config: TrainConfig, preset: str, n_images: int) -> str:
-    if preset in STEP_RULES and n_images and config.train.steps == suggested_steps(preset, n_images):
+    accumulation = config.optim.gradient_accumulation
+    if preset in STEP_RULES and n_images and config.train.steps == suggested_steps(preset, n_images, accumulation):
         per_image, least = STEP_RULES[preset]
-        return f"{config.train.steps} steps ({preset}: {per_image} per image x {n_images} images, at least {least})"
+        per_step = f", / {accumulation} per step" if accumulation > 1 else ""
+        return (f"{config.train.steps} steps ({preset}: {per_image} per image x {n_images} images, at least "
+                f"{least}{per_step})")
     return f"{config.train.steps} steps"
 
 

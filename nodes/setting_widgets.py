@@ -26,7 +26,7 @@ from typing import Any
 from comfy_api.latest import io
 
 from ..core.config import ConfigError, TrainConfig, merge_sections
-from ..core.presets import PRESETS, STEP_RULES, apply_preset
+from ..core.presets import PRESETS, STEP_RULES, apply_preset, preset_dict
 
 PRESET_CHOICES = (*PRESETS, "custom")  # custom = TrainConfig defaults
 DEFAULT_PRESET = "concept"
@@ -34,7 +34,7 @@ AUTO_STEPS = 0  # train_steps 0: the preset's steps-per-image rule
 TRAIN_NODE, ADVANCED_NODE = "TrainLoRA", "Advanced LoRA training settings"
 # TrainLoRA's setting widgets, in node order; every other widget setting is on the advanced node.
 ESSENTIALS = ("train.steps", "lora.rank", "lora.alpha", "optim.learning_rate", "optim.optimizer", "train.batch_size",
-              "lora.targets", "flow.timestep_sampling", "dop.enabled", "dop.every_n_steps", "run.save_every",
+              "optim.gradient_accumulation", "lora.targets", "flow.timestep_sampling", "dop.enabled", "dop.every_n_steps", "run.save_every",
               "run.sample_every", "train.seed")
 # Settings that are not widgets, and who owns them.
 NOT_WIDGETS = {
@@ -220,4 +220,6 @@ def preset_config(preset: str) -> TrainConfig:
     names = {"run": {"trigger": "t"}, "dop": {"class_word": "c"}}
     if preset == "custom":
         return TrainConfig().with_overrides(names)
-    return apply_preset(preset, names)
+    # its optimizer named: the table shows it whether or not its package is installed here (a run checks that)
+    optimizer = {"optim": {"optimizer": preset_dict(preset)["optim"]["optimizer"]}}
+    return apply_preset(preset, {**names, **optimizer})

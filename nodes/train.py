@@ -18,11 +18,12 @@ from ..core.data.report import for_run
 from ..core.run.curve import loss_points, render_image
 from ..core.run.events import Info
 from ..core.run.rundir import RunDir
-from ..core.train.preview import prompt_lines
+from ..core.train.preview import parse_sizes, prompt_library
 from ..core.train.resume import ON_EXISTING, settle_run
 from ..core.train.trainer import TrainingJob, train
 from . import types
 from ._comfy import memory, previews, runs, sampling
+from ._comfy.model import model_overrides
 from .legacy_inputs import refuse_first_layout
 from .run_text import run_text
 from .setting_widgets import (DEFAULT_PRESET, PRESET_CHOICES, TRAIN_NODE, build_config, preset_table, setting_widgets,
@@ -64,7 +65,9 @@ class TrainLoRA(io.ComfyNode):
                 *setting_widgets(TRAIN_NODE),
                 io.String.Input("preview_prompts", multiline=True, default="", optional=True,
                                 tooltip="Preview prompts, one per line, rendered before training (baseline/) and "
-                                        "at every checkpoint."),
+                                        "at every checkpoint. 'nickname: prompt' names the images after the "
+                                        "nickname (a prompt library). A prompt with the trigger is also rendered "
+                                        "without it (class word in its place): progression/ pairs them."),
                 io.Int.Input("preview_width", default=512, min=64, max=2048, step=16, optional=True,
                              tooltip="Width of the preview images."),
                 io.Int.Input("preview_height", default=512, min=64, max=2048, step=16, optional=True,
@@ -77,6 +80,10 @@ class TrainLoRA(io.ComfyNode):
                                        "LoRA shape differ. new run: train fresh as <run_name>_2 (_3, ...). new run "
                                        "from its LoRA: the same, starting from the old run's newest LoRA. The old "
                                        "run's files are never overwritten."),
+                types.Dataset.Input("eval_dataset", optional=True,
+                                    tooltip="A DatasetFromFolder of held-out images: its evaluation loss (fixed samples, "
+                                            "noise levels and noise; see run_eval_timesteps) is scored before step 1 "
+                                            "and at every checkpoint and drawn with the training loss."),
                 types.Settings.Input("advanced", optional=True, tooltip="From 'Advanced LoRA training settings' "
                                      "(TrainLoRAAdvanced): every other setting. Without it the preset decides them."),
                 io.Clip.Input("clip", optional=True, tooltip="Encodes the preview prompts (default: the dataset's CLIP)."),
@@ -111,20 +118,26 @@ class TrainLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, model, dataset, preset, run_name, mode, preview_prompts="", preview_width=512,
                 preview_height=512, preview_steps=20, on_existing_run="resume",
-                advanced: AdvancedSettings | None = None, clip=None, vae=None, **settings) -> io.NodeOutput:
+                eval_dataset=None, advanced: AdvancedSettings | None = None, clip=None, vae=None,
+                **settings) -> io.NodeOutput:
         refuse_first_layout((cls.hidden.prompt or {}).get(cls.hidden.unique_id, {}).get("inputs", {}))
         dataset.require_family(model.family)
+        if eval_dataset is not None:
+            eval_dataset.require_family(model.family)
         data = dataset.dataset
         extra = dict(advanced.values) if advanced is not None else {}  # setting widgets + preview options
         preview = {name: extra.pop(name, default) for name, default in PREVIEW_DEFAULTS.items()}
         config = build_config(preset, {**settings, **extra}, run_name=run_name.strip(), trigger=dataset.trigger,
                               class_word=dataset.class_word, n_images=data.image_count,
-                              model_overrides=model.settings.config_overrides())
-        spec = previews.build_preview_spec(prompt_lines(preview_prompts), clip or dataset.clip,
+                              model_overrides=model_overrides(model.settings))
+        spec = previews.build_preview_spec(prompt_library(preview_prompts), clip or dataset.clip,
                                            vae or dataset.vae, model.family, width=preview_width,
                                            height=preview_height, steps=preview_steps,
                                            seed=preview["preview_seed"], guidance=preview["preview_guidance"],
-                                           patcher=model.patcher)
+                                           patcher=model.patcher, more_sizes=parse_sizes(preview["preview_more_sizes"]),
+                                           negative_prompt=preview["preview_negative_prompt"],
+                                           real_guidance=preview["preview_real_cfg"], trigger=dataset.trigger,
+                                           class_word=dataset.class_word)
         report = dataset.report
         if config.lora.init_lora:  # confined like every LoRA a graph names: the loras and output folders
             try:
@@ -137,21 +150,22 @@ class TrainLoRA(io.ComfyNode):
         config, name_note = settle_run(runs.runs_root(), config, on_existing_run, model.base_fingerprint,
                                        data.fingerprint)
         run_id = config.run.name
-        model, config, plan, auto_note = memory.fit_run(model, config, data)
+        config, plan, auto_note = memory.fit_run(model, config, data)
         text = run_text(config, preset, data.image_count, plan, [name_note, auto_note], advanced is not None)
         run_report = None if report is None else for_run(
-            report.data, data, config.train.batch_size * config.optim.gradient_accumulation, preset, config.train.steps)
+            report.data, data, config.train.batch_size * config.optim.gradient_accumulation, preset)
 
         def train_fn(control, emit):
             for note in (name_note, auto_note):
                 if note:
                     emit(Info(message=note))
             runs.leave_inference_mode(model.transformer)
-            with model.run_lifetime():
-                job = TrainingJob(config=config, adapter=model.new_adapter(), data=data,
+            with model.run_lifetime(config):
+                job = TrainingJob(config=config, adapter=model.new_adapter(config), data=data,
                                   run_dir=RunDir(control.run_dir), base_fingerprint=model.base_fingerprint,
                                   dataset_fingerprint=data.fingerprint,
-                                  previews=spec, dataset_report=run_report)
+                                  eval_data=None if eval_dataset is None else eval_dataset.dataset, previews=spec,
+                                  dataset_report=run_report)
                 return train(job, control, emit)
 
         handle = runs.start_run(run_id, train_fn, blocking=mode == "wait", node_id=cls.hidden.unique_id)

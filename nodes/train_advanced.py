@@ -16,7 +16,8 @@ from comfy_api.latest import io
 from . import types
 from .setting_widgets import ADVANCED_NODE, setting_widgets
 
-PREVIEW_DEFAULTS = {"preview_seed": 0, "preview_guidance": 3.5}
+PREVIEW_DEFAULTS = {"preview_seed": 0, "preview_guidance": 3.5, "preview_negative_prompt": "", "preview_real_cfg": 1.0,
+                    "preview_more_sizes": ""}
 """How TrainLoRA renders its previews when no advanced node is connected."""
 
 
@@ -43,6 +44,14 @@ class TrainLoRAAdvanced(io.ComfyNode):
                              "every checkpoint, so only the LoRA differs)."),
                 io.Float.Input("preview_guidance", default=PREVIEW_DEFAULTS["preview_guidance"], min=0.0, max=30.0,
                                step=0.1, tooltip="Guidance of the preview images (Flux.1 dev: 3.5)."),
+                io.String.Input("preview_negative_prompt", default=PREVIEW_DEFAULTS["preview_negative_prompt"],
+                                tooltip="Negative prompt for real CFG previews (used when preview_real_cfg > 1)."),
+                io.Float.Input("preview_real_cfg", default=PREVIEW_DEFAULTS["preview_real_cfg"], min=1.0, max=20.0,
+                               step=0.1, tooltip="Real classifier-free guidance of the previews (SimpleTuner's "
+                                                 "validation_guidance_real): 1 = off (Flux's distilled guidance only); "
+                                                 "above 1 each step also runs the negative prompt, twice the time."),
+                io.String.Input("preview_more_sizes", default=PREVIEW_DEFAULTS["preview_more_sizes"],
+                                tooltip="More preview sizes besides width x height, e.g. '768x1024, 1024x768'."),
             ],
             outputs=[types.Settings.Output(display_name="advanced", tooltip="To TrainLoRA's 'advanced' input.")],
         )

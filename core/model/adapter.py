@@ -10,10 +10,16 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from ..config import TrainConfig
+from . import quant
 from .block_swap import BlockSwap
 from .flux import FluxArch, TrainFlux, UnsupportedModelError
+from .ownership import own_leaves
 
-__all__ = ["TrainingAdapter", "FluxTrainingAdapter", "detect_flux_family", "UnsupportedModelError"]
+__all__ = ["TrainingAdapter", "FluxTrainingAdapter", "detect_flux_family", "UnsupportedModelError", "COMPUTE_DTYPES"]
+
+COMPUTE_DTYPES = {"bf16": torch.bfloat16, "no": torch.float32}
+"""`train.mixed_precision` -> the dtype quantized layers compute in (autocast's dtype for 'bf16')."""
 
 
 @runtime_checkable
@@ -57,6 +63,24 @@ class FluxTrainingAdapter:
         module = TrainFlux(owner, checkpoint_every=checkpoint_every if checkpointing else 0)
         module.requires_grad_(False)
         return cls(module)
+
+    @classmethod
+    def for_run(cls, owner: nn.Module, config: TrainConfig, *, device, copy_weights: bool) -> "FluxTrainingAdapter":
+        """The adapter one run trains on, held as `config` says: gradient checkpointing
+        (`train.gradient_checkpointing`, `train.checkpoint_every_n_blocks`), the frozen base quantized
+        per `model.quantize` on `device`, computing in `train.mixed_precision`'s dtype; then every leaf
+        becomes the run's own (core/model/ownership.py: the owner's tensors, or copies on `device` when
+        `copy_weights`, for weights not resident there). `model.quantize` 'auto' must be settled first
+        (the memory planner decides it against the device's free memory).
+        """
+        t, mode = config.train, config.model.quantize
+        if mode == "auto":
+            raise ValueError("model.quantize 'auto' must be settled before the run builds its model "
+                             "(core/train/memory_plan.choose picks the mode)")
+        adapter = cls.adopt(owner, checkpointing=t.gradient_checkpointing, checkpoint_every=t.checkpoint_every_n_blocks)
+        quant.quantize_base(adapter.module, mode, device=device, compute_dtype=COMPUTE_DTYPES[t.mixed_precision])
+        own_leaves(adapter.module, owner, device, copy=copy_weights)
+        return adapter
 
     @property
     def family(self) -> str:

@@ -17,6 +17,7 @@ SMOOTH_COLOR = "#d62728"
 AXIS_COLOR = "#444444"
 GRID_COLOR = "#e5e5e5"
 MARKER_COLOR = "#2ca02c"
+EVAL_COLOR = "#ff7f0e"
 
 
 def ema_smooth(values: Sequence[float], smoothing: float = 0.9) -> list[float]:
@@ -66,6 +67,7 @@ class CurveLayout:
     x_ticks: list[tuple[float, str]]  # (pixel x, label)
     y_ticks: list[tuple[float, str]]  # (pixel y, label)
     markers: list[float]  # pixel x of checkpoint steps
+    evals: list[tuple[float, float]]  # eval loss points (core/train/evaluation.py)
     plot_box: tuple[float, float, float, float]  # left, top, right, bottom
     title: str
 
@@ -79,23 +81,27 @@ def layout_curve(
     height: int = 360,
     title: str = "Training loss",
     markers: Sequence[int] = (),
+    evals: Sequence[tuple[int, float]] = (),
     max_points: int = 2000,
 ) -> CurveLayout:
-    """Pixel geometry for the plot; more than `max_points` raw points are thinned by stride (smoothing uses all)."""
+    """Pixel geometry for the plot; more than `max_points` raw points are thinned by stride (smoothing uses all).
+    `evals`: (step, eval loss) points drawn on the same axes (the y range covers them too)."""
     if len(steps) != len(losses):
         raise ValueError(f"steps ({len(steps)}) and losses ({len(losses)}) must have the same length")
     pairs = [(int(s), float(v)) for s, v in zip(steps, losses) if v is not None and math.isfinite(v)]
     xs = [s for s, _ in pairs]
     ys = [v for _, v in pairs]
+    eval_pairs = [(int(s), float(v)) for s, v in evals if v is not None and math.isfinite(v)]
     smooth = ema_smooth(ys, smoothing)
     if len(xs) > max_points:
         keep = sorted(set(range(0, len(xs), math.ceil(len(xs) / max_points))) | {len(xs) - 1})
         xs, ys, smooth = [xs[i] for i in keep], [ys[i] for i in keep], [smooth[i] for i in keep]
     left, top, right, bottom = 64.0, 32.0, width - 16.0, height - 40.0
-    x_lo, x_hi = (min(xs), max(xs)) if xs else (0, 1)
+    all_x, all_y = xs + [s for s, _ in eval_pairs], ys + [v for _, v in eval_pairs]
+    x_lo, x_hi = (min(all_x), max(all_x)) if all_x else (0, 1)
     if x_hi == x_lo:
         x_lo, x_hi = x_lo - 1, x_hi + 1
-    y_lo, y_hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    y_lo, y_hi = (min(all_y), max(all_y)) if all_y else (0.0, 1.0)
     pad = (y_hi - y_lo) * 0.05 or max(abs(y_hi) * 0.05, 1e-3)
     y_lo, y_hi = y_lo - pad, y_hi + pad
 
@@ -115,6 +121,7 @@ def layout_curve(
         x_ticks=x_ticks,
         y_ticks=y_ticks,
         markers=[px(m) for m in markers if x_lo <= m <= x_hi],
+        evals=[(px(x), py(y)) for x, y in eval_pairs],
         plot_box=(left, top, right, bottom),
         title=title,
     )
@@ -146,6 +153,10 @@ def render_svg(steps: Sequence[int], losses: Sequence[float], **options) -> str:
         parts.append(_polyline("smoothed", lay.smooth, SMOOTH_COLOR, 2))
     else:
         parts.append(f'<text x="{(left + right) / 2}" y="{(top + bottom) / 2}" text-anchor="middle">no steps yet</text>')
+    if lay.evals:
+        parts.append(_polyline("eval", lay.evals, EVAL_COLOR, 2))
+        parts.extend(f'<circle class="eval-point" cx="{x}" cy="{y}" r="3" fill="{EVAL_COLOR}"/>' for x, y in lay.evals)
+        parts.append(f'<text x="{right}" y="{top - 6}" text-anchor="end" fill="{EVAL_COLOR}">eval loss</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
@@ -171,6 +182,10 @@ def render_image(steps: Sequence[int], losses: Sequence[float], **options):
     if len(lay.raw) > 1:
         draw.line(lay.raw, fill=RAW_COLOR, width=1)
         draw.line(lay.smooth, fill=SMOOTH_COLOR, width=2)
+    if lay.evals:
+        draw.line(lay.evals, fill=EVAL_COLOR, width=2)
+        for x, y in lay.evals:
+            draw.ellipse([(x - 3, y - 3), (x + 3, y + 3)], fill=EVAL_COLOR)
     return image
 
 

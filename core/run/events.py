@@ -61,6 +61,15 @@ class Preview:
 
 
 @dataclass(frozen=True)
+class EvalLoss:
+    """The evaluation loss at `step` (0 = the base model, before step 1): core/train/evaluation.py."""
+
+    kind: ClassVar[str] = "eval_loss"
+    step: int
+    loss: float
+
+
+@dataclass(frozen=True)
 class Paused:
     kind: ClassVar[str] = "paused"
     step: int
@@ -106,10 +115,10 @@ class Info:
     step: Optional[int] = None
 
 
-Event = Union[Started, Step, Checkpoint, Preview, Paused, Resumed, Finished, Failed, DatasetReport, Info]
+Event = Union[Started, Step, Checkpoint, Preview, EvalLoss, Paused, Resumed, Finished, Failed, DatasetReport, Info]
 EVENT_TYPES: dict[str, type] = {
     cls.kind: cls
-    for cls in (Started, Step, Checkpoint, Preview, Paused, Resumed, Finished, Failed, DatasetReport, Info)
+    for cls in (Started, Step, Checkpoint, Preview, EvalLoss, Paused, Resumed, Finished, Failed, DatasetReport, Info)
 }
 TERMINAL_KINDS = frozenset({"finished", "failed"})
 

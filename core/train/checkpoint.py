@@ -13,7 +13,6 @@ and every random draw of a step are pure functions of (seed, step): see core/tra
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,12 +22,14 @@ import torch
 from ..model import lora, lora_format
 from ..run.atomic import Writer, bytes_writer
 from ..run.rundir import CheckpointInfo
-from .finite import require_finite_weights
-from .optim import LoraEMA
+from .finite import require_finite_weights, require_in_fp16_range
+from .optim import LoraEMA, averaged_weights_swapped_in
 from .state_io import load_state, save_state
 
 LORA_FILE = "lora.safetensors"
 RESUME_FILE = "optimizer_state.safetensors"
+SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+"""`run.save_dtype` -> the dtype of the LoRA file's down / up tensors."""
 
 
 @dataclass
@@ -50,25 +51,32 @@ class LoraFileInfo:
     base_fingerprint: str
     config: Mapping[str, Any]
     layout: str = "kohya"
+    dtype: str = "fp32"
+    """`run.save_dtype`: the precision of the file only; resume reads the fp32 weights of RESUME_FILE."""
 
     def write(self, path: Path, weights: Mapping, step: int) -> Path:
-        require_finite_weights({f"{name}.{part}": getattr(w, part) for name, w in weights.items()
-                                for part in ("down", "up")}, str(path))
+        tensors = {f"{name}.{part}": t for name, w in weights.items() for part, t in w.tensors().items()}
+        require_finite_weights(tensors, str(path))
+        dtype = SAVE_DTYPES[self.dtype]
+        if dtype == torch.float16:
+            require_in_fp16_range(tensors, str(path))
         return lora_format.save_lora(path, weights, self.family, step=step, trigger=self.trigger or None,
                                      base_fingerprint=self.base_fingerprint, config=dict(self.config),
-                                     layout=self.layout)
+                                     layout=self.layout, dtype=dtype)
 
 
 def user_weights_swapped_in(state: TrainingState):
-    """Context in which the module holds the weights users get: the EMA average when EMA is on."""
-    return state.ema.swapped_in() if state.ema is not None else contextlib.nullcontext()
+    """Context in which the module holds the weights users get: the EMA average when EMA is on, a
+    schedule-free optimizer's averaged weights with adamw_schedulefree (the two never go together)."""
+    if state.ema is not None:
+        return state.ema.swapped_in()
+    return averaged_weights_swapped_in(state.optimizer)
 
 
 def user_weights(state: TrainingState) -> dict:
     """The LoRA weights users get (EMA average when EMA is on, else the trained weights), cloned."""
     with user_weights_swapped_in(state):
-        return {name: lora.LoraWeights(w.down.clone(), w.up.clone(), w.alpha)
-                for name, w in lora.lora_state_dict(state.module).items()}
+        return {name: w.clone() for name, w in lora.lora_state_dict(state.module).items()}
 
 
 def checkpoint_writers(state: TrainingState, info: LoraFileInfo, step: int,

@@ -20,10 +20,16 @@ class Batch(Protocol):
     loss_mask: Optional[torch.Tensor]
     dop_context: Optional[torch.Tensor]
     dop_pooled: Optional[torch.Tensor]
+    loss_weights: Optional[torch.Tensor]
+    """(B,) per-sample loss weights (the folder's loss_weight); None: all 1."""
 
 
 class TrainingData(Protocol):
-    def batch(self, step: int, batch_size: int | None = None) -> Batch: ...
+    def batch(self, step: int, batch_size: int, seed: int) -> Batch: ...
+
+    def steps_per_epoch(self, batch_size: int | None = None) -> int:
+        """Batches of `batch_size` in one pass (needed for train.epochs and the report)."""
+        ...
 
 
 @dataclass
@@ -39,4 +45,7 @@ class TrainingJob:
     """Both recorded in every checkpoint; resuming on others is refused (core/train/resume.py)."""
     previews: Optional[PreviewSpec] = None
     dataset_report: Optional[Mapping] = None
+    eval_data: Optional[TrainingData] = None
+    """Scored by run.eval_timesteps before step 1 and at every checkpoint (core/train/evaluation.py);
+    it also needs `steps_per_epoch(batch_size)`."""
 

@@ -27,7 +27,8 @@ from ..model import lora, lora_format
 from ..model.lora_random import init_lora, use_seeded_dropout
 from ..run.control import RunControl
 from ..run.curve import write_svg
-from ..run.events import Checkpoint, DatasetReport, Event, Finished, Info, Paused, Preview, Resumed, Started, Step
+from ..run.events import (Checkpoint, DatasetReport, EvalLoss, Event, Finished, Info, Paused, Preview, Resumed, Started,
+                          Step)
 from ..run.progress import Throughput, memory_snapshot
 from .checkpoint import (
     LORA_FILE,
@@ -38,11 +39,13 @@ from .checkpoint import (
     user_weights,
     user_weights_swapped_in,
 )
+from .evaluation import eval_loss
 from .finite import check_step
 from .flow import add_noise, flow_loss, image_seq_len, sample_sigmas
 from .job import TrainingJob
+from .length import resolve_length, run_length_report
 from .optim import LoraEMA, build_optimizer, build_scheduler
-from .preview import preview_file_name, render_previews
+from .preview import expected_files, progression_files, render_previews
 from .resume import check_resume, trained_on
 
 log = logging.getLogger(__name__)
@@ -59,15 +62,16 @@ class _Loop:
 
     def __init__(self, job: TrainingJob, control: RunControl, emit: Emit):
         self.job, self.control, self.emit = job, control, emit
-        self.cfg = job.config
+        self.cfg = resolve_length(job.config, job.data)  # train.epochs -> train.steps
         self.adapter = job.adapter
         self.module = job.adapter.module
         self.device = _device_of(self.module)
         self.autocast = self.cfg.train.mixed_precision == "bf16"
         self.total = self.cfg.train.steps
         self.file_info = LoraFileInfo(job.adapter.family, self.cfg.run.trigger, job.base_fingerprint, self.cfg.to_dict(),
-                                      layout=self.cfg.run.lora_format)
+                                      layout=self.cfg.run.lora_format, dtype=self.cfg.run.save_dtype)
         self.losses: list[tuple[int, float]] = []
+        self.eval_losses: list[tuple[int, float]] = []
         self.step = 0
 
     # -- set-up -----------------------------------------------------------------------------------
@@ -100,6 +104,7 @@ class _Loop:
         self.step = latest.step
         # JSON keeps a non-finite loss as null; the curve skips those points.
         self.losses = [(int(s), float(v)) for s, v in latest.state.get("losses", []) if v is not None]
+        self.eval_losses = [(int(s), float(v)) for s, v in latest.state.get("eval_losses", [])]
         log.info("resumed %s from step %d", self.job.run_dir.root, self.step)
 
     # -- one optimizer step ----------------------------------------------------------------------
@@ -110,7 +115,7 @@ class _Loop:
     def micro_step(self, step: int, micro: int) -> float:
         cfg = self.cfg
         accumulation = cfg.optim.gradient_accumulation
-        batch = self.job.data.batch((step - 1) * accumulation + micro, cfg.train.batch_size)
+        batch = self.job.data.batch((step - 1) * accumulation + micro, cfg.train.batch_size, cfg.train.seed)
         x = batch.latents.to(self.device, torch.float32)
         context = batch.context.to(self.device)
         pooled = None if batch.pooled is None else batch.pooled.to(self.device)
@@ -122,7 +127,8 @@ class _Loop:
         self.step_seed.value = seeding.stream_seed(cfg.train.seed, "lora dropout", (step, micro))
         pred = self.predict(noisy, sigmas, context, pooled)
         mask = None if batch.loss_mask is None else batch.loss_mask.to(self.device)
-        loss = flow_loss(pred, target, sigmas, cfg.flow.loss_weighting, mask=mask)
+        weights = None if batch.loss_weights is None else batch.loss_weights.to(self.device)
+        loss = flow_loss(pred, target, sigmas, cfg.flow.loss_weighting, mask=mask, sample_weights=weights)
         (loss / accumulation).backward()
 
         dop = cfg.dop
@@ -132,7 +138,7 @@ class _Loop:
             with torch.no_grad(), lora.lora_disabled(self.module):
                 prior = self.predict(noisy, sigmas, dop_context, dop_pooled).float()
             dop_pred = self.predict(noisy, sigmas, dop_context, dop_pooled)
-            dop_loss = flow_loss(dop_pred, prior, sigmas, "uniform", mask=mask)
+            dop_loss = flow_loss(dop_pred, prior, sigmas, "uniform", mask=mask, sample_weights=weights)
             (dop.multiplier * dop_loss / accumulation).backward()
         return loss.item()
 
@@ -167,39 +173,62 @@ class _Loop:
         spec = self.job.previews
         if spec is None:
             return
-        expected = [preview_file_name(i, p, spec) for i, p in enumerate(spec.prompts)]
-        if all((self.job.run_dir.baseline_dir / name).is_file() for name in expected):
+        if all((self.job.run_dir.baseline_dir / name).is_file() for name in expected_files(spec)):
             return  # a resumed run keeps the baseline it rendered before step 1
         images = self.render(lora_on=False)
-        for name, data in images.items():
-            self.job.run_dir.write_file(f"baseline/{name}", lambda path, data=data: path.write_bytes(data))
+        self.write_files("baseline", images)
+        self.write_progression(0, images)
         self.emit(Preview(step=0, images=tuple(f"baseline/{name}" for name in images)))
+
+    def write_files(self, folder: str, files: dict[str, bytes]) -> None:
+        for name, data in files.items():
+            self.job.run_dir.write_file(f"{folder}/{name}", lambda path, data=data: path.write_bytes(data))
+
+    def write_progression(self, step: int, images: dict[str, bytes]) -> None:
+        """Seed 002's progression/: trigger and no-trigger renders of the step side by side by name."""
+        if images:
+            self.write_files(".", progression_files(step, self.job.previews, images))
+
+    def evaluate(self, step: int) -> None:
+        """The eval loss of the LoRA as it would be saved (EMA weights when on); at step 0 of the base."""
+        if self.job.eval_data is None or not self.cfg.run.eval_timesteps:
+            return
+        self.module.eval()  # no LoRA dropout
+        try:
+            with user_weights_swapped_in(self.state) if step else lora.lora_disabled(self.module):
+                loss = eval_loss(self.predict, self.job.eval_data, self.cfg.run.eval_timesteps, self.device)
+        finally:
+            self.module.train()
+        self.eval_losses = [(s, v) for s, v in self.eval_losses if s != step] + [(step, loss)]
+        self.emit(EvalLoss(step=step, loss=loss))
 
     def save_checkpoint(self, step: int) -> Path:
         previews = self.render()
+        self.evaluate(step)
         info = self.job.run_dir.write_checkpoint(
             step, checkpoint_writers(self.state, self.file_info, step, previews),
-            {"step": step, "losses": self.losses,
+            {"step": step, "losses": self.losses, "eval_losses": self.eval_losses,
              **trained_on(self.cfg, self.job.base_fingerprint, self.job.dataset_fingerprint)},
         )
         self.job.run_dir.prune(self.cfg.run.max_step_saves_to_keep)
         self.write_curve()
         self.emit(Checkpoint(step=step, path=str(info.path)))
         if previews:
+            self.write_progression(step, previews)
             self.emit(Preview(step=step, images=tuple(f"{info.path.name}/{name}" for name in previews)))
         return info.path / LORA_FILE
 
     def save_previews(self, step: int) -> None:
         images = self.render()
         folder = f"samples/step_{step:06d}"
-        for name, data in images.items():
-            self.job.run_dir.write_file(f"{folder}/{name}", lambda path, data=data: path.write_bytes(data))
+        self.write_files(folder, images)
+        self.write_progression(step, images)
         self.emit(Preview(step=step, images=tuple(f"{folder}/{name}" for name in images)))
 
     def write_curve(self) -> None:
         if self.losses:
             steps, values = zip(*self.losses)
-            write_svg(self.job.run_dir.curve_path, list(steps), list(values))
+            write_svg(self.job.run_dir.curve_path, list(steps), list(values), evals=self.eval_losses)
 
     def write_final(self, step: int) -> Path:
         path = self.job.run_dir.final_lora_path
@@ -212,17 +241,24 @@ class _Loop:
         self.attach()
         self.resume()
         if self.job.dataset_report is not None and self.step == 0:
-            self.emit(DatasetReport(report=dict(self.job.dataset_report)))
+            self.emit(DatasetReport(report=run_length_report(dict(self.job.dataset_report), self.job.data, cfg)))
         self.emit(Started(run_id=self.job.run_dir.run_id, total_steps=self.total, start_step=self.step,
                           config=cfg.to_dict()))
+        if cfg.optim.effective_learning_rate != cfg.optim.learning_rate:
+            self.emit(Info(message=f"optim.optimizer 'prodigy' with the default learning_rate {cfg.optim.learning_rate:g}: "
+                                   f"training at {cfg.optim.effective_learning_rate:g} (Prodigy finds its own step size; "
+                                   "learning_rate multiplies it)"))
         if self.step >= self.total and self.job.run_dir.final_lora_path.is_file():
+            longer = f"train_epochs above {cfg.train.epochs}" if cfg.train.epochs else f"train_steps above {self.step}"
             self.emit(Info(message=f"run {self.job.run_dir.run_id!r} finished at step {self.step}; to train it "
-                                   f"further, raise train_steps above {self.step} and queue it again (it goes on "
+                                   f"further, raise {longer} and queue it again (it goes on "
                                    f"from step {self.step})", step=self.step))
             self.emit(Finished(step=self.step, lora_path=str(self.job.run_dir.final_lora_path)))
             return self.job.run_dir.final_lora_path
         self.module.train()
         self.baseline()
+        if self.step == 0:
+            self.evaluate(0)
         throughput = Throughput(self.total, self.step)
         last_saved = self.step
         latest_lora: Optional[Path] = None

@@ -151,7 +151,7 @@ def strict_image_decoding():
 class DatasetHandle:
     """What TrainLoRA receives from DatasetFromFolder (socket FLUXLAB_DATASET).
 
-    TrainLoRA should put `dataset` in `TrainingJob.data` (`dataset.batch(step, batch_size)` is a pure
+    TrainLoRA should put `dataset` in `TrainingJob.data` (`dataset.batch(step, batch_size, seed)` is a pure
     function of the step, so resume needs no loader state), `report.data` in `TrainingJob.dataset_report`,
     use `trigger` for `run.trigger` and `class_word` for `dop.class_word` (DOP captions are in the batches
     only when class_word is set), and call `require_family(model_handle.family)` first. `vae` and `clip`

@@ -8,7 +8,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from ...core.config import TrainConfig, merge_sections
+from ...core.config import TrainConfig
 from ...core.errors import FluxLabError
 from ...core.model import flux_family, lora
 from ...core.model.adapter import FluxTrainingAdapter
@@ -43,39 +43,40 @@ def estimate_memory(handle) -> str:
     """The plan for a rank-16 LoRA on every block linear (AdamW), one 1024x1024 image with 512 text
     tokens: what LoadFluxForTraining shows before TrainLoRA's settings are known. With quantization
     'auto', what auto would pick for that run on the device as it is now."""
-    transformer, family, settings = handle.transformer, handle.family, handle.settings
+    transformer, family = handle.transformer, handle.family
+    quantize, t = handle.settings.model.quantize, handle.settings.train
     tree, shape = _shape(transformer, family)
     state = transformer.state_dict()
-    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values()})
+    dtypes = sorted({str(d).removeprefix("torch.") for d in {v.dtype for v in state.values()}})
     names = tree.block_linear_names()
-    run = _run(tree, names, _SHOWN["rank"], "none" if settings.is_auto else settings.quant_mode,
-               settings.mixed_precision, settings.gradient_checkpointing, settings.checkpoint_every_n_blocks,
+    run = _run(tree, names, _SHOWN["rank"], "none" if quantize == "auto" else quantize, t.mixed_precision,
+               t.gradient_checkpointing, t.checkpoint_every_n_blocks,
                tokens=(_SHOWN["side"] // 16) ** 2 + _SHOWN["text_tokens"])
     stored = shape.block_weight_bytes + shape.other_bytes
-    lines = [f"{flux_family.family(family).display_name}: {sum(t.numel() for t in state.values()) / 1e9:.2f} B parameters stored as "
+    lines = [f"{flux_family.family(family).display_name}: {sum(v.numel() for v in state.values()) / 1e9:.2f} B parameters stored as "
              f"{'/'.join(dtypes)} ({gib(stored)}), training on {handle.device}."]
-    if settings.is_auto:
+    if quantize == "auto":
         choice = memory_plan.choose(shape, run, _available(handle))
         if choice is None:
             lines.append("Quantization auto: even int4 with block swap does not fit this run now; TrainLoRA "
                          "decides with its own settings.")
             return "\n".join(lines)
-        run, settings = choice.run, settings.fitted(choice.run.quantization, choice.run.checkpoint_every)
+        run = choice.run
         lines.append(f"Quantization {choice.reason}. TrainLoRA picks again for its own settings when a run starts.")
     parts = memory_plan.plan(shape, run).parts
-    if settings.quant_mode == "none":
+    if run.quantization == "none":
         lines.append(f"Base weights: {gib(parts['base weights'])}, ComfyUI's loaded weights shared as they are (no copy).")
     else:
-        lines.append(f"Base weights: {gib(parts['base weights'])} ({settings.quantization} copies of {len(names)} block "
+        lines.append(f"Base weights: {gib(parts['base weights'])} ({run.quantization} copies of {len(names)} block "
                      f"linears + float embedders/norms), built one layer at a time from ComfyUI's {gib(stored)} copy, "
                      "which is offloaded to system RAM while the run trains.")
     lines.append(f"LoRA rank {_SHOWN['rank']} on all block linears with AdamW: {gib(parts['LoRA + optimizer'])} "
                  "(fp32 weights, gradients, optimizer states; scales with rank).")
-    checkpointing = (f"gradient checkpointing every {settings.checkpoint_every_n_blocks} block(s)"
-                     if settings.gradient_checkpointing else "no gradient checkpointing")
+    checkpointing = (f"gradient checkpointing every {run.checkpoint_every} block(s)"
+                     if run.checkpoint_every else "no gradient checkpointing")
     lines.append(f"Activations at {_SHOWN['side']}x{_SHOWN['side']}, batch 1, {checkpointing}: {gib(parts['activations'])} "
                  f"(they grow with resolution and batch size). Compute: "
-                 f"{'bf16 autocast' if settings.mixed_precision == 'bf16' else 'fp32'}.")
+                 f"{'bf16 autocast' if t.mixed_precision == 'bf16' else 'fp32'}.")
     lines.append(f"Peak about {gib(sum(parts.values()))}; TrainLoRA checks its own settings before step 1.")
     return "\n".join(lines)
 
@@ -91,29 +92,30 @@ def _run_shape(tree: nn.Module, config: TrainConfig, data) -> RunShape:
     the dataset will give (image tokens of the largest bucket + the text length)."""
     names = lora.target_names(tree, config.lora)
     width, height = max(data.buckets, key=lambda wh: wh[0] * wh[1])
-    text_tokens = data.batch(0, 1).context.shape[1]
+    text_tokens = data.batch(0, 1, 0).context.shape[1]
     t = config.train
-    return _run(tree, names, config.lora.rank, config.model.quantize, t.mixed_precision, t.gradient_checkpointing,
+    run = _run(tree, names, config.lora.rank, config.model.quantize, t.mixed_precision, t.gradient_checkpointing,
                t.checkpoint_every_n_blocks, tokens=(width // 16) * (height // 16) + text_tokens,
                optimizer=config.optim.optimizer, ema=t.ema, batch=t.batch_size, blocks_to_swap=t.blocks_to_swap)
+    return dataclasses.replace(run, lora_params=lora.parameter_count(tree, names, config.lora))  # LoKr's too
 
 
 def fit_run(handle, config: TrainConfig, data) -> tuple:
-    """(handle, config, plan, note) for a run that fits the training device, or RunWillNotFit with the
-    plan and what to change. With quantization 'auto' the handle and config come back with the least
-    lossy quantization / checkpointing / block swap that fits (`memory_plan.choose`), and the note
-    says what was picked and why; otherwise they come back as given, and the note is None."""
+    """(config, plan, note) for a run that fits the training device, or RunWillNotFit with the plan and
+    what to change. With `model.quantize` 'auto' the config comes back with the least lossy
+    quantization / checkpointing / block swap that fits (`memory_plan.choose`), and the note says what
+    was picked and why; otherwise it comes back as given, and the note is None."""
     tree, shape = _shape(handle.transformer, handle.family)
     run = _run_shape(tree, config, data)
     available = _available(handle)
-    if not handle.settings.is_auto:
+    if config.model.quantize != "auto":
         planned = memory_plan.plan(shape, run)
         if planned.peak > available[run.quantization]:
             raise RunWillNotFit(f"TrainLoRA: run {config.run.name!r} will not fit on {handle.device}: "
                                 f"{planned.advice(available[run.quantization])} Or quantization 'auto' on "
                                 f"LoadFluxForTraining.\n{planned.describe()}")
-        return handle, config, planned, None
-    choice = memory_plan.choose(shape, run, available)
+        return config, planned, None
+    choice = memory_plan.choose(shape, run, available)  # tries every quantization itself
     if choice is None:
         smallest = memory_plan.plan(shape, dataclasses.replace(run, quantization="qint4", checkpoint_every=1,
                                                                blocks_to_swap=shape.single_blocks))
@@ -121,9 +123,11 @@ def fit_run(handle, config: TrainConfig, data) -> tuple:
                             f"checkpointing and every single block swapped: "
                             f"{smallest.advice(available['qint4'])}\n{smallest.describe()}")
     picked = choice.run
-    settings = handle.settings.fitted(picked.quantization, picked.checkpoint_every)
-    overrides = merge_sections(settings.config_overrides(), {"train": {"blocks_to_swap": picked.blocks_to_swap}})
-    return handle.with_settings(settings), config.with_overrides(overrides), choice.plan, choice.reason
+    settled = {"model": {"quantize": picked.quantization},
+               "train": {"gradient_checkpointing": picked.checkpoint_every > 0,
+                         "checkpoint_every_n_blocks": max(picked.checkpoint_every, 1),
+                         "blocks_to_swap": picked.blocks_to_swap}}
+    return config.with_overrides(settled), choice.plan, choice.reason
 
 
 def _available(handle) -> dict[str, int]:

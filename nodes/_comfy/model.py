@@ -1,7 +1,7 @@
 """A Flux MODEL from ComfyUI's loaders, prepared for training without ever changing it.
 
 `TrainingModelHandle` is what LoadFluxForTraining outputs and TrainLoRA consumes. It holds the shared
-ModelPatcher and the chosen settings; each run asks it for a fresh adapter (`new_adapter()`), because
+ModelPatcher and the chosen settings; each run asks it for a fresh adapter (`new_adapter(config)`), because
 peft attaches a LoRA to an adapter tree once. The adapter's leaves are the run's own modules holding
 the transformer's tensors (core/model/ownership.py): no copy when unquantized, and ComfyUI's module tree,
 patches and weights stay as they were, so a stock KSampler on the same MODEL samples bit-identically
@@ -21,83 +21,45 @@ dynamic-VRAM MODEL (0.33.0 on NVIDIA) is never force-loaded; runs copy its weigh
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
 import hashlib
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ...core.model import quant
+from ...core.config import TrainConfig
 from ...core.model.adapter import FluxTrainingAdapter, UnsupportedModelError, detect_flux_family
-from ...core.model.ownership import own_leaves
 from .host import is_dynamic, kept_loaded, offload
 from .memory import estimate_memory
 
-AUTO = "auto"
-QUANTIZATION = {AUTO: None, "none": "none", "int8": "qint8", "fp8": "qfloat8", "int4": "qint4"}
-"""Node choice -> core.model.quant mode ('auto' is settled per run by TrainLoRA: nodes/_comfy/memory.fit_run)."""
-TRAINING_DTYPES = {"bf16": ("bf16", torch.bfloat16), "fp32": ("no", torch.float32)}
-"""Node choice -> (TrainConfig train.mixed_precision, compute dtype of quantized layers)."""
+QUANTIZATION = {"auto": "auto", "none": "none", "int8": "qint8", "fp8": "qfloat8", "int4": "qint4"}
+"""LoadFluxForTraining's quantization choice -> TrainConfig `model.quantize` ('auto' is settled per run by
+TrainLoRA: nodes/_comfy/memory.fit_run)."""
+TRAINING_DTYPES = {"bf16": "bf16", "fp32": "no"}
+"""LoadFluxForTraining's training_dtype choice -> TrainConfig `train.mixed_precision`."""
 
 
-@dataclass(frozen=True)
-class TrainingModelSettings:
-    """The LoadFluxForTraining widgets, checked."""
+def model_sections(quantization: str, training_dtype: str, gradient_checkpointing: bool,
+                   checkpoint_every_n_blocks: int) -> TrainConfig:
+    """LoadFluxForTraining's widgets as the TrainConfig sections they decide (model.quantize,
+    train.mixed_precision / gradient_checkpointing / checkpoint_every_n_blocks), checked by the
+    config itself; the other sections stay at their defaults and are not used."""
+    for widget, value, choices in (("quantization", quantization, QUANTIZATION),
+                                   ("training_dtype", training_dtype, TRAINING_DTYPES)):
+        if value not in choices:
+            raise ValueError(f"LoadFluxForTraining {widget}={value!r} is not supported; use one of {', '.join(choices)}.")
+    return TrainConfig().with_overrides({
+        "model": {"quantize": QUANTIZATION[quantization]},
+        "train": {"mixed_precision": TRAINING_DTYPES[training_dtype], "gradient_checkpointing": gradient_checkpointing,
+                  "checkpoint_every_n_blocks": checkpoint_every_n_blocks},
+    })
 
-    quantization: str = AUTO
-    """"none" (train on the loaded weights, shared), "int8" / "fp8" / "int4" (frozen quanto copies
-    of the block linears on the training device, built layer by layer), or "auto": the least lossy of
-    these (with checkpointing and block swap) that fits the device, picked when a run starts."""
-    training_dtype: str = "bf16"
-    """"bf16": bf16 autocast (standard). "fp32": no autocast (slow; needs an fp32 or manual-cast MODEL,
-    because the shared weights are never cast). Also the compute dtype of quantized layers."""
-    gradient_checkpointing: bool = True
-    """Recompute block activations in the backward pass (much less memory, ~30 % slower)."""
-    checkpoint_every_n_blocks: int = 1
-    """With checkpointing, only every N-th block is checkpointed (1 = all)."""
 
-    def __post_init__(self) -> None:
-        if self.quantization not in QUANTIZATION:
-            raise ValueError(f"quantization={self.quantization!r} is not supported; use one of {', '.join(QUANTIZATION)}.")
-        if self.training_dtype not in TRAINING_DTYPES:
-            raise ValueError(f"training_dtype={self.training_dtype!r} is not supported; use one of {', '.join(TRAINING_DTYPES)}.")
-        if not isinstance(self.checkpoint_every_n_blocks, int) or self.checkpoint_every_n_blocks < 1:
-            raise ValueError(f"checkpoint_every_n_blocks={self.checkpoint_every_n_blocks!r} must be an integer >= 1.")
-
-    @property
-    def is_auto(self) -> bool:
-        return self.quantization == AUTO
-
-    @property
-    def quant_mode(self) -> str:
-        """The core.model.quant mode (not for 'auto', which `fitted` settles per run)."""
-        if self.is_auto:
-            raise ValueError("quantization 'auto' has no mode until a run settles it (nodes/_comfy/memory.fit_run)")
-        return QUANTIZATION[self.quantization]
-
-    def fitted(self, quant_mode: str, checkpoint_every: int) -> TrainingModelSettings:
-        """These settings with what `memory_plan.choose` picked for a run (0 = no checkpointing)."""
-        node_choice = next(name for name, mode in QUANTIZATION.items() if mode == quant_mode)
-        return dataclasses.replace(self, quantization=node_choice, gradient_checkpointing=checkpoint_every > 0,
-                                   checkpoint_every_n_blocks=max(checkpoint_every, 1))
-
-    @property
-    def mixed_precision(self) -> str:
-        return TRAINING_DTYPES[self.training_dtype][0]
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        return TRAINING_DTYPES[self.training_dtype][1]
-
-    def config_overrides(self) -> dict:
-        """The TrainConfig sections these settings decide (for `TrainConfig.with_overrides`)."""
-        return {
-            "model": {"quantize": "none" if self.is_auto else self.quant_mode},  # auto: settled by fit_run
-            "train": {"mixed_precision": self.mixed_precision, "gradient_checkpointing": self.gradient_checkpointing,
-                      "checkpoint_every_n_blocks": self.checkpoint_every_n_blocks},
-        }
+def model_overrides(config: TrainConfig) -> dict:
+    """The sections LoadFluxForTraining decides, taken from `config` (for `TrainConfig.with_overrides`)."""
+    t = config.train
+    return {"model": {"quantize": config.model.quantize},
+            "train": {"mixed_precision": t.mixed_precision, "gradient_checkpointing": t.gradient_checkpointing,
+                      "checkpoint_every_n_blocks": t.checkpoint_every_n_blocks}}
 
 
 def weights_fingerprint(module: nn.Module, samples_per_tensor: int = 8) -> str:
@@ -143,8 +105,8 @@ def ensure_loaded(patcher) -> None:
         comfy.model_management.load_models_gpu([patcher], force_full_load=True)
 
 
-def _check_dtype(patcher, settings: TrainingModelSettings) -> None:
-    if settings.training_dtype != "fp32":
+def _check_dtype(patcher, settings: TrainConfig) -> None:
+    if settings.train.mixed_precision == "bf16":
         return
     dtype = patcher.model_dtype() if hasattr(patcher, "model_dtype") else None
     manual_cast = getattr(patcher.model, "manual_cast_dtype", None)
@@ -159,26 +121,28 @@ class TrainingModelHandle:
     """What TrainLoRA receives from LoadFluxForTraining (socket FLUXLAB_TRAINING_MODEL).
 
     For each run TrainLoRA should:
-      - merge `settings.config_overrides()` into its TrainConfig (quantize, mixed precision, checkpointing);
-      - call `new_adapter()` and put the result in `TrainingJob.adapter` (fresh each run: a LoRA can be
-        attached to an adapter tree only once);
+      - merge `model_overrides(handle.settings)` into its TrainConfig (quantize, mixed precision,
+        checkpointing) and settle 'auto' (nodes/_comfy/memory.fit_run);
+      - call `new_adapter(config)` and put the result in `TrainingJob.adapter` (fresh each run: a LoRA
+        can be attached to an adapter tree only once);
       - pass `base_fingerprint` as `TrainingJob.base_fingerprint` (saved in every checkpoint; a resume
         can refuse a different base);
       - check `family` ("flux1" / "flux2") against the dataset's (`DatasetHandle.require_family`).
     `patcher` is ComfyUI's shared MODEL: never patch it, clone it for sampling previews instead.
     """
 
-    def __init__(self, patcher, settings: TrainingModelSettings):
+    def __init__(self, patcher, settings: TrainConfig):
         transformer = flux_transformer(patcher)
         self.family: str = detect_flux_family(transformer)
         """"flux1" or "flux2" (UnsupportedModelError, naming what was found, for anything else)."""
         _check_dtype(patcher, settings)
         self.patcher = patcher
-        self.settings = settings
+        self.settings: TrainConfig = settings
+        """The sections LoadFluxForTraining decides (`model_sections`); the rest are defaults, unused."""
         # Either way the weights read below are the base's: loading this patcher, or offloading, takes
         # off a clone that ComfyUI patched a LoRA into for sampling ('auto' loads nothing until a run
         # has picked, and quantized runs train on copies).
-        if settings.quantization == "none":
+        if settings.model.quantize == "none":
             ensure_loaded(patcher)
         else:
             offload(patcher)
@@ -193,43 +157,31 @@ class TrainingModelHandle:
     def transformer(self) -> nn.Module:
         return flux_transformer(self.patcher)
 
-    def with_settings(self, settings: TrainingModelSettings) -> TrainingModelHandle:
-        """The same MODEL with other settings (what 'auto' picked for one run); shares the rest."""
-        handle = copy.copy(self)
-        handle.settings = settings
-        return handle
+    def trains_in_place(self, config: TrainConfig) -> bool:
+        """A run of `config` trains on ComfyUI's loaded weights themselves ('none' on a resident MODEL)."""
+        return config.model.quantize == "none" and not is_dynamic(self.patcher)
 
-    @property
-    def trains_in_place(self) -> bool:
-        """A run trains on ComfyUI's loaded weights themselves ('none' on a resident MODEL)."""
-        return self.settings.quantization == "none" and not is_dynamic(self.patcher)
-
-    def run_lifetime(self):
+    def run_lifetime(self, config: TrainConfig):
         """Hold for as long as a run lives: a run on the loaded weights ('none') keeps ComfyUI from
         unloading them under it (`host.kept_loaded`); quantized and dynamic-VRAM runs train on their
         own copies and pin nothing."""
-        if self.trains_in_place:
+        if self.trains_in_place(config):
             return kept_loaded(self.patcher)
         return contextlib.nullcontext()
 
-    def new_adapter(self) -> FluxTrainingAdapter:
-        """A fresh core adapter over the shared weights, quantized when asked; call once per run.
+    def new_adapter(self, config: TrainConfig) -> FluxTrainingAdapter:
+        """A fresh core adapter over the shared weights for a run of `config` ('auto' settled); call once per run.
 
         Unquantized: loads the MODEL again first (ComfyUI may have unloaded it since the node ran).
-        Quantized: takes ComfyUI's float copy off the device instead, then builds the quantized block
-        layers on `device` in `settings.compute_dtype`, one at a time from the offloaded weights
-        (only read); the small float modules come along as copies.
-        Every other leaf becomes the run's own (core/model/ownership.py): holding the same tensors, so
-        ComfyUI's LoRA patching and offloading of the shared MODEL never reach the run; on a
-        dynamic-VRAM MODEL (weights streamed from system RAM per op) copies on `device`.
+        Quantized: takes ComfyUI's float copy off the device instead, then core builds the quantized
+        block layers on `device`, one at a time from the offloaded weights (only read).
+        The run's leaves hold the same tensors (core/model/ownership.py), so ComfyUI's LoRA patching and
+        offloading of the shared MODEL never reach the run; on a dynamic-VRAM MODEL (weights streamed
+        from system RAM per op) they are copies on `device`.
         """
-        s = self.settings
-        if s.quant_mode == "none":
+        if config.model.quantize == "none":
             ensure_loaded(self.patcher)
         else:
             offload(self.patcher)  # quantized copies replace ComfyUI's float blocks on the device
-        adapter = FluxTrainingAdapter.adopt(self.transformer, checkpointing=s.gradient_checkpointing,
-                                            checkpoint_every=s.checkpoint_every_n_blocks)
-        quant.quantize_base(adapter.module, s.quant_mode, device=self.device, compute_dtype=s.compute_dtype)
-        own_leaves(adapter.module, self.transformer, self.device, copy=is_dynamic(self.patcher))
-        return adapter
+        return FluxTrainingAdapter.for_run(self.transformer, config, device=self.device,
+                                           copy_weights=is_dynamic(self.patcher))

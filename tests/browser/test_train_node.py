@@ -18,7 +18,7 @@ from tests.harness.graphs import training_graph
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 OLD_WORKFLOWS = Path(__file__).resolve().parent.parent / "fixtures" / "old_workflows"
-TRAIN_WIDGETS = 21  # 20 values + preview_prompts' text: preset .. on_existing_run (nodes/train.py)
+TRAIN_WIDGETS = 22  # 21 values + preview_prompts' text: preset .. on_existing_run (nodes/train.py)
 MAX_HEIGHT = 800  # px at zoom 1; the first layout's TrainLoRA was 1,334 px tall
 
 VALUES = """(type) => {
@@ -154,7 +154,7 @@ def test_after_a_run_the_nodes_show_the_settings_memory_plan_and_dataset_report(
     ui.wait_for("() => document.querySelectorAll('[data-testid=fluxlab-node-text]').length === 2", timeout_ms=180_000)
     shown = "\n".join(texts.all_inner_texts())
     for words in ("Run 'browser_node_texts', preset custom", "LoRA rank 4, alpha 4", "Memory plan for these settings",
-                  "Dataset: 3 images", "Suggested steps: character 300"):
+                  "Dataset: 3 images", "Suggested steps: character 75, concept 300, style 300"):
         assert words in shown, shown
     ui.evaluate("() => { const n = window.app.graph.nodes.find((n) => n.type === 'TrainLoRA');"
                 " window.app.canvas.ds.offset = [-n.pos[0] + 160, -n.pos[1] + 120]; window.app.canvas.ds.scale = 1;"

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from tests.harness.api import ComfyAPIError
-from tests.harness.graphs import tiny_sampling_graph, training_graph
+from tests.harness.graphs import node_inputs, tiny_sampling_graph, training_graph
 from tests.harness.server import ComfyServer
 
 pytestmark = pytest.mark.e2e
@@ -104,6 +104,9 @@ def test_wait_mode_trains_and_the_lora_loads_in_stock_comfyui(comfy_client, comf
         names = {p.name for p in checkpoint.iterdir()}
         assert {"lora.safetensors", "optimizer_state.safetensors", "training_state.json"} | previews <= names, names
     assert previews <= {p.name for p in (folder / "baseline").iterdir()}
+    # "a photo of ohwx" names the trigger: seed 002's progression pairs it with "a photo of" at each step.
+    assert sorted(p.name for p in (folder / "progression").iterdir()) == [
+        f"step_{s:06d}_prompt_0_64x64_{kind}.png" for s in (0, 4, 8) for kind in ("notrigger", "trigger")]
     assert (folder / "learning_curve.svg").read_text().startswith("<svg")
     assert (folder / "lora_final.safetensors").is_file() and (folder / "events.jsonl").is_file()
     published = comfy_server.base_dir / "models" / "loras" / "fluxlab" / f"{run}.safetensors"
@@ -141,8 +144,7 @@ def test_the_nodes_show_the_runs_settings_its_memory_plan_and_the_dataset_report
                   "adamw, learning rate 0.0002", "Memory plan for these settings (estimate):", "peak: "):
         assert words in text, text
     (report,) = result.outputs("data")["text"]
-    assert "Dataset: 3 images" in report and "Suggested steps: character 300 (~100.0 epochs), concept 300 " \
-        "(~100.0 epochs), style 300 (~100.0 epochs)" in report, report
+    assert "Dataset: 3 images" in report and "Suggested steps: character 75, concept 300, style 300." in report, report
 
 
 # -- prompts written for the first layout --------------------------------------------------------------
@@ -413,3 +415,59 @@ def test_the_runs_dataset_report_counts_steps_at_the_runs_batch(comfy_client, da
                                     run_save_every=0), timeout=120)
     report = wait_event(comfy_client, run, "dataset_report", start)["report"]
     assert report["batch_size"] == 4 and report["steps_per_epoch"] == 1  # 3 images, 4 per optimizer step
+    assert report["preset"] == "custom" and report["suggested_steps"] is None  # 'custom' has no step rule
+    assert report["suggested_steps_by_preset"] == {"character": 75, "concept": 300, "style": 300}  # 3 images; character: 4 per step
+
+
+def test_an_eval_dataset_is_scored_before_step_1_and_at_every_checkpoint(comfy_client, comfy_server, dataset):
+    """A second DatasetFromFolder on TrainLoRA's eval_dataset: its eval loss arrives as events (step 0 is
+    the base), is kept in the checkpoints and drawn in learning_curve.svg."""
+    run = "e2e_eval"
+    held_out = make_dataset(comfy_server, "fluxlab_eval_e2e", count=2)
+    graph = training_graph(comfy_client, run, steps=4, run_save_every=2, run_eval_timesteps=2)
+    graph["eval"] = {"class_type": "DatasetFromFolder", "inputs": node_inputs(
+        comfy_client, "DatasetFromFolder", folder=held_out, vae=["models", 2], clip=["models", 1], resolutions="64",
+        trigger="ohwx")}
+    graph["train"]["inputs"]["eval_dataset"] = ["eval", 0]
+    start = len(comfy_client.stream.events)
+    comfy_client.run(graph, timeout=120)
+    wait_event(comfy_client, run, "finished", start)
+    scores = [e["data"] for e in fluxlab_events(comfy_client, run, start, "eval_loss")]
+    assert [s["step"] for s in scores] == [0, 2, 4] and all(s["loss"] > 0 for s in scores)
+    state = json.loads((run_folder(comfy_server, run) / "checkpoint_000004" / "training_state.json").read_text())
+    assert [p[0] for p in state["state"]["eval_losses"]] == [0, 2, 4]
+    assert "eval-point" in (run_folder(comfy_server, run) / "learning_curve.svg").read_text()
+
+
+def test_previews_take_a_prompt_library_more_sizes_and_real_cfg(comfy_client, comfy_server, dataset):
+    run = "e2e_preview_options"
+    graph = training_graph(comfy_client, run, steps=2, run_save_every=2, previews=True, preview_negative_prompt="blurry",
+                           preview_real_cfg=2.0, preview_more_sizes="64x96")
+    graph["train"]["inputs"]["preview_prompts"] = "portrait: a photo of ohwx"
+    comfy_client.run(graph, timeout=120)
+    names = {p.name for p in (run_folder(comfy_server, run) / "checkpoint_000002").iterdir()}
+    assert {"portrait_64x64.png", "portrait_64x96.png", "portrait_64x64_notrigger.png",
+            "portrait_64x96_notrigger.png"} <= names, names
+
+    graph = training_graph(comfy_client, "e2e_preview_bad_cfg", steps=1, previews=True, preview_real_cfg=2.0)
+    where, message = comfy_client.refusal(graph, timeout=60)
+    assert where == "node" and "preview_real_cfg 2.0 needs a preview_negative_prompt" in message
+
+
+def test_train_epochs_trains_that_many_passes_and_the_file_has_the_save_dtype(comfy_client, comfy_server, dataset):
+    """train_epochs 2 at batch 1 x accumulation 2 over 3 images: 2 x the run's steps per epoch, in
+    the report and in the steps trained; run_save_dtype bf16 gives a bf16 file the stock loader reads."""
+    from safetensors.torch import load_file
+
+    run = "e2e_epochs"
+    start = len(comfy_client.stream.events)
+    comfy_client.run(training_graph(comfy_client, run, steps=1, train_epochs=2, optim_gradient_accumulation=2,
+                                    run_save_every=0, run_save_dtype="bf16"), timeout=120)
+    report = wait_event(comfy_client, run, "dataset_report", start)["report"]
+    assert (report["batch_size"], report["epochs"]) == (2, 2)
+    assert report["steps_per_epoch"] >= 2 and report["train_steps"] == 2 * report["steps_per_epoch"]
+    assert wait_event(comfy_client, run, "started", start)["total_steps"] == report["train_steps"]
+    steps = [e["data"]["step"] for e in fluxlab_events(comfy_client, run, start, "step")]
+    assert steps == list(range(1, report["train_steps"] + 1))
+    final = load_file(str(run_folder(comfy_server, run) / "lora_final.safetensors"))
+    assert {t.dtype for k, t in final.items() if not k.endswith(".alpha")} == {torch.bfloat16}

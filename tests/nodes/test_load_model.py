@@ -32,11 +32,12 @@ from flux_lora_lab.core.run.control import RunControl  # noqa: E402
 from flux_lora_lab.core.model.quant import is_quantized  # noqa: E402
 from flux_lora_lab.core.run.rundir import RunDir  # noqa: E402
 from flux_lora_lab.core.train.trainer import TrainingJob, train  # noqa: E402
-from flux_lora_lab.nodes._comfy.model import QUANTIZATION, TrainingModelHandle, TrainingModelSettings  # noqa: E402
+from flux_lora_lab.nodes._comfy.model import QUANTIZATION, TrainingModelHandle, model_overrides, model_sections  # noqa: E402
 from flux_lora_lab.nodes.dataset import DatasetFromFolder  # noqa: E402
 from flux_lora_lab.nodes.load_model import LoadFluxForTraining  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_models, build_tiny_model_patcher  # noqa: E402
 from tests.core.model.flux_reference import make_inputs  # noqa: E402
+from tests.nodes.test_dataset_node import DEFAULTS as DATASET_DEFAULTS  # noqa: E402
 
 LATENT = {"flux1-dev": (16, 8, 8), "flux2-dev": (128, 4, 4)}  # 64 x 64 px
 
@@ -74,8 +75,7 @@ def make_folder(root, count=2, size=64):
 
 
 def dataset_for(models, folder):
-    out = DatasetFromFolder.execute(str(folder), models.vae, models.clip, "64", 0, False, "txt", "error", "ohwx", "",
-                                    0.0, False, 1, "center", False, False, False, 0, "skip", "error", "character", 0)
+    out = DatasetFromFolder.execute(folder=str(folder), vae=models.vae, clip=models.clip, **{**DATASET_DEFAULTS, "trigger": "ohwx"})
     return out.args[0]
 
 
@@ -90,17 +90,16 @@ def comfy_dirs(tmp_path):
     folder_paths.set_output_directory(old[1])
 
 
-def test_settings_map_to_the_engine_config():
-    s = TrainingModelSettings("int4", "fp32", False, 3)
-    assert (s.quant_mode, s.mixed_precision, s.compute_dtype) == ("qint4", "no", torch.float32)
-    config = TrainConfig().with_overrides(s.config_overrides())
+def test_widgets_map_to_the_engine_config():
+    config = TrainConfig().with_overrides(model_overrides(model_sections("int4", "fp32", False, 3)))
     assert (config.model.quantize, config.train.mixed_precision) == ("qint4", "no")
     assert (config.train.gradient_checkpointing, config.train.checkpoint_every_n_blocks) == (False, 3)
-    assert TrainingModelSettings("fp8").quant_mode == "qfloat8" and TrainingModelSettings().mixed_precision == "bf16"
-    with pytest.raises(ValueError, match="quantization='int2'.*none, int8, fp8, int4"):
-        TrainingModelSettings("int2")
-    with pytest.raises(ValueError, match="checkpoint_every_n_blocks=0"):
-        TrainingModelSettings(checkpoint_every_n_blocks=0)
+    assert model_sections("fp8", "bf16", True, 1).model.quantize == "qfloat8"
+    assert model_sections("auto", "bf16", True, 1).model.quantize == "auto"
+    with pytest.raises(ValueError, match="quantization='int2'.*auto, none, int8, fp8, int4"):
+        model_sections("int2", "bf16", True, 1)
+    with pytest.raises(ValueError, match="checkpoint_every_n_blocks"):
+        model_sections("none", "bf16", True, 0)
 
 
 @pytest.mark.parametrize("variant,family", [("flux1-dev", "flux1"), ("flux2-dev", "flux2")])
@@ -113,7 +112,7 @@ def test_node_detects_the_family_and_reports_memory(variant, family):
 
 
 def test_base_fingerprint_is_stable_and_tells_weights_apart():
-    settings = TrainingModelSettings()
+    settings = model_sections("auto", "bf16", True, 1)
     first = TrainingModelHandle(build_tiny_flux_models("flux1-dev", seed=0).model, settings).base_fingerprint
     again = TrainingModelHandle(build_tiny_flux_models("flux1-dev", seed=0).model, settings).base_fingerprint
     other = TrainingModelHandle(build_tiny_flux_models("flux1-dev", seed=3).model, settings).base_fingerprint
@@ -125,14 +124,14 @@ def test_base_fingerprint_is_the_bases_while_comfy_has_a_lora_patched_in(quantiz
     """ComfyUI patches a sampling LoRA into the shared weights in place (a clone of the MODEL): the
     fingerprint, and so the resume check, must see the base, whatever the quantization."""
     patcher = build_tiny_model_patcher(TinyFluxSpec("flux1-dev", seed=5))
-    clean = TrainingModelHandle(patcher, TrainingModelSettings("none", "fp32")).base_fingerprint
+    clean = TrainingModelHandle(patcher, model_sections("none", "fp32", True, 1)).base_fingerprint
     key = "diffusion_model.double_blocks.0.img_attn.qkv.weight"
     base_weight = patcher.model.get_parameter(key).detach().clone()
     clone = patcher.clone()
     clone.add_patches({key: (torch.ones_like(base_weight),)}, 1.0)
     comfy.model_management.load_models_gpu([clone], force_full_load=True)
     assert not torch.equal(patcher.model.get_parameter(key), base_weight), "the patch is in the shared weights"
-    handle = TrainingModelHandle(patcher, TrainingModelSettings(quantization, "fp32"))
+    handle = TrainingModelHandle(patcher, model_sections(quantization, "fp32", True, 1))
     assert handle.base_fingerprint == clean
 
 
@@ -143,19 +142,19 @@ def test_non_flux_models_are_refused_naming_what_was_found():
     with pytest.raises(UnsupportedModelError, match=r"Linear is not a Flux transformer.*Supported: .*Flux.1 dev"):
         LoadFluxForTraining.execute(FakePatcher(), "none", "bf16", True, 1)
     with pytest.raises(UnsupportedModelError, match="without a diffusion model"):
-        TrainingModelHandle(object(), TrainingModelSettings())
+        TrainingModelHandle(object(), model_sections("auto", "bf16", True, 1))
 
 
 def test_fp32_training_needs_an_fp32_model():
     patcher = build_tiny_model_patcher(TinyFluxSpec("flux1-dev", dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="training_dtype 'fp32' needs the model in fp32.*bfloat16"):
-        TrainingModelHandle(patcher, TrainingModelSettings(training_dtype="fp32"))
+        TrainingModelHandle(patcher, model_sections("auto", "fp32", True, 1))
 
 
 def test_each_adapter_is_fresh_and_quantized_layers_are_our_own():
     patcher = tiny("flux2-dev").model
-    handle = TrainingModelHandle(patcher, TrainingModelSettings("int8"))
-    first, second = handle.new_adapter(), handle.new_adapter()
+    handle = TrainingModelHandle(patcher, model_sections("int8", "bf16", True, 1))
+    first, second = handle.new_adapter(handle.settings), handle.new_adapter(handle.settings)
     assert first.module is not second.module and first.family == "flux2"
     assert any(is_quantized(m) for m in first.module.modules())
     assert not any(is_quantized(m) for m in patcher.model.diffusion_model.modules())
@@ -171,12 +170,12 @@ def test_training_leaves_comfy_sampling_bit_identical(comfy_dirs, variant, quant
     dataset = dataset_for(models, make_folder(comfy_dirs / "input" / "data"))
     dataset.require_family(handle.family)
     config = TrainConfig().with_overrides({
-        **handle.settings.config_overrides(),
+        **model_overrides(handle.settings),
         "lora": {"rank": 4}, "optim": {"learning_rate": 5e-2, "warmup_steps": 0},
-        "train": {**handle.settings.config_overrides()["train"], "steps": 3},
+        "train": {**model_overrides(handle.settings)["train"], "steps": 3},
         "run": {"name": "proof", "trigger": dataset.trigger, "save_every": 0, "sample_every": 0},
     })
-    adapter = handle.new_adapter()
+    adapter = handle.new_adapter(config)
     final = train(TrainingJob(config, adapter, dataset.dataset, RunDir(comfy_dirs / "run"),
                               base_fingerprint=handle.base_fingerprint), RunControl(None), lambda event: None)
     assert final is not None and final.is_file()
@@ -204,8 +203,8 @@ def test_a_dynamic_vram_model_is_trained_on_the_runs_own_weights(monkeypatch, va
     monkeypatch.setattr(comfy.model_management, "load_models_gpu",
                         lambda *a, **k: pytest.fail("a dynamic patcher must not be force-loaded"))
     owner = patcher.model.diffusion_model
-    handle = TrainingModelHandle(patcher, TrainingModelSettings(quantization=quantization, training_dtype="fp32"))
-    adapter = handle.new_adapter()
+    handle = TrainingModelHandle(patcher, model_sections(quantization, "fp32", True, 1))
+    adapter = handle.new_adapter(handle.settings)
     assert not {id(m) for m in adapter.module.modules()} & {id(m) for m in owner.modules()}
     owner_storage = {p.data_ptr() for p in owner.parameters()}
     assert not any(p.data_ptr() in owner_storage for p in adapter.module.parameters()), "copies, not shared tensors"
@@ -230,8 +229,8 @@ def test_quantized_runs_take_comfys_float_copy_off_the_device(quantization):
     comfy.model_management.load_models_gpu([patcher], force_full_load=True)
     assert any(m.model is patcher for m in comfy.model_management.current_loaded_models)
 
-    handle = TrainingModelHandle(patcher, TrainingModelSettings(quantization=quantization, training_dtype="fp32"))
-    adapter = handle.new_adapter()
+    handle = TrainingModelHandle(patcher, model_sections(quantization, "fp32", True, 1))
+    adapter = handle.new_adapter(handle.settings)
     assert not any(m.model is not None and m.model.model is patcher.model
                    for m in comfy.model_management.current_loaded_models)
     blocks = [m for name in ("double_blocks", "single_blocks") for m in getattr(adapter.module, name).modules()]
@@ -241,8 +240,8 @@ def test_quantized_runs_take_comfys_float_copy_off_the_device(quantization):
     owner_modules = {id(m) for m in patcher.model.diffusion_model.modules()}
     assert not any(id(m) in owner_modules for m in adapter.module.modules())
 
-    plain = TrainingModelHandle(patcher, TrainingModelSettings(quantization="none", training_dtype="fp32"))
-    plain.new_adapter()
+    plain = TrainingModelHandle(patcher, model_sections("none", "fp32", True, 1))
+    plain.new_adapter(plain.settings)
     assert any(m.model is patcher for m in comfy.model_management.current_loaded_models), "'none' trains on the loaded MODEL"
 
 
@@ -254,8 +253,8 @@ def test_quantized_runs_put_no_float_block_weight_on_a_distinct_training_device(
     device, unloaded in its model management."""
     patcher = build_tiny_model_patcher(TinyFluxSpec("flux1-dev", seed=4))
     patcher.load_device = torch.device("meta")
-    handle = TrainingModelHandle(patcher, TrainingModelSettings(quantization=quantization, training_dtype="fp32"))
-    adapter = handle.new_adapter()
+    handle = TrainingModelHandle(patcher, model_sections(quantization, "fp32", True, 1))
+    adapter = handle.new_adapter(handle.settings)
     tensors = list(adapter.module.parameters()) + list(adapter.module.buffers())
     assert tensors and {t.device.type for t in tensors} == {"meta"}
     block_linears = [m for name in ("double_blocks", "single_blocks") for m in getattr(adapter.module, name).modules()
@@ -276,18 +275,18 @@ def test_comfy_keeps_a_model_loaded_while_a_run_trains_on_it():
         comfy.model_management.free_memory(1e30, torch.device("cpu"))
 
     patcher = build_tiny_model_patcher(TinyFluxSpec("flux1-dev", seed=6))
-    plain = TrainingModelHandle(patcher, TrainingModelSettings(quantization="none", training_dtype="fp32"))
-    quantized = TrainingModelHandle(patcher, TrainingModelSettings(quantization="int8", training_dtype="fp32"))
+    plain = TrainingModelHandle(patcher, model_sections("none", "fp32", True, 1))
+    quantized = TrainingModelHandle(patcher, model_sections("int8", "fp32", True, 1))
     comfy.model_management.load_models_gpu([patcher], force_full_load=True)
-    with plain.run_lifetime():
+    with plain.run_lifetime(plain.settings):
         squeeze()
         assert loaded(patcher), "unloaded under a live run"
-        with quantized.run_lifetime():
+        with quantized.run_lifetime(quantized.settings):
             squeeze()
             assert loaded(patcher)
     squeeze()
     assert not loaded(patcher), "after the run it is ComfyUI's to unload again"
     comfy.model_management.load_models_gpu([patcher], force_full_load=True)
-    with quantized.run_lifetime():
+    with quantized.run_lifetime(quantized.settings):
         squeeze()
         assert not loaded(patcher)

@@ -14,7 +14,7 @@ import comfy.model_management  # noqa: E402
 from flux_lora_lab.core.train import memory_plan  # noqa: E402
 from flux_lora_lab.core.config import TrainConfig  # noqa: E402
 from flux_lora_lab.nodes._comfy import memory  # noqa: E402
-from flux_lora_lab.nodes._comfy.model import TrainingModelHandle, TrainingModelSettings  # noqa: E402
+from flux_lora_lab.nodes._comfy.model import TrainingModelHandle, model_overrides, model_sections  # noqa: E402
 from tests.nodes.test_load_model import comfy_dirs, dataset_for, make_folder, tiny  # noqa: E402,F401
 
 
@@ -27,7 +27,7 @@ def setup(comfy_dirs):
 
 
 def _handle(models, quantization, checkpointing=False):
-    return TrainingModelHandle(models.model, TrainingModelSettings(quantization, "fp32", checkpointing, 1))
+    return TrainingModelHandle(models.model, model_sections(quantization, "fp32", checkpointing, 1))
 
 
 def _peaks(models, config, data):
@@ -50,19 +50,21 @@ def _free(monkeypatch, models, budget):
 
 def test_auto_settles_quantization_for_the_run_and_says_why(setup, monkeypatch):
     models, data, config = setup
-    peaks = _peaks(models, config, data)
     auto = _handle(models, "auto")
+    config = config.with_overrides(model_overrides(auto.settings))  # what TrainLoRA merges in
+    assert config.model.quantize == "auto"
+    peaks = _peaks(models, config, data)
     _free(monkeypatch, models, 10 * peaks["none", 0])
-    handle, settled, plan, note = memory.fit_run(auto, config, data)
-    assert handle.settings.quantization == "none" and settled.model.quantize == "none" and note.startswith("auto: ")
-    assert handle is not auto and auto.settings.is_auto, "the node's handle stays 'auto' for the next run"
+    settled, plan, note = memory.fit_run(auto, config, data)
+    assert settled.model.quantize == "none" and not settled.train.gradient_checkpointing and note.startswith("auto: ")
+    assert auto.settings.model.quantize == "auto", "the node's handle stays 'auto' for the next run"
 
     # On the CPU a quantized run cannot free ComfyUI's copy, so the budget counts it against them too.
     resident = models.model.loaded_size()
     _free(monkeypatch, models, peaks["none", 1])  # fits 'none' only with checkpointing
-    handle, settled, plan, note = memory.fit_run(auto, config, data)
-    assert (handle.settings.quantization, handle.settings.gradient_checkpointing) == ("none", True)
-    assert settled.train.gradient_checkpointing and plan.peak == peaks["none", 1]
+    settled, plan, note = memory.fit_run(auto, config, data)
+    assert (settled.model.quantize, settled.train.gradient_checkpointing) == ("none", True)
+    assert settled.train.checkpoint_every_n_blocks == 1 and plan.peak == peaks["none", 1]
     assert "did not fit: the loaded weights, no checkpointing needs" in note
 
     with pytest.raises(memory.RunWillNotFit, match="even with int4") as refused:

@@ -38,10 +38,11 @@ NAMES = dict(run_name="r1", trigger="ohwx", class_word="woman", n_images=5)
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 # What a user sees on a fresh TrainLoRA (the concept preset) and what each preset fills in.
 FRESH = {"train_steps": 0, "lora_rank": 32, "lora_alpha": 32.0, "optim_learning_rate": 1e-4, "optim_optimizer": "adamw",
-         "train_batch_size": 1, "lora_targets": "all", "flow_timestep_sampling": "balanced", "dop_enabled": False,
+         "train_batch_size": 1, "optim_gradient_accumulation": 1, "lora_targets": "all", "flow_timestep_sampling": "balanced", "dop_enabled": False,
          "dop_every_n_steps": 1, "run_save_every": 250, "run_sample_every": 250, "train_seed": 42}
 PRESET_FILL = {
-    "character": {**FRESH, "flow_timestep_sampling": "content", "dop_enabled": True},
+    "character": {**FRESH, "optim_optimizer": "adamw8bit", "optim_gradient_accumulation": 4,
+                  "flow_timestep_sampling": "content", "dop_enabled": True},
     "style": {**FRESH, "lora_rank": 64, "lora_alpha": 64.0, "optim_learning_rate": 1.5e-4,
               "flow_timestep_sampling": "style"},
     "concept": FRESH,
@@ -51,7 +52,7 @@ PRESET_FILL = {
 ADVANCED_SHOWN = {"train_ema": True, "train_ema_decay": 0.999, "train_blocks_to_swap": 0, "lora_dropout": 0.0,
                   "lora_init": "default", "lora_train_modulation": False, "lora_blocks": "", "optim_beta1": 0.9,
                   "optim_beta2": 0.999, "optim_weight_decay": 1e-4, "optim_lr_scheduler": "constant",
-                  "optim_gradient_accumulation": 1, "optim_max_grad_norm": 1.0, "flow_loss_weighting": "bell_shaped",
+                  "optim_max_grad_norm": 1.0, "flow_loss_weighting": "bell_shaped",
                   "flow_guidance": 1.0, "flow_shift": 3.0, "dop_multiplier": 1.0, "run_max_step_saves_to_keep": 12,
                   "run_lora_format": "kohya", "preview_seed": 0, "preview_guidance": 3.5}
 
@@ -81,11 +82,13 @@ def test_trainlora_shows_the_essentials_as_real_values_and_nothing_else():
     shown = defaults(train.TrainLoRA)
     assert {k: shown[k] for k in FRESH} == FRESH
     assert list(shown) == ["preset", "run_name", "mode", "train_steps", "lora_rank", "lora_alpha", "optim_learning_rate",
-                           "optim_optimizer", "train_batch_size", "lora_targets", "flow_timestep_sampling", "dop_enabled",
+                           "optim_optimizer", "train_batch_size", "optim_gradient_accumulation", "lora_targets", "flow_timestep_sampling", "dop_enabled",
                            "dop_every_n_steps", "run_save_every", "run_sample_every", "train_seed", "preview_prompts",
                            "preview_width", "preview_height", "preview_steps", "on_existing_run"]
     for node in (train.TrainLoRA, train_advanced.TrainLoRAAdvanced):
-        assert not [k for k, v in defaults(node).items() if v in (-1, "preset")], "no 'use the preset' markers"
+        # lora_lokr_factor -1 is LyCORIS' own value (the largest factor), not a 'use the preset' marker
+        markers = [k for k, v in defaults(node).items() if v in (-1, "preset") and k != "lora_lokr_factor"]
+        assert not markers, "no 'use the preset' markers"
     advanced = defaults(train_advanced.TrainLoRAAdvanced)
     assert {k: advanced[k] for k in ADVANCED_SHOWN} == ADVANCED_SHOWN
 
@@ -112,7 +115,7 @@ def test_a_presets_fill_trains_the_preset_with_or_without_an_untouched_advanced_
     alone = widgets.build_config(preset, essentials(preset), **NAMES)
     assert (alone.lora.rank, alone.lora.effective_alpha, alone.lora.targets) == (rank, float(rank), "all")
     assert (alone.flow.timestep_sampling, alone.optim.learning_rate, alone.dop.enabled) == (sampling, lr, dop)
-    assert alone.train.steps == max(300, (100 if preset == "style" else 27) * 5)
+    assert alone.train.steps == max(300, (100 if preset == "style" else 27) * 5) // (4 if preset == "character" else 1)
     assert (alone.run.save_every, alone.run.max_step_saves_to_keep, alone.run.sample_every) == (250, 12, 250)
     assert (alone.train.ema, alone.train.ema_decay, alone.flow.loss_weighting) == (True, 0.999, "bell_shaped")
     advanced = {k: v for k, v in defaults(train_advanced.TrainLoRAAdvanced).items() if not k.startswith("preview_")}

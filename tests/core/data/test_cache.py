@@ -34,7 +34,7 @@ def test_second_build_encodes_nothing(tmp_path):
     assert vae2.calls == 0 and text2.calls == []
     assert second.report.data["cache"]["latents_reused"] == 10
     for step in range(8):
-        a, b = first.batch(step), second.batch(step)
+        a, b = first.batch(step, 1, 0), second.batch(step, 1, 0)
         torch.testing.assert_close(a.latents, b.latents, rtol=0, atol=0)
         torch.testing.assert_close(a.context, b.context, rtol=0, atol=0)
     assert not list((tmp_path / "cache").rglob("*.tmp"))  # atomic writes leave no temp files
@@ -84,7 +84,7 @@ def test_crop_and_seed_are_part_of_the_key(tmp_path):
 def test_damaged_entries_are_detected_and_rebuilt(tmp_path):
     folder = _folder(tmp_path)
     first = build_dataset(_spec(tmp_path, folder), FakeVAE(), FakeTextEncoder())
-    before = [first.batch(step).latents for step in range(first.steps_per_epoch())]  # read now: loading is lazy
+    before = [first.batch(step, 1, 0).latents for step in range(first.steps_per_epoch(1))]  # read now: loading is lazy
     files = _latent_files(tmp_path)
     truncated, flipped = files[0], files[1]
     truncated.write_bytes(truncated.read_bytes()[:-40])
@@ -100,7 +100,7 @@ def test_damaged_entries_are_detected_and_rebuilt(tmp_path):
     assert damaged == {str(truncated), str(flipped), str(text_file)}
     assert "damaged cache entry rebuilt" in again.report.text
     for step, latents in enumerate(before):
-        torch.testing.assert_close(latents, again.batch(step).latents, rtol=0, atol=0)
+        torch.testing.assert_close(latents, again.batch(step, 1, 0).latents, rtol=0, atol=0)
     third = build_dataset(_spec(tmp_path, folder), FakeVAE(), FakeTextEncoder())
     assert third.report.data["cache"]["damaged_rebuilt"] == []
 

@@ -60,7 +60,7 @@ def test_the_schedule_brings_each_block_in_for_its_forward_and_its_recomputation
     assert masters and all(not p.requires_grad for p in masters.values())
 
     data = SyntheticData(items=2)
-    batch = data.batch(0, 2)
+    batch = data.batch(0, 2, 0)
     out = adapter.predict(batch.latents, torch.tensor([0.3, 0.7]), batch.context, batch.pooled, 3.5)
     assert log == [("fetch", 0), ("evict", 0), ("fetch", 1), ("evict", 1)]
     out.square().mean().backward()

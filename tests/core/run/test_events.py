@@ -28,7 +28,7 @@ def test_payload_is_json_safe_and_round_trips():
 def test_every_kind_round_trips():
     samples = [
         ev.Started("r", 10, 0, {"rank": 4}), ev.Step(1, 10, 0.5, 1e-4), ev.Checkpoint(1, "checkpoint_000001"),
-        ev.Preview(1, ("a.png",)), ev.Paused(1), ev.Resumed(1), ev.Finished(10, "lora_final.safetensors"),
+        ev.Preview(1, ("a.png",)), ev.EvalLoss(5, 0.25), ev.Paused(1), ev.Resumed(1), ev.Finished(10, "lora_final.safetensors"),
         ev.Failed(2, "boom"), ev.DatasetReport({"images": 3}), ev.Info("caching latents", None),
     ]
     assert {s.kind for s in samples} == set(ev.EVENT_TYPES)

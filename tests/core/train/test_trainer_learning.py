@@ -71,6 +71,7 @@ def test_training_recovers_planted_low_rank_change(tmp_path, quantize):
           RunControl(None), lambda event: losses.append(event.loss) if event.kind == "step" else None)
 
     assert len(losses) == STEPS
+    assert data.seeds == {config.train.seed}, "the data is drawn with the run's train.seed"
     base, trained, target = predictions(student, teacher)
     before = (base - target).square().mean().item()
     after = (trained - target).square().mean().item()

@@ -8,7 +8,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from flux_lora_lab.core.config import TrainConfig
-from flux_lora_lab.core.train.preview import PreviewPrompt, PreviewSpec
+from flux_lora_lab.core.train.preview import PreviewPrompt, PreviewSize, PreviewSpec
 from flux_lora_lab.core.run.rundir import RunDir
 from flux_lora_lab.core.run.runner import RunRegistry
 from flux_lora_lab.core.train.trainer import TrainingJob, train
@@ -23,9 +23,9 @@ def decode(latents: torch.Tensor) -> list[Image.Image]:
 
 def preview_spec() -> PreviewSpec:
     g = torch.Generator().manual_seed(11)
-    prompts = tuple(PreviewPrompt(f"p{i}", torch.randn(TOKENS, CONTEXT_DIM, generator=g),
+    prompts = tuple(PreviewPrompt(f"prompt_{i}", torch.randn(TOKENS, CONTEXT_DIM, generator=g),
                                   torch.randn(POOLED_DIM, generator=g)) for i in range(2))
-    return PreviewSpec(prompts, decode, latent_height=8, latent_width=8, pixel_height=8, pixel_width=8, steps=2)
+    return PreviewSpec(prompts, decode, sizes=(PreviewSize(8, 8, 8, 8),), steps=2)
 
 
 def config(steps: int) -> TrainConfig:

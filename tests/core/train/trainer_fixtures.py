@@ -77,6 +77,7 @@ class SyntheticBatch:
     loss_mask: torch.Tensor | None = None
     dop_context: torch.Tensor | None = None
     dop_pooled: torch.Tensor | None = None
+    loss_weights: torch.Tensor | None = None
 
 
 class SyntheticData:
@@ -96,10 +97,15 @@ class SyntheticData:
         self.dop_context[:, 0] = class_token
         self.dop_pooled = None if self.pooled is None else self.pooled + 0.5 * torch.randn(POOLED_DIM, generator=g)
         self.items = items
+        self.seeds: set[int] = set()
 
-    def batch(self, step: int, batch_size: int | None = None) -> SyntheticBatch:
-        size = batch_size or 1
-        index = [(step * size + i) % self.items for i in range(size)]
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return -(-self.items // batch_size)
+
+    def batch(self, step: int, batch_size: int, seed: int) -> SyntheticBatch:
+        """The pool's items in a fixed order; `seed` (the run's train.seed) is only recorded in `seeds`."""
+        self.seeds.add(seed)
+        index = [(step * batch_size + i) % self.items for i in range(batch_size)]
         pick = lambda t: None if t is None else t[index]  # noqa: E731
         self.served = self.latents[index]  # the clean latents of the batch the trainer now trains on
         return SyntheticBatch(self.latents[index], self.context[index], pick(self.pooled),

@@ -8,6 +8,7 @@ from .dev_nodes import FluxLabDemoImages, FluxLabTinyModels
 from .load_model import LoadFluxForTraining
 from .sample import SampleCheckpoint
 from .train import TrainLoRA
+from .train_advanced import TrainLoRAAdvanced
 
 
 class FluxLabExtension(ComfyExtension):
@@ -19,4 +20,5 @@ class FluxLabExtension(ComfyExtension):
 
         register_routes()
         register_preflight()
-        return [FluxLabTinyModels, FluxLabDemoImages, LoadFluxForTraining, DatasetFromFolder, SampleCheckpoint, CompareCheckpoints, TrainLoRA]
+        return [FluxLabTinyModels, FluxLabDemoImages, LoadFluxForTraining, DatasetFromFolder, SampleCheckpoint, CompareCheckpoints,
+                TrainLoRA, TrainLoRAAdvanced]

@@ -56,6 +56,14 @@ def _widget_height(spec: list) -> int:
     return TEXT_BOX_HEIGHT if spec[0] == "STRING" and options.get("multiline") else WIDGET_HEIGHT
 
 
+def _preset_values(info: dict, preset: str | None) -> dict:
+    """The widget values a node's preset fills in (TrainLoRA's table, as the browser applies it when the preset
+    is chosen); a description names only what differs from them."""
+    spec = info.get("input", {}).get("required", {}).get("preset")
+    table = spec[1].get("fluxlab_preset_values", {}) if spec and len(spec) > 1 else {}
+    return dict(table.get(preset, {}))
+
+
 class Graph:
     """Nodes and links of one workflow. `column` / `row` place a node: columns left to right, rows
     stacked top to bottom inside a column with a gap, so no two nodes overlap (tested)."""
@@ -81,6 +89,7 @@ class Graph:
         if kind not in self.info:
             raise KeyError(f"node type {kind!r} is not registered in the server")
         info = self.info[kind]
+        values = {**_preset_values(info, values.get("preset")), **values}
         widgets, inputs = [], []
         names, height = set(), 0
         for name, spec in _input_specs(info):

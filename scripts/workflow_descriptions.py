@@ -55,7 +55,7 @@ CHARACTER_NOTE = f"""## Flux.1-dev character LoRA with DOP
 Settings of ai-toolkit's community character template (seed guides):
 - **rank 32, alpha 32** (`linear` / `linear_alpha`): standard for characters; 64 for complex ones.
 - **learning rate 1e-4**: the Flux standard; 2e-4 learns faster but may overfit.
-- **steps**: left at -1 = the preset's rule, 27 per image with at least 300 (Astria 'portrait').
+- **steps**: left at 0 = the preset's rule: Astria's 27 images shown per image, at least 300 ('portrait'), divided by the gradient accumulation (4 here, seed 000).
 - **DOP** (differential output preservation) is on in the *character* preset: the caption with the
   trigger replaced by the **class word** (`woman` here) is trained to match the base model, so the
   character appears only with the trigger. `dop_every_n_steps` 4-8 saves time on big models.
@@ -138,7 +138,13 @@ def _train_chain(g, model, clip, vae, *, load, dataset, train, compare, column=1
     """LoadFluxForTraining -> DatasetFromFolder -> TrainLoRA -> CompareCheckpoints -> SaveImage."""
     trainer_model = g.add("LoadFluxForTraining", column, 0, **load)
     data = g.add("DatasetFromFolder", column, 1, **dataset)
+    advanced_names = set(g.info["TrainLoRAAdvanced"]["input"]["required"]) | set(
+        g.info["TrainLoRAAdvanced"]["input"].get("optional", {}))
+    advanced = {k: train.pop(k) for k in list(train) if k in advanced_names}
     trainer = g.add("TrainLoRA", column + 1, 0, **train)
+    if advanced:  # settings beyond TrainLoRA's essentials: on its advanced node, as a user would set them
+        settings = g.add("TrainLoRAAdvanced", column + 1, 1, **advanced)
+        g.link(settings, "advanced", trainer, "advanced")
     grid = g.add("CompareCheckpoints", column + 2, 0, **compare)
     save = g.add("SaveImage", column + 2, 1, filename_prefix="fluxlab/compare")
     g.link(model, "MODEL", trainer_model, "model")
@@ -186,7 +192,7 @@ def flux1_character_dop(g):
         dataset={"folder": "my_character", "resolutions": "512,768,1024", "trigger": "ohwx", "class_word": "woman",
                  "caption_dropout": 0.05},
         train={"preset": "character", "run_name": "my_character", "mode": "background", "lora_rank": 32,
-               "optim_learning_rate": 1e-4, "dop_enabled": "on", "run_save_every": 250, "run_sample_every": 250,
+               "optim_learning_rate": 1e-4, "dop_enabled": True, "run_save_every": 250, "run_sample_every": 250,
                "preview_prompts": "photo of ohwx woman in a cafe, natural light\nphoto of a woman in a cafe, natural light",
                "preview_width": 768, "preview_height": 1024},
         compare={"prompts": "photo of ohwx woman hiking, golden hour\nphoto of a woman hiking, golden hour",
@@ -201,7 +207,7 @@ def flux1_style(g):
         g, model, clip, vae,
         load={"quantization": "auto", "training_dtype": "bf16", "gradient_checkpointing": True},
         dataset={"folder": "my_style", "resolutions": "512,1024", "trigger": "xyz style"},
-        train={"preset": "style", "run_name": "my_style", "mode": "background", "dop_enabled": "off",
+        train={"preset": "style", "run_name": "my_style", "mode": "background", "dop_enabled": False,
                "preview_prompts": "a lighthouse at dusk, xyz style\na portrait of an old sailor, xyz style",
                "preview_width": 1024, "preview_height": 1024},
         compare={"prompts": "a city street in the rain, xyz style\na bowl of fruit, xyz style",
@@ -223,7 +229,7 @@ def flux2_subject(g):
         dataset={"folder": "cat_toy", "resolutions": "512", "trigger": "sks", "class_word": "cat"},
         train={"preset": "character", "run_name": "cat_toy", "mode": "background", "train_steps": 250,
                "lora_rank": 32, "lora_targets": "attention", "flow_timestep_sampling": "balanced",
-               "flow_loss_weighting": "bell_shaped", "dop_enabled": "on", "dop_every_n_steps": 2,
+               "dop_enabled": True, "dop_every_n_steps": 2,
                "run_save_every": 125, "run_sample_every": 125,
                "preview_prompts": "a photo of sks cat toy on a beach\na photo of a cat on a beach"},
         compare={"prompts": "a photo of sks cat toy in a garden\na photo of a cat in a garden",

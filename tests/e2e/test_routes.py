@@ -10,7 +10,8 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.test_training import make_dataset, run_folder, training_graph
+from tests.e2e.test_training import make_dataset, run_folder
+from tests.harness.graphs import training_graph
 
 pytestmark = pytest.mark.e2e
 

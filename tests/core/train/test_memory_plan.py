@@ -35,7 +35,7 @@ def saved_bytes(variant, hidden, double, single, side, compute):
     for p in owner.parameters():
         torch.nn.init.normal_(p, std=0.02)
     adapter = FluxTrainingAdapter.adopt(owner, checkpointing=False)
-    lora.attach_lora(adapter.module, LoraSettings(rank=16, targets="all"))
+    lora.attach_lora(adapter.module, LoraSettings(rank=16, targets="all"), under_autocast=compute == "bf16")  # as the trainer
     p = owner.params
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(1, p.in_channels, side, side, generator=g).to(dtype)

@@ -32,10 +32,11 @@ def _shape(transformer: nn.Module, family: str):
 def _run(tree: nn.Module, names: list[str], rank: int, quantization: str, mixed_precision: str, checkpointing: bool,
          checkpoint_every: int, tokens: int, optimizer: str = "adamw", ema: bool = False, batch: int = 1,
          blocks_to_swap: int = 0) -> RunShape:
-    """A RunShape from settings as TrainConfig spells them (`mixed_precision` "bf16" / "no")."""
+    """A RunShape from settings as TrainConfig spells them (`mixed_precision` "bf16" / "no").
+    An auto interval (None) is planned as every block until the run settles it (memory_plan.choose)."""
     return RunShape(quantization=quantization, compute="bf16" if mixed_precision == "bf16" else "fp32",
                     lora_params=memory_plan.lora_parameter_count(tree, names, rank), optimizer=optimizer, ema=ema,
-                    batch=batch, tokens=tokens, checkpoint_every=checkpoint_every if checkpointing else 0,
+                    batch=batch, tokens=tokens, checkpoint_every=(checkpoint_every or 1) if checkpointing else 0,
                     blocks_to_swap=blocks_to_swap)
 
 

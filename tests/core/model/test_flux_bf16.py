@@ -12,6 +12,7 @@ gradients are as close to float64 as those of the fp32-casting path.
 import peft
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.comfy_host import import_comfy
 
@@ -95,3 +96,34 @@ def test_attach_lora_under_autocast_turns_off_peft_input_casts():
     layers = lora.lora_layers(adapter.module).values()
     assert layers and not any(layer.cast_input_dtype_enabled for layer in layers)
     assert all(layer.lora_A["default"].weight.dtype == torch.float32 for layer in layers)
+
+
+class _Fp32Copies(TorchDispatchMode):
+    """Records the shape of every bf16 -> fp32 copy made while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten._to_copy.default and args[0].dtype == torch.bfloat16 and out.dtype == torch.float32:
+            self.shapes.append(tuple(out.shape))
+        return out
+
+
+def test_the_bf16_forward_copies_no_activation_to_fp32():
+    """Under autocast on a bf16 base the only fp32 copies left are torch's own inside the QK RMSNorm
+    (it normalises in fp32): one per query and key per stream, (B, heads, L, head dim). Rotating in
+    fp32 (RoPE) or peft's fp32 input cast would add copies of queries, keys and (B, L, features) inputs."""
+    model = bf16_model("flux1-dev")
+    adapter = FluxTrainingAdapter.adopt(model, checkpointing=False)
+    from flux_lora_lab.core.sections import LoraSettings
+
+    lora.attach_lora(adapter.module, LoraSettings(rank=4, targets="all"), under_autocast=True)
+    inputs = make_inputs(model, dtype=torch.float32)
+    with _Fp32Copies() as copies, torch.autocast("cpu", torch.bfloat16):
+        adapter.predict(*inputs)
+    heads = model.params.num_heads
+    assert all(len(shape) == 4 and shape[1] == heads for shape in copies.shapes), copies.shapes
+    assert len(copies.shapes) == 4 * len(model.double_blocks) + 2 * len(model.single_blocks)

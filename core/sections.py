@@ -180,7 +180,7 @@ class TrainSettings(Section):
                                    "'no' (fp32, slow; for exact tests). fp16 overflows in Flux.",
                                    choices=("no", "bf16"))
     gradient_checkpointing: bool = setting(True, "Recompute block activations in the backward pass to "
-                                           "save memory (each recomputed block costs ~45% more time). "
+                                           "save memory (on every block a step takes ~1.5x as long). "
                                            "On: as checkpoint_every_n_blocks says; off: never (fastest, "
                                            "needs room for every block's activations).")
     checkpoint_every_n_blocks: int | None = setting(None, "With gradient checkpointing, which blocks "

@@ -77,7 +77,7 @@ class _Loop:
     # -- set-up -----------------------------------------------------------------------------------
     def attach(self) -> None:
         spec = self.cfg.lora
-        lora.attach_lora(self.module, spec)
+        lora.attach_lora(self.module, spec, under_autocast=self.autocast)
         init_lora(self.module, spec, seeding.stream_seed(self.cfg.train.seed, "lora init", 0))
         self.step_seed = use_seeded_dropout(self.module, spec.dropout)
         if self.cfg.lora.init_lora:

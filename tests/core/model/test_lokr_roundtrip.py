@@ -24,6 +24,7 @@ from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.core.sections import LoraSettings  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer, build_tiny_model_patcher  # noqa: E402
 from tests.core.model.flux_reference import make_inputs, reference_forward  # noqa: E402
+from tests.comfy_lora import load_through_comfy, patched_forward  # noqa: E402
 
 
 def _lokr(**kw):
@@ -82,20 +83,11 @@ def test_saved_lokr_loaded_by_comfyui_reproduces_training_outputs(tmp_path, capl
     assert any(k.endswith(".alpha") for k in lora_sd) == (adapter.family == "flux1")  # Flux.2 folds the scale
 
     patcher = build_tiny_model_patcher(TinyFluxSpec(variant))
-    with caplog.at_level(logging.WARNING):
-        patched, _ = comfy.sd.load_lora_for_models(patcher, None, lora_sd, 1.0, 0)
-    unmatched = [r.getMessage() for r in caplog.records if "lora key not loaded" in r.getMessage() or "NOT LOADED" in r.getMessage()]
+    patched, unmatched = load_through_comfy(patcher, lora_sd, caplog)
     assert unmatched == []
     assert len(patched.patches) == len(names)
     assert {type(p[0][1]).__name__ for p in patched.patches.values()} == {"LoKrAdapter"}
-
-    patched.patch_model()
-    try:
-        with torch.no_grad():
-            latents, sigmas, context, pooled, guidance = inputs
-            theirs = patched.model.diffusion_model(latents, sigmas, context, y=pooled, guidance=guidance)
-    finally:
-        patched.unpatch_model()
+    theirs = patched_forward(patched, *inputs)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []  # ComfyUI logs a LoKr that does not fit its weight instead of raising
     rel = ((theirs - ours).norm() / ours.norm()).item()

@@ -6,7 +6,6 @@ LoRA layers; the ComfyUI side is a real ModelPatcher with the file loaded throug
 relative error < 1e-5 in fp32, for Flux.1 (kohya and diffusers layouts) and Flux.2, alpha = rank and alpha != rank.
 """
 
-import logging
 
 import pytest
 import torch
@@ -22,6 +21,7 @@ from flux_lora_lab.core.sections import LoraSettings  # noqa: E402
 from flux_lora_lab.core.model import lora, lora_format  # noqa: E402
 from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer, build_tiny_model_patcher  # noqa: E402
+from tests.comfy_lora import load_through_comfy, patched_forward  # noqa: E402
 
 CASES = [  # variant, spec, layout: every key shape the presets produce appears in some case
     ("flux1-dev", LoraSettings(rank=4, alpha=4.0, targets="all", train_modulation=True), "kohya"),
@@ -72,18 +72,10 @@ def test_saved_lora_loaded_by_comfyui_reproduces_training_outputs(tmp_path, capl
 
     patcher = build_tiny_model_patcher(TinyFluxSpec(variant))
     lora_sd = comfy.utils.load_torch_file(str(path), safe_load=True)
-    with caplog.at_level(logging.WARNING):
-        patched, _ = comfy.sd.load_lora_for_models(patcher, None, lora_sd, 1.0, 0)
-    unmatched = [r.getMessage() for r in caplog.records if "lora key not loaded" in r.getMessage() or "NOT LOADED" in r.getMessage()]
+    patched, unmatched = load_through_comfy(patcher, lora_sd, caplog)
     assert unmatched == []
     assert len(patched.patches) == len(names)  # split diffusers parts patch slices of the same fused weight
-
-    patched.patch_model()
-    try:
-        with torch.no_grad():
-            theirs = patched.model.diffusion_model(latents, sigmas, context, y=pooled, guidance=guidance)
-    finally:
-        patched.unpatch_model()
+    theirs = patched_forward(patched, latents, sigmas, context, pooled, guidance)
     rel = ((theirs - ours).norm() / ours.norm()).item()
     assert rel < 1e-5, f"ComfyUI's LoRA output differs from training by {rel:.2e}"
 

@@ -2,7 +2,6 @@
 to the precision of that dtype: its output equals our model with the LoRA rounded to the dtype (to fp32
 noise), and differs from the unrounded LoRA by no more than the dtype's rounding does."""
 
-import logging
 
 import pytest
 import torch
@@ -21,6 +20,7 @@ from flux_lora_lab.core.sections import LoraSettings, RunSettings  # noqa: E402
 from flux_lora_lab.core.train.checkpoint import SAVE_DTYPES, LoraFileInfo  # noqa: E402
 from flux_lora_lab.core.train.finite import NonFiniteError  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer, build_tiny_model_patcher  # noqa: E402
+from tests.comfy_lora import load_through_comfy, patched_forward  # noqa: E402
 
 # Relative output change from rounding the LoRA to the dtype (fp16: 11-bit mantissa, bf16: 8-bit).
 ROUNDING_BOUND = {"fp16": 2e-3, "bf16": 2e-2, "fp32": 1e-5}
@@ -68,16 +68,9 @@ def test_comfyui_applies_the_file_to_the_precision_of_its_dtype(tmp_path, caplog
     assert dtypes == {SAVE_DTYPES[save_dtype]}
 
     patcher = build_tiny_model_patcher(TinyFluxSpec(variant))
-    with caplog.at_level(logging.WARNING):
-        patched, _ = comfy.sd.load_lora_for_models(patcher, None, comfy.utils.load_torch_file(str(path), safe_load=True), 1.0, 0)
-    assert [r.getMessage() for r in caplog.records if "lora key not loaded" in r.getMessage()] == []
-    patched.patch_model()
-    try:
-        with torch.no_grad():
-            latents, sigmas, context, pooled, guidance = inputs
-            theirs = patched.model.diffusion_model(latents, sigmas, context, y=pooled, guidance=guidance)
-    finally:
-        patched.unpatch_model()
+    patched, unmatched = load_through_comfy(patcher, comfy.utils.load_torch_file(str(path), safe_load=True), caplog)
+    assert unmatched == []
+    theirs = patched_forward(patched, *inputs)
 
     # Our model with the LoRA rounded as the file rounds it (Flux.2 and diffusers files fold alpha/rank into up first).
     folded = variant.startswith("flux2") or layout == "diffusers"

@@ -4,7 +4,6 @@ and a planted Kronecker change is learned.
 """
 
 import copy
-import logging
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from flux_lora_lab.core.sections import LoraSettings
 from flux_lora_lab.core.train.trainer import TrainingJob, train
 from tests.comfy_host import import_comfy
 from tests.core.train.trainer_fixtures import SyntheticData, Taught, adopt, relative_error, tiny_owner
+from tests.comfy_lora import load_through_comfy, patched_forward  # noqa: E402
 
 FAMILY_DATA = {"flux1-dev": dict(channels=16, pooled=True), "flux2-dev": dict(channels=128, pooled=False)}
 
@@ -75,16 +75,10 @@ def test_the_loops_lokr_file_loads_in_comfyui_and_reproduces_the_trained_model(t
     assert relative_error(ours, base) > 1e-3, "six steps must move the model for this test to mean anything"
 
     patcher = build_tiny_model_patcher(TinyFluxSpec(variant, seed=4))
-    with caplog.at_level(logging.WARNING):
-        patched, _ = comfy.sd.load_lora_for_models(patcher, None, comfy.utils.load_torch_file(str(final), safe_load=True), 1.0, 0)
-    assert [r.getMessage() for r in caplog.records if "lora key not loaded" in r.getMessage()] == []
+    patched, unmatched = load_through_comfy(patcher, comfy.utils.load_torch_file(str(final), safe_load=True), caplog)
+    assert unmatched == []
     assert len(patched.patches) == len(weights)
-    patched.patch_model()
-    try:
-        with torch.no_grad():
-            theirs = patched.model.diffusion_model(latents, sigmas, context, y=pooled, guidance=guidance)
-    finally:
-        patched.unpatch_model()
+    theirs = patched_forward(patched, latents, sigmas, context, pooled, guidance)
     assert relative_error(theirs, ours) < 1e-5
 
 

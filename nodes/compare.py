@@ -34,7 +34,8 @@ class CompareCheckpoints(io.ComfyNode):
         "run_id": str, "run_dir": str,
         "rows":    [{"label": "base" | "step 125" | "final",
                      "checkpoint": "base" | "checkpoint_000125" | "final",   # what POST /fluxlab/runs/{id}/use takes
-                     "step": int | null, "lora_path": str | null}, ...],
+                     "step": int | null, "lora_path": str | null,
+                     "strength": float}, ...],                 # with a strengths sweep: a row per (checkpoint, strength)
         "columns": [{"prompt": str}, ...],
         "seed": int, "steps": int, "strength": float, "width": int, "height": int,
         "cells":   [[{"filename": str, "subfolder": str, "type": "temp"}, ...per column], ...per row],
@@ -69,6 +70,9 @@ class CompareCheckpoints(io.ComfyNode):
                 io.Boolean.Input("include_base", default=True, tooltip="A first row without the LoRA."),
                 io.Boolean.Input("include_final", default=True, tooltip="A last row with lora_final.safetensors."),
                 io.Float.Input("strength", default=1.0, min=-100.0, max=100.0, step=0.01),
+                io.String.Input("strengths", default="", optional=True,
+                                tooltip="A LoRA-strength sweep, e.g. '0.5, 0.75, 1': every checkpoint row once per "
+                                        "strength (the base row once). Empty: one row each, at strength."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
                 io.Int.Input("steps", default=20, min=1, max=10000),
                 io.Float.Input("guidance", default=3.5, min=0.0, max=100.0, step=0.1),
@@ -95,9 +99,12 @@ class CompareCheckpoints(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, vae, prompts, checkpoints, include_base, include_final, strength, seed, steps,
-                guidance, cfg, negative_prompt, sampler_name, scheduler, width, height, run=None, run_name="") -> io.NodeOutput:
+                guidance, cfg, negative_prompt, sampler_name, scheduler, width, height, run=None, run_name="",
+                strengths="") -> io.NodeOutput:
         _, source = resolve_run(run, run_name)
-        rows = source.rows(checkpoints, include_base, include_final)
+        swept = parse_strengths(strengths)
+        rows = [(row, s) for row in source.rows(checkpoints, include_base, include_final)
+                for s in ([strength] if row.lora_path is None else swept or [strength])]
         columns = prompt_lines(prompts)
         if not columns:
             raise ValueError("prompts is empty: write one prompt per line")
@@ -107,8 +114,8 @@ class CompareCheckpoints(io.ComfyNode):
         negative = sampling.encode_prompt(clip, negative_prompt)
 
         images = []  # row-major, each (1, H, W, 3)
-        for row in rows:
-            patched = sampling.apply_lora(model, row.lora_path, strength)
+        for row, row_strength in rows:
+            patched = sampling.apply_lora(model, row.lora_path, row_strength)
             images += [sampling.render(patched, vae, positive, negative, settings) for positive in positives]
         cell_width = int(images[0].shape[2]) if images else width
         parts = []
@@ -116,7 +123,7 @@ class CompareCheckpoints(io.ComfyNode):
             cells = torch.cat(images)
             parts.append(compose_grid(
                 [[cells[r * len(columns) + c].cpu().numpy() for c in range(len(columns))] for r in range(len(rows))],
-                row_labels=[row.label for row in rows], column_labels=columns,
+                row_labels=[_label(row, s, swept) for row, s in rows], column_labels=columns,
             ))
         if note:
             log.info("CompareCheckpoints: run %s: %s", source.run_id, note)
@@ -127,7 +134,7 @@ class CompareCheckpoints(io.ComfyNode):
         (grid_file,) = sampling.save_temp_images(grid, "fluxlab_compare_grid", cls)
         description = {
             "version": UI_VERSION, "run_id": source.run_id, "run_dir": str(source.root),
-            "rows": [row.describe() for row in rows],
+            "rows": [{**row.describe(), "label": _label(row, s, swept), "strength": s} for row, s in rows],
             "columns": [{"prompt": text} for text in columns],
             "seed": seed, "steps": steps, "strength": strength, "width": width, "height": height,
             "cells": [saved[r * len(columns):(r + 1) * len(columns)] for r in range(len(rows))],
@@ -137,3 +144,21 @@ class CompareCheckpoints(io.ComfyNode):
             "training": note,
         }
         return io.NodeOutput(grid, ui={"images": [grid_file], UI_KEY: [description]})
+
+
+def parse_strengths(text: str) -> list[float]:
+    """"0.5, 0.75, 1" -> [0.5, 0.75, 1.0]; "" -> [] (no sweep)."""
+    values = []
+    for part in (text or "").replace(";", ",").split(","):
+        if part.strip():
+            try:
+                values.append(float(part))
+            except ValueError:
+                raise ValueError(f"CompareCheckpoints strengths: {part.strip()!r} is not a number; write e.g. "
+                                 "'0.5, 0.75, 1'") from None
+    return values
+
+
+def _label(row, strength: float, swept: list[float]) -> str:
+    """The row's label, with its strength when the grid sweeps strengths ("step 125 @ 0.75")."""
+    return f"{row.label} @ {strength:g}" if swept and row.lora_path is not None else row.label

@@ -63,11 +63,11 @@ def _make_run(server, variant: str, run_name: str, steps=(2, 4), final=True) -> 
     return run
 
 
-def _stock_branch(graph: dict, tag: str, variant: str, prompt_node: str, lora_name: str | None) -> str:
+def _stock_branch(graph: dict, tag: str, variant: str, prompt_node: str, lora_name: str | None, strength: float = 0.8) -> str:
     """(LoraLoaderModelOnly) -> KSampler -> VAEDecode -> SaveImage on the shared models/latent; returns the save node id."""
     model = ["models", 0]
     if lora_name:
-        graph[f"{tag}_lora"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": model, "lora_name": lora_name, "strength_model": 0.8}}
+        graph[f"{tag}_lora"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": model, "lora_name": lora_name, "strength_model": strength}}
         model = [f"{tag}_lora", 0]
     graph[f"{tag}_sampler"] = {"class_type": "KSampler", "inputs": {
         "model": model, "positive": [prompt_node, 0], "negative": ["negative", 0], "latent_image": ["latent", 0],
@@ -256,6 +256,28 @@ def test_compare_grid_rows_columns_and_ui_data(comfy_client, comfy_server):
         assert np.array_equal(cells[0][c], _saved(comfy_client, result, base_saves[c])), f"base row, prompt {c}"
     assert np.array_equal(cells[2][1], _saved(comfy_client, result, step4_save)), "step 4 row, prompt 1"
     assert not np.array_equal(cells[1][1], cells[2][1]), "different checkpoints must give different cells"
+
+
+def test_a_strength_sweep_gives_a_row_per_checkpoint_and_strength_as_stock_comfyui(comfy_client, comfy_server):
+    """strengths '0.4, 0.8': the base once, then step 4 at each strength, each cell the stock
+    LoraLoaderModelOnly graph at that strength."""
+    variant, run_name = "flux1-dev", "e2e strength sweep"
+    run = _make_run(comfy_server, variant, run_name, steps=(2, 4), final=False)
+    lora_name = link_model(comfy_server, "loras", run.checkpoint_dir(4) / LORA_FILE, name="fluxlab_e2e_sweep_step4.safetensors")
+    graph = _base_graph(variant)
+    stock = {s: _stock_branch(graph, f"sweep{i}", variant, "guided1", lora_name, strength=s) for i, s in enumerate((0.4, 0.8))}
+    graph["compare"] = _compare_node(run_name, checkpoints="latest 1", strengths="0.4, 0.8")
+    result = comfy_client.run(graph, timeout=180)
+    (data,) = result.outputs("compare")["fluxlab_compare"]
+    assert [(r["label"], r["checkpoint"], r["strength"]) for r in data["rows"]] == [
+        ("base", "base", 0.8), ("step 4 @ 0.4", "checkpoint_000004", 0.4), ("step 4 @ 0.8", "checkpoint_000004", 0.8)]
+    cells = [[_pixels(comfy_client, cell) for cell in row] for row in data["cells"]]
+    for r, s in ((1, 0.4), (2, 0.8)):
+        assert np.array_equal(cells[r][1], _saved(comfy_client, result, stock[s])), f"strength {s}"
+    assert not np.array_equal(cells[1][1], cells[2][1]), "the strengths must differ in the picture"
+    graph["compare"] = _compare_node(run_name, strengths="0.4, lots")
+    where, message = comfy_client.refusal({k: v for k, v in graph.items() if k in ("models", "compare")})
+    assert where == "node" and "'lots' is not a number" in message
 
 
 @pytest.mark.parametrize("node,overrides,message", [

@@ -21,7 +21,7 @@ def test_a_trained_lokr_run_matches_stock_comfyui(comfy_client, comfy_server, va
     run_name = f"e2e_lokr_{variant}"
     make_dataset(comfy_server)
     graph = training_graph(comfy_client, run_name, steps=4, run_save_every=0, variant=variant, lora_network="lokr",
-                           lora_lokr_decompose_both="on", optim_learning_rate=0.05)
+                           lora_lokr_decompose_both=True, optim_learning_rate=0.05)
     graph["models"]["inputs"]["seed"] = MODEL_SEED
     graph.update({k: v for k, v in _base_graph(variant).items() if k != "models"})
     graph["ours"] = _sample_node(run=["train", 0], checkpoint="final")  # strength 0.8, as _stock_branch

@@ -23,15 +23,14 @@ from .workload import Pool, Workload
 
 
 class PoolData:
-    """`TrainingData` over the pool: batch(step) cycles through the images in order."""
+    """`TrainingData` over the pool: batch(step) cycles through the images in order (the seed is not used)."""
 
     def __init__(self, pool: Pool):
         self.pool = pool
 
-    def batch(self, step: int, batch_size: int | None = None):
-        size = batch_size or 1
+    def batch(self, step: int, batch_size: int, seed: int):
         n = self.pool.latents.shape[0]
-        index = [(step * size + i) % n for i in range(size)]
+        index = [(step * batch_size + i) % n for i in range(batch_size)]
         return SimpleNamespace(latents=self.pool.latents[index], context=self.pool.context[index],
                                pooled=self.pool.pooled[index], loss_mask=None, dop_context=None, dop_pooled=None,
                                loss_weights=None)

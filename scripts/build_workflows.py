@@ -30,7 +30,7 @@ COLUMN_GAP, ROW_GAP = 50, 40
 # and each one-line widget take a fixed height, a multi-line text box takes about three rows.
 TITLE_HEIGHT, SLOT_HEIGHT, WIDGET_HEIGHT, TEXT_BOX_HEIGHT = 30, 20, 24, 80
 # Widgets the pack's own front end adds to a node (web/fluxlab.js: the A/B view's getMinHeight).
-FRONTEND_WIDGETS_HEIGHT = {"CompareCheckpoints": 320}
+FRONTEND_WIDGETS_HEIGHT = {"CompareCheckpoints": 520}
 # Where the graph's top-left corner lands on screen when the workflow opens (px): right of the
 # side bar, below the menu bar, tabs and workflow name box (frontend 1.32 stacks a banner, tabs and
 # that box over the top 130 px). The scale fits the graph into a 1400 x 900 window but stays at

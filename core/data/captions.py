@@ -57,8 +57,9 @@ def class_caption(caption: str, trigger: str, class_word: str) -> str:
 
 def without_trigger(text: str, trigger: str, class_word: str = "") -> str:
     """The prompt a LoRA should leave alone: the trigger replaced by the class word, or dropped (with
-    the comma or space it leaves) when there is none."""
-    if class_word:
+    the comma or space it leaves) when there is none or the prompt names the class already ("ohwx
+    cat" with class word cat: "cat", not "cat cat")."""
+    if class_word and not mentions(text, class_word):
         return class_caption(text, trigger, class_word)
     dropped = re.sub(rf"(?<!\w){re.escape(trigger)}(?!\w)", "", text)
     return re.sub(r"\s*,\s*(,\s*)+", ", ", " ".join(dropped.split())).strip(" ,").replace(" ,", ",")

@@ -176,8 +176,8 @@ def test_live_run_pause_resume_stop(open_ui, browser_server, browser_client):
     # Long enough never to end by itself within the test; the panel's Stop ends it.
     graph = training_graph(browser_client, LIVE_RUN, mode="background", steps=100000, run_save_every=1000,
                            previews=True, run_sample_every=10)
-    # A trigger prompt and its no-trigger twin (the gallery shows them side by side), and one more.
-    graph["train"]["inputs"]["preview_prompts"] = "a photo of ohwx\na photo of\na red fox"
+    # A trigger prompt (the run renders its no-trigger twin too: the gallery shows them side by side), and one more.
+    graph["train"]["inputs"]["preview_prompts"] = "a photo of ohwx\na red fox"
     prompt_id = browser_client.queue(graph)
     browser_client.wait(prompt_id, timeout=120)  # background mode: the prompt ends once training is under way
     panel.locator(f".fluxlab-run[data-run-id={LIVE_RUN}]").wait_for()

@@ -52,7 +52,7 @@ def with_tiny_models(workflow: dict, variant: str) -> dict:
     tiny_id = max(n["id"] for n in workflow["nodes"]) + 1
     workflow["nodes"] = [n for n in workflow["nodes"] if n["id"] not in loaders]
     workflow["nodes"].append({"id": tiny_id, "type": "FluxLabTinyModels", "inputs": [], "outputs": [],
-                              "widgets_values": [variant, 0]})
+                              "widgets_values": [variant, 0, "random"]})
     for link in workflow["links"]:
         if link[1] in loaders:
             link[1], link[2] = tiny_id, TINY_SLOT[link[5]]

@@ -36,6 +36,7 @@ def test_the_no_trigger_prompt_puts_the_class_word_in_or_drops_the_trigger():
     assert without_trigger("a photo of ohwx on a beach", "ohwx", "woman") == "a photo of woman on a beach"
     assert without_trigger("ohwx, a beach, ohwx smiling", "ohwx") == "a beach, smiling"
     assert without_trigger("ohwxy stays", "ohwx") == "ohwxy stays", "whole words only"
+    assert without_trigger("a photo of ohwx cat", "ohwx", "cat") == "a photo of cat", "not 'cat cat'"
 
 
 class ConstantVelocity:

@@ -21,8 +21,8 @@ from PIL import Image, ImageDraw, ImageFont
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from nodes._demo_images import DEMO_FOLDER, DEMO_IMAGES  # noqa: E402
-from scripts.workflow_descriptions import WORKFLOWS  # noqa: E402
+from scripts.workflow_descriptions import WORKFLOWS  # noqa: E402  (registers the pack as flux_lora_lab)
+from flux_lora_lab.nodes._demo_images import DEMO_FOLDER, DEMO_IMAGES  # noqa: E402
 
 SIZE, CELL, LABEL = 400, 88, 76
 BACKGROUND, TEXT, MUTED = (31, 36, 48), (240, 240, 240), (160, 170, 190)

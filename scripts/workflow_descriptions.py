@@ -7,8 +7,11 @@ Astria's steps-per-image rules. File names are the ones ComfyUI's own Flux examp
 
 from __future__ import annotations
 
-from nodes._comfy.model_files import FP8_HINT, GGUF_HINT, KNOWN_FILES
-from nodes._demo_images import DEMO_FOLDER, demo_captions
+from bench._pack import register_pack
+
+register_pack()  # the pack as `flux_lora_lab`: ComfyUI owns the top-level name `nodes`
+from flux_lora_lab.nodes._comfy.model_files import FP8_HINT, GGUF_HINT, KNOWN_FILES  # noqa: E402
+from flux_lora_lab.nodes._demo_images import DEMO_FOLDER, demo_captions  # noqa: E402
 
 DEMO_STEPS, DEMO_SAVE_EVERY = 400, 100
 

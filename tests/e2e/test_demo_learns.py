@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nodes._demo_images import DEMO_FOLDER, DEMO_IMAGES
+from flux_lora_lab.nodes._demo_images import DEMO_FOLDER, DEMO_IMAGES
 from scripts.comfy_server import REPO_ROOT
 from scripts.workflow_descriptions import DEMO_WORKFLOW
 from scripts.workflow_prompt import ui_to_prompt

@@ -17,7 +17,7 @@ import shutil
 import pytest
 
 from scripts.comfy_server import REPO_ROOT
-from scripts.demo_dataset import write_demo_dataset
+from flux_lora_lab.nodes._demo_images import write_demo_images as write_demo_dataset
 from scripts.workflow_prompt import ui_to_prompt, widget_inputs
 from tests.e2e.test_sample_compare import _make_run
 

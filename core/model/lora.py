@@ -50,8 +50,9 @@ class LoraWeights:
         return (self.up.double() @ self.down.double()) * (float(self.alpha) / self.rank)
 
 
-def attach_lora(module: nn.Module, spec: LoraSettings, dtype: torch.dtype = torch.float32) -> list:
-    """Inject peft LoRA layers on `spec`'s targets of `module` in place; return their BFL names.
+def attach_lora(module: nn.Module, spec: LoraSettings, dtype: torch.dtype = torch.float32,
+                names: list | None = None) -> list:
+    """Inject peft LoRA layers on `spec`'s targets of `module` (or on `names`) in place; return their names.
 
     Everything else in `module` is frozen (requires_grad=False, peft's rule; that includes base
     weights shared with the owner). LoRA weights are kept in `dtype` (float32 by default, also
@@ -60,7 +61,7 @@ def attach_lora(module: nn.Module, spec: LoraSettings, dtype: torch.dtype = torc
     """
     if lora_layers(module):
         raise ValueError("this module already carries LoRA layers; attach once per training tree")
-    names = target_names(module, spec)
+    names = target_names(module, spec) if names is None else names
     config = LoraConfig(
         r=spec.rank,
         lora_alpha=spec.effective_alpha,

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..model import lora, lora_format
+from ..model import lora, lora_format, text_lora
 from ..run.atomic import Writer, bytes_writer
 from ..run.rundir import CheckpointInfo
 from .finite import require_finite_weights
@@ -39,6 +39,20 @@ class TrainingState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     ema: LoraEMA | None
+    text_module: torch.nn.Module | None = None
+    """The CLIP-L carrying a text-encoder LoRA (lora.train_text_encoder), else None."""
+
+
+TEXT_PARAM_PREFIX = "text_encoder:"
+"""Prefix of the CLIP-L LoRA's parameters in the optimizer, EMA and resume state."""
+
+
+def trainable(module: torch.nn.Module, text_module: torch.nn.Module | None = None) -> list:
+    """[(name, parameter)] of every LoRA the run trains, transformer first (optimizer and checkpoint order)."""
+    named = lora.trainable_parameters(module)
+    if text_module is not None:
+        named += [(TEXT_PARAM_PREFIX + name, p) for name, p in lora.trainable_parameters(text_module)]
+    return named
 
 
 @dataclass(frozen=True)
@@ -51,12 +65,12 @@ class LoraFileInfo:
     config: Mapping[str, Any]
     layout: str = "kohya"
 
-    def write(self, path: Path, weights: Mapping, step: int) -> Path:
-        require_finite_weights({f"{name}.{part}": getattr(w, part) for name, w in weights.items()
+    def write(self, path: Path, weights: Mapping, step: int, text_weights: Mapping | None = None) -> Path:
+        require_finite_weights({f"{name}.{part}": getattr(w, part) for name, w in {**weights, **(text_weights or {})}.items()
                                 for part in ("down", "up")}, str(path))
         return lora_format.save_lora(path, weights, self.family, step=step, trigger=self.trigger or None,
                                      base_fingerprint=self.base_fingerprint, config=dict(self.config),
-                                     layout=self.layout)
+                                     layout=self.layout, text_tensors=text_lora.text_tensors(text_weights or {}))
 
 
 def user_weights_swapped_in(state: TrainingState):
@@ -64,25 +78,29 @@ def user_weights_swapped_in(state: TrainingState):
     return state.ema.swapped_in() if state.ema is not None else contextlib.nullcontext()
 
 
-def user_weights(state: TrainingState) -> dict:
-    """The LoRA weights users get (EMA average when EMA is on, else the trained weights), cloned."""
+def user_weights(state: TrainingState, text: bool = False) -> dict:
+    """The LoRA weights users get (EMA average when EMA is on, else the trained weights), cloned:
+    the transformer's, or with `text` the CLIP-L's ({} when the run trains none)."""
+    module = state.text_module if text else state.module
+    if module is None:
+        return {}
     with user_weights_swapped_in(state):
         return {name: lora.LoraWeights(w.down.clone(), w.up.clone(), w.alpha)
-                for name, w in lora.lora_state_dict(state.module).items()}
+                for name, w in lora.lora_state_dict(module).items()}
 
 
 def checkpoint_writers(state: TrainingState, info: LoraFileInfo, step: int,
                        previews: Mapping[str, bytes]) -> dict[str, Writer]:
     """Writers for one checkpoint folder (file name -> function that writes it)."""
-    weights = user_weights(state)
+    weights, text_weights = user_weights(state), user_weights(state, text=True)
     resume_state = {
-        "lora_raw": {name: p.detach().clone() for name, p in lora.trainable_parameters(state.module)},
+        "lora_raw": {name: p.detach().clone() for name, p in trainable(state.module, state.text_module)},
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
         "ema": state.ema.state_dict() if state.ema is not None else None,
     }
     writers: dict[str, Writer] = {
-        LORA_FILE: lambda path: info.write(path, weights, step),
+        LORA_FILE: lambda path: info.write(path, weights, step, text_weights),
         RESUME_FILE: lambda path: save_state(path, resume_state),
     }
     writers.update({name: bytes_writer(data) for name, data in previews.items()})
@@ -92,12 +110,13 @@ def checkpoint_writers(state: TrainingState, info: LoraFileInfo, step: int,
 def restore(state: TrainingState, checkpoint: CheckpointInfo) -> None:
     """Load a checkpoint's resume state into the live objects (LoRA attached with the same targets)."""
     saved = load_state(checkpoint.file(RESUME_FILE))
-    params = dict(lora.trainable_parameters(state.module))
+    params = dict(trainable(state.module, state.text_module))
     raw = saved["lora_raw"]
     if set(raw) != set(params):
         missing, extra = sorted(set(params) - set(raw)), sorted(set(raw) - set(params))
         raise ValueError(f"{checkpoint.path} was trained with other LoRA targets (missing {missing[:3]}, "
-                         f"extra {extra[:3]}); resume with the same lora.targets / blocks, or use a new run name")
+                         f"extra {extra[:3]}); resume with the same lora.targets / blocks / train_text_encoder, "
+                         "or use a new run name")
     with torch.no_grad():
         for name, param in params.items():
             if raw[name].shape != param.shape:

@@ -10,6 +10,7 @@ import torch
 
 from ..config import TrainConfig
 from ..model.adapter import TrainingAdapter
+from ..model.text_lora import TextEncoderAdapter
 from ..run.rundir import RunDir
 from .preview import PreviewSpec
 
@@ -20,6 +21,8 @@ class Batch(Protocol):
     loss_mask: Optional[torch.Tensor]
     dop_context: Optional[torch.Tensor]
     dop_pooled: Optional[torch.Tensor]
+    # With lora.train_text_encoder the step encodes these instead of reading `pooled` / `dop_pooled`:
+    # captions: Sequence[str]; dop_captions: Optional[Sequence[str]] (core/data's Batch has both).
 
 
 class TrainingData(Protocol):
@@ -42,4 +45,6 @@ class TrainingJob:
     eval_data: Optional[TrainingData] = None
     """Scored by run.eval_timesteps before step 1 and at every checkpoint (core/train/evaluation.py);
     it also needs `steps_per_epoch(batch_size)`."""
+    text_encoder: Optional[TextEncoderAdapter] = None
+    """Flux.1's CLIP-L, private to the run: lora.train_text_encoder trains a LoRA on it (core/train/text_encoder.py)."""
 

@@ -33,7 +33,8 @@ class PoolData:
         n = self.pool.latents.shape[0]
         index = [(step * size + i) % n for i in range(size)]
         return SimpleNamespace(latents=self.pool.latents[index], context=self.pool.context[index],
-                               pooled=self.pool.pooled[index], loss_mask=None, dop_context=None, dop_pooled=None)
+                               pooled=self.pool.pooled[index], loss_mask=None, dop_context=None, dop_pooled=None,
+                               loss_weights=None)
 
 
 def config_for(workload: Workload, steps: int, checkpointing: bool):

@@ -59,7 +59,9 @@ _ALIASES = {
     "diff_output_preservation_class": "dop.class_word",
     "diff_output_preservation_multiplier": "dop.multiplier",
     "diff_output_preservation_every_n_steps": "dop.every_n_steps", "max_steps": "train.steps",
-    "max_train_steps": "train.steps", "train_batch_size": "train.batch_size", "use_ema": "train.ema",
+    "max_train_steps": "train.steps", "num_train_epochs": "train.epochs",
+    "max_train_epochs": "train.epochs", "save_precision": "run.save_dtype",
+    "train_batch_size": "train.batch_size", "use_ema": "train.ema",
     "dtype": "train.mixed_precision", "gradient_checkpointing_interval": "train.checkpoint_every_n_blocks",
     "blocks_to_swap": "train.blocks_to_swap",
     "trigger_word": "run.trigger", "instance_prompt": "run.trigger", "quantize_dtype": "model.quantize",
@@ -127,7 +129,13 @@ class TrainConfig:
         if self.dop.enabled and self.dop.class_word.strip() == self.run.trigger:
             raise ConfigError("dop.class_word", f"{self.dop.class_word!r} equals the trigger; the class "
                               "word must be the generic word the trigger stands for")
-        if self.optim.warmup_steps >= self.train.steps:
+        if self.optim.optimizer == "adamw_schedulefree" and self.train.ema:
+            raise ConfigError("train.ema", "adamw_schedulefree already saves an average of the weights (its "
+                              "eval weights); an EMA on top averages the wrong sequence: turn train.ema off")
+        if self.lora.network == "lokr" and self.run.lora_format == "diffusers":
+            raise ConfigError("run.lora_format", "'diffusers' is a LoRA layout; LoKr files use LyCORIS' keys, "
+                              "which ComfyUI and Forge read: set run.lora_format to 'kohya' or lora.network to 'lora'")
+        if self.train.epochs == 0 and self.optim.warmup_steps >= self.train.steps:  # epochs: core/train/length.py
             raise ConfigError("optim.warmup_steps", f"{self.optim.warmup_steps} must be less than "
                               f"train.steps ({self.train.steps}); lower it or train longer")
 

@@ -3,30 +3,33 @@
 A preset is a partial config (nested dict) applied on top of `TrainConfig()` defaults; the user's own
 overrides go on top of the preset. What each value is and where it comes from:
 
-character  rank 32 (alpha = rank), lr 1e-4, adamw8bit, EMA 0.999, gradient checkpointing: the
-           ai-toolkit Flux character template (seed 000). DOP on with multiplier 1.0 (seed 002:
-           "Subject/Character: yes"); the class word (e.g. 'woman') and trigger must come from the
-           user, so applying it without them is an error that says so. 'content' sampling (seed 002:
-           bias toward low noise, "best for subject LoRAs") and bell_shaped weighting (seed 002).
+character  rank 32 (alpha = rank), lr 1e-4, adamw8bit, gradient accumulation 4, EMA 0.999, gradient
+           checkpointing: the ai-toolkit Flux character template (seed 000). DOP on with multiplier 1.0
+           (seed 002: "Subject/Character: yes"); the class word (e.g. 'woman') and trigger must come
+           from the user, so applying it without them is an error that says so. 'content' sampling
+           (seed 002: bias toward low noise, "best for subject LoRAs") and bell_shaped weighting (seed 002).
 style      rank 64, lr 1.5e-4 (seed 000 "Style LoRA for Flux"), no DOP (seed 002: a style should
            affect everything), 'style' sampling (bias toward high noise), bell_shaped.
-concept    like character but DOP off (seed 002: "maybe"; turn it on with a class word) and
-           'balanced' sampling (seed 002's recommended default).
+concept    like character but DOP off (seed 002: "maybe"; turn it on with a class word), plain AdamW
+           without accumulation and 'balanced' sampling (seed 002's recommended default).
 
-The optimizer is plain 'adamw' (torch's fused kernel): it runs in every ComfyUI install. The seed
-templates use 'adamw8bit' (about a quarter of AdamW's optimizer memory, which matters on a 24 GB card
-at rank 32-64); choose it when the bitsandbytes package is installed (`optim.available_optimizers()`
-tells a UI which ones can run here; asking for a missing one fails with the pip command to fix it).
+adamw8bit keeps about a quarter of AdamW's optimizer memory (it matters on a 24 GB card at rank 32-64);
+requirements.txt installs bitsandbytes. Where it is missing, applying the character preset is an
+error naming the pip command and the way around it (optim.optimizer 'adamw'), before anything runs.
 
-Steps follow Astria's published rules (seed 004): 'portrait' 27 steps per image, at least 300, for
-subjects and concepts; 'high' 100 steps per image, at least 300, for styles.
+Steps follow Astria's published rules (seed 004), counted in images shown: 'portrait' 27 per image,
+at least 300, for subjects and concepts; 'high' 100 per image, at least 300, for styles. Astria
+trains one image per step; with gradient accumulation a step shows that many images, so the
+suggested optimizer steps are the rule divided by it (character: 20 images -> 540 / 4 = 135 steps).
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 
 from .config import ConfigError, TrainConfig, merge_sections
+from .train.optim import OPTIMIZERS, available_optimizers
 
 _COMMON = {
     "optim": {"optimizer": "adamw", "learning_rate": 1e-4, "lr_scheduler": "constant",
@@ -40,6 +43,7 @@ _COMMON = {
 PRESETS: dict[str, dict] = {
     "character": {
         "lora": {"rank": 32, "alpha": None, "targets": "all"},
+        "optim": {"optimizer": "adamw8bit", "gradient_accumulation": 4},
         "flow": {"timestep_sampling": "content"},
         "dop": {"enabled": True, "multiplier": 1.0, "every_n_steps": 1},
     },
@@ -56,7 +60,7 @@ PRESETS: dict[str, dict] = {
     },
 }
 
-# (steps per image, minimum steps) per preset: Astria 'portrait' for subjects, 'high' for styles.
+# (images shown per image, minimum images shown) per preset: Astria 'portrait' for subjects, 'high' for styles.
 STEP_RULES: dict[str, tuple[int, int]] = {"character": (27, 300), "concept": (27, 300), "style": (100, 300)}
 
 
@@ -67,13 +71,27 @@ def _check_name(preset: str) -> None:
         raise ConfigError("preset", f"unknown preset {preset!r}{hint}; choose one of {list(PRESETS)}")
 
 
-def suggested_steps(preset: str, n_images: int) -> int:
-    """Astria-style step count: max(minimum, per_image * n_images)."""
+def suggested_steps(preset: str, n_images: int, accumulation: int | None = None) -> int:
+    """Astria-style optimizer steps: ceil(max(minimum, per_image * n_images) / accumulation), with
+    the preset's own gradient accumulation when `accumulation` is None."""
     _check_name(preset)
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
         raise ConfigError("n_images", f"need a positive number of training images, got {n_images!r}")
     per_image, minimum = STEP_RULES[preset]
-    return max(minimum, per_image * n_images)
+    if accumulation is None:
+        accumulation = preset_dict(preset)["optim"]["gradient_accumulation"]
+    return math.ceil(max(minimum, per_image * n_images) / accumulation)
+
+
+def _require_optimizer(preset: str, data: dict, overrides: dict) -> None:
+    """A preset's optional optimizer that this Python lacks: an error now, not at step 1."""
+    name = data["optim"]["optimizer"]
+    if "optimizer" in overrides.get("optim", {}) or name in available_optimizers():
+        return
+    package = OPTIMIZERS[name].package
+    raise ConfigError("optim.optimizer", f"preset {preset!r} trains with {name!r} (seed 000), which needs the "
+                      f"{package!r} package: run `pip install {package}` in ComfyUI's Python, or set "
+                      "optim.optimizer to 'adamw' (more optimizer memory, same results otherwise)")
 
 
 def preset_dict(preset: str) -> dict:
@@ -85,12 +103,14 @@ def preset_dict(preset: str) -> dict:
 def apply_preset(preset: str, overrides: dict | None = None, n_images: int | None = None) -> TrainConfig:
     """TrainConfig = defaults <- preset <- overrides (nested dict, checked like `from_dict`).
 
-    With n_images and no `train.steps` in overrides, steps = suggested_steps(preset, n_images)."""
+    With n_images and no `train.steps` in overrides, steps = suggested_steps(preset, n_images) at the
+    gradient accumulation the run will use."""
     overrides = overrides or {}
-    data = preset_dict(preset)
+    data = merge_sections(preset_dict(preset), overrides)
     if n_images is not None and "steps" not in overrides.get("train", {}):
-        data = merge_sections(data, {"train": {"steps": suggested_steps(preset, n_images)}})
-    data = merge_sections(data, overrides)
+        accumulation = data["optim"]["gradient_accumulation"]
+        data = merge_sections(data, {"train": {"steps": suggested_steps(preset, n_images, accumulation)}})
+    _require_optimizer(preset, data, overrides)
     try:
         return TrainConfig.from_dict(data)
     except ConfigError as err:

@@ -11,8 +11,12 @@ from .lora_selection import TARGET_PRESETS, parse_blocks
 from .setting import Section, setting
 
 MAX_LEARNING_RATE = 0.1
-"""The largest learning rate for adamw / adamw8bit / adafactor: 1000x the Flux standard (tiny test
+"""The largest learning rate for every optimizer but prodigy: 1000x the Flux standard (tiny test
 models learn at 2e-2); far beyond it a LoRA diverges within steps (lr 1e6 trained to NaN at step 3)."""
+PRODIGY_ADAPTED_RATE = 1e-4
+"""The default learning_rate (AdamW's): with prodigy it stands for Prodigy's 1.0 (`effective_learning_rate`)."""
+ADAM_BETAS, LION_BETAS = (0.9, 0.999), (0.9, 0.99)
+"""The default betas (Adam's) and what lion uses in their place (`effective_betas`)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,22 @@ class LoraSettings(Section):
                                   "applied after it.")
     init_lora: str = setting("", "Path of a LoRA .safetensors to start from (continue training); "
                              "empty = start fresh. Its rank must equal lora.rank.")
+    network: str = setting("lora", "Adapter kind: 'lora' (low-rank, the standard) or 'lokr' (LyCORIS LoKr, a "
+                           "Kronecker product: SimpleTuner lora_type=lycoris with algo 'lokr', ai-toolkit network "
+                           "type 'lokr'; SimpleTuner finds it better than LoRA on larger datasets). LoKr trains at "
+                           "a higher learning rate: about 1e-3 with adamw (2e-4 with Lion) where LoRA uses 1e-4; "
+                           "set optim.learning_rate with it. lora.rank, alpha, targets, blocks, dropout apply to both; "
+                           "the file loads in ComfyUI's stock LoraLoader.", choices=("lora", "lokr"))
+    lokr_factor: int = setting(-1, "LoKr only (LyCORIS 'factor', ai-toolkit 'lokr_factor'): each weight splits "
+                               "as kron(w1, w2) with w1 at most factor x factor. -1 = the most even split (fewest "
+                               "weights); 4, 8, 16 keep w1 that small and w2 larger, more weights (SimpleTuner's "
+                               "Flux example: 16).", ge=-1, le=1024)
+    lokr_full_matrix: bool = setting(False, "LoKr only (LyCORIS 'full_matrix', ai-toolkit 'lokr_full_rank'): train "
+                                     "w2 as a full matrix instead of a rank-lora.rank product (alpha then has no "
+                                     "effect: the scale is 1). Off: w2 is full anyway when lora.rank is at least "
+                                     "half its larger side, as in LyCORIS.")
+    lokr_decompose_both: bool = setting(False, "LoKr only (LyCORIS 'decompose_both'): also make w1 a "
+                                        "rank-lora.rank product when the rank is under half its larger side.")
     train_text_encoder: bool = setting(False, "Also train a LoRA on the text encoder's CLIP-L (kohya "
                                        "train_text_encoder; Flux.1 only), same rank and alpha: captions are "
                                        "then encoded through it in every step. Flux.1's context comes from T5, "
@@ -74,6 +94,11 @@ class LoraSettings(Section):
                 parse_blocks(getattr(self, name), setting=name)
             except ValueError as err:
                 self._fail(name, str(err).removeprefix(f"{name}: "))
+        if self.lokr_factor == 0:
+            self._fail("lokr_factor", "0 splits nothing; use -1 (the most even split) or a factor such as 4, 8, 16")
+        if self.network == "lokr" and self.init != "default":
+            self._fail("init", f"{self.init!r} is a LoRA initialisation; LoKr starts as LyCORIS does (w2 zero, "
+                       "w1 Kaiming-uniform): set lora.init to 'default' or lora.network to 'lora'")
 
     @property
     def effective_alpha(self) -> float:
@@ -94,16 +119,20 @@ class OptimizerSettings(Section):
     """Optimizer, learning-rate schedule, accumulation and clipping."""
 
     SECTION: ClassVar[str] = "optim"
-    optimizer: str = setting("adamw", "'adamw' (torch, fused when possible), 'adamw8bit' (needs the "
-                             "bitsandbytes package; less optimizer memory), 'adafactor' (torch), "
-                             "'prodigy' (needs prodigyopt; finds its own step size, use learning_rate 1.0). "
-                             "Adafactor uses neither betas nor eps.",
-                             choices=("adamw", "adamw8bit", "adafactor", "prodigy"))
+    optimizer: str = setting("adamw", "'adamw' (torch, fused when possible); 'adamw8bit' (bitsandbytes: "
+                             "a quarter of AdamW's optimizer memory, seed 000's choice); 'adafactor' (torch; "
+                             "uses neither betas nor eps); 'prodigy' (prodigyopt: finds its own step size, "
+                             "learning_rate 1.0, the default 1e-4 is taken as 1.0); 'lion' (lion-pytorch: "
+                             "half of AdamW's memory, use a 3-10x lower learning_rate and betas (0.9, 0.99)); "
+                             "'adamw_schedulefree' (schedulefree: no decay schedule needed, lr_scheduler "
+                             "constant, no EMA: it averages the weights itself).",
+                             choices=("adamw", "adamw8bit", "adafactor", "prodigy", "lion", "adamw_schedulefree"))
     learning_rate: float = setting(1e-4, "Peak learning rate. 1e-4 is the Flux standard; 2e-4 learns "
                                    "faster but may overfit; 1e-3 fries a LoRA. Prodigy: 1.0.", gt=0.0,
                                    le=10.0)
     weight_decay: float = setting(1e-4, "Decoupled weight decay (pulls LoRA weights toward 0).", ge=0.0, le=1.0)
-    betas: tuple[float, float] = setting((0.9, 0.999), "Adam momentum coefficients (beta1, beta2).",
+    betas: tuple[float, float] = setting(ADAM_BETAS, "Momentum coefficients (beta1, beta2) of Adam, "
+                                         "prodigy, schedule-free and Lion (lion at this default uses (0.9, 0.99)).",
                                          ge=0.0, lt=1.0)
     eps: float = setting(1e-8, "Adam epsilon (numerical floor of the denominator).", gt=0.0, le=1.0)
     lr_scheduler: str = setting("constant", "Learning-rate shape after warmup: 'constant', 'cosine' "
@@ -118,13 +147,33 @@ class OptimizerSettings(Section):
                                    le=1000.0)
 
     def _check(self) -> None:
-        if self.optimizer == "prodigy" and self.learning_rate < 0.1:
+        if self.optimizer == "prodigy" and self.learning_rate < 0.1 and self.learning_rate != PRODIGY_ADAPTED_RATE:
             self._fail("learning_rate", f"{self.learning_rate} with prodigy: Prodigy estimates the step "
                        "size itself and learning_rate is a multiplier of it; use 1.0 (0.1-2 is sane)")
         if self.optimizer != "prodigy" and self.learning_rate > MAX_LEARNING_RATE:
             self._fail("learning_rate", f"{self.learning_rate} would blow the LoRA up within a few steps "
                        f"(Flux LoRAs train at 1e-4 to 4e-4); use at most {MAX_LEARNING_RATE} with "
                        f"{self.optimizer} (larger values are for prodigy, which scales its own steps)")
+        if self.optimizer == "adamw_schedulefree" and self.lr_scheduler != "constant":
+            self._fail("lr_scheduler", f"{self.lr_scheduler!r} with adamw_schedulefree: schedule-free AdamW "
+                       "replaces the decay schedule (that is its point); use 'constant' (warmup_steps still "
+                       "applies)")
+
+    @property
+    def effective_learning_rate(self) -> float:
+        """The rate the optimizer is built with: 1.0 for prodigy left at the default 1e-4 (an AdamW
+        rate the user did not change when switching to prodigy), else `learning_rate`."""
+        if self.optimizer == "prodigy" and self.learning_rate == PRODIGY_ADAPTED_RATE:
+            return 1.0
+        return self.learning_rate
+
+    @property
+    def effective_betas(self) -> tuple[float, float]:
+        """The betas the optimizer is built with: Lion's own (0.9, 0.99) for lion left at Adam's
+        default (0.9, 0.999), whose slow second moment makes Lion's sign steps lag; else `betas`."""
+        if self.optimizer == "lion" and self.betas == ADAM_BETAS:
+            return LION_BETAS
+        return self.betas
 
 
 @dataclass(frozen=True)
@@ -204,6 +253,10 @@ class TrainSettings(Section):
     ema_decay: float = setting(0.999, "EMA decay per optimizer step (0.999 averages ~1000 steps; "
                                "warmed up early so short runs are not dominated by the start).",
                                gt=0.0, lt=1.0)
+    epochs: int = setting(0, "Passes over the dataset to train, instead of steps (ai-toolkit / kohya "
+                          "epochs; seed 000 trains 10-12). 0 = use steps. Converted with the dataset's steps "
+                          "per epoch at batch_size x gradient_accumulation; the report shows both.",
+                          ge=0, le=100_000)
 
 
 _RUN_NAME = re.compile(r"\w[\w.\- ]{0,99}")
@@ -240,6 +293,11 @@ class RunSettings(Section):
                                "'context' trains) or 'diffusers' (ai-toolkit's layout: ComfyUI, Forge and "
                                "diffusers apply every layer; kohya sd-scripts does not read it). Flux.2 files "
                                "have one layout that every loader reads.", choices=("kohya", "diffusers"))
+    save_dtype: str = setting("fp16", "Precision of the saved LoRA files (ai-toolkit save.dtype, kohya "
+                              "--save_precision): 'fp16' (half the size of fp32, what seed 000 and most "
+                              "shared Flux LoRAs use), 'bf16' or 'fp32' (exact). Resume always continues "
+                              "from the full-precision weights in the checkpoint's optimizer state.",
+                              choices=("fp16", "bf16", "fp32"))
 
     def _check(self) -> None:
         if not is_run_name(self.name):

@@ -4,14 +4,18 @@ A/B widget reads."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..core.run.grid import compose_grid, label_height
+from ..core.run.grid import compose_grid, label_height, note_strip
 from ..core.train.preview import prompt_lines
 from ._comfy import sampling
-from .sample import CATEGORY, check_source, lora_source_inputs, resolve_run, source_fingerprint
+from .sample import CATEGORY, check_run_name, lora_source_inputs, resolve_run, source_fingerprint
+
+log = logging.getLogger(__name__)
 
 UI_KEY = "fluxlab_compare"
 UI_VERSION = 1
@@ -36,9 +40,14 @@ class CompareCheckpoints(io.ComfyNode):
         "cells":   [[{"filename": str, "subfolder": str, "type": "temp"}, ...per column], ...per row],
         "grid":    {"filename", "subfolder", "type"},
         "layout":  {"cell_width": int, "cell_height": int, "label_height": int},
+        "training": str | null,   # a run still training: "training - 1 of 3 checkpoints so far (step 40 of 300)..."
       } ]
     Cell files are served by GET /view?filename=..&subfolder=..&type=temp. Grid geometry: width =
     columns * cell_width, height = rows * cell_height + (rows + 1) * label_height (core/run/grid.py; grows with cell width).
+
+    A run still training (TrainLoRA in background mode hands it over at once) is compared as it is:
+    the rows saved so far, and a note strip under the grid (also "training" above) saying how many
+    checkpoints are still to come. Never an error: the user sees the base row at once and what to expect.
     """
 
     @classmethod
@@ -75,13 +84,10 @@ class CompareCheckpoints(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, input_types=None, run_name=None, checkpoints=None, include_base=None, include_final=None, prompts=None):
-        linked = set(input_types or ())
-        if "prompts" not in linked and not prompt_lines(prompts):
-            return "prompts is empty: write one prompt per line"
-        if linked & {"checkpoints", "include_base", "include_final"}:
-            return True  # computed by other nodes: execute() checks the selection
-        return check_source(input_types, run_name, None, lambda run: run.rows(checkpoints, include_base, include_final))
+    def validate_inputs(cls, run_name=None):
+        """Only run_name (see sample.check_run_name: one argument, one message); the selection and the
+        prompts are checked by execute() before anything is sampled."""
+        return check_run_name(run_name)
 
     @classmethod
     def fingerprint_inputs(cls, run_name=None, **_):
@@ -93,8 +99,9 @@ class CompareCheckpoints(io.ComfyNode):
         _, source = resolve_run(run, run_name)
         rows = source.rows(checkpoints, include_base, include_final)
         columns = prompt_lines(prompts)
-        if not columns:  # prompts linked from another node: validate_inputs could not see them
+        if not columns:
             raise ValueError("prompts is empty: write one prompt per line")
+        note = source.coming(checkpoints, include_final)  # None unless the run is still training
         settings = sampling.SampleSettings(seed, steps, cfg, sampler_name, scheduler, width, height)
         positives = [sampling.with_guidance(sampling.encode_prompt(clip, text), guidance) for text in columns]
         negative = sampling.encode_prompt(clip, negative_prompt)
@@ -103,14 +110,20 @@ class CompareCheckpoints(io.ComfyNode):
         for row in rows:
             patched = sampling.apply_lora(model, row.lora_path, strength)
             images += [sampling.render(patched, vae, positive, negative, settings) for positive in positives]
-        cells = torch.cat(images)
-        grid = compose_grid(
-            [[cells[r * len(columns) + c].cpu().numpy() for c in range(len(columns))] for r in range(len(rows))],
-            row_labels=[row.label for row in rows], column_labels=columns,
-        )
-        grid = torch.from_numpy(np.ascontiguousarray(grid)).unsqueeze(0)
+        cell_width = int(images[0].shape[2]) if images else width
+        parts = []
+        if images:
+            cells = torch.cat(images)
+            parts.append(compose_grid(
+                [[cells[r * len(columns) + c].cpu().numpy() for c in range(len(columns))] for r in range(len(rows))],
+                row_labels=[row.label for row in rows], column_labels=columns,
+            ))
+        if note:
+            log.info("CompareCheckpoints: run %s: %s", source.run_id, note)
+            parts.append(note_strip(note, cell_width * len(columns), cell_width))
+        grid = torch.from_numpy(np.ascontiguousarray(np.concatenate(parts))).unsqueeze(0)
 
-        saved = sampling.save_temp_images(cells, "fluxlab_compare_cell", cls)
+        saved = sampling.save_temp_images(cells, "fluxlab_compare_cell", cls) if images else []
         (grid_file,) = sampling.save_temp_images(grid, "fluxlab_compare_grid", cls)
         description = {
             "version": UI_VERSION, "run_id": source.run_id, "run_dir": str(source.root),
@@ -119,6 +132,8 @@ class CompareCheckpoints(io.ComfyNode):
             "seed": seed, "steps": steps, "strength": strength, "width": width, "height": height,
             "cells": [saved[r * len(columns):(r + 1) * len(columns)] for r in range(len(rows))],
             "grid": grid_file,
-            "layout": {"cell_width": int(cells.shape[2]), "cell_height": int(cells.shape[1]), "label_height": label_height(int(cells.shape[2]))},
+            "layout": {"cell_width": cell_width, "cell_height": int(images[0].shape[1]) if images else height,
+                       "label_height": label_height(cell_width)},
+            "training": note,
         }
         return io.NodeOutput(grid, ui={"images": [grid_file], UI_KEY: [description]})

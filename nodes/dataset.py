@@ -3,7 +3,7 @@
 from comfy_api.latest import io, ui
 
 from ..core.data import DatasetError, DatasetSpec, FolderSource
-from ..core.data.spec import CROP_MODES, FILE_POLICIES, MISSING_CAPTION_POLICIES
+from ..core.data.spec import CAPTION_STRATEGIES, CROP_MODES, FILE_POLICIES, MISSING_CAPTION_POLICIES, ROLES
 from ._comfy.encoders import build_dataset_handle, cache_root, folder_signature, resolve_folder
 from .types import Dataset
 
@@ -54,7 +54,8 @@ class DatasetFromFolder(io.ComfyNode):
                 io.Int.Input("keep_tokens", default=1, min=0, max=100, tooltip="Leading tags kept in place when "
                              "shuffling (e.g. 1 keeps the trigger first)."),
                 io.Combo.Input("crop", options=list(CROP_MODES), default="center", tooltip="Where to crop after "
-                               "resizing to the bucket: center, or a random offset fixed per image and seed."),
+                               "resizing to the bucket: center, a random offset fixed per image and seed, or none (the whole "
+                               "image resized to the bucket, its aspect stretched by a few percent)."),
                 io.Boolean.Input("no_upscale", default=False, tooltip="Never enlarge small images: they go to a "
                                  "smaller bucket of the same shape."),
                 io.Boolean.Input("square_only", default=False, tooltip="Only square buckets: every image is "
@@ -71,6 +72,23 @@ class DatasetFromFolder(io.ComfyNode):
                              tooltip="Seeds what is fixed when the set is built: random crop offsets and the "
                              "token-shuffle orders. The data order and caption dropout follow TrainLoRA's seed. "
                              "Part of the dataset a run resumes on, so it never changes by itself."),
+                io.Combo.Input("caption_strategy", options=list(CAPTION_STRATEGIES), default="textfile",
+                               tooltip="This folder's captions (SimpleTuner's caption_strategy): the caption files "
+                               "(textfile, see missing_caption), the image file names (filename, '_' as spaces), "
+                               "or instance_prompt for every image (instanceprompt)."),
+                io.String.Input("instance_prompt", default="", tooltip="With caption_strategy 'instanceprompt': "
+                                "the caption of every image in this folder (may contain {trigger})."),
+                io.Float.Input("folder_caption_dropout", default=-1.0, min=-1.0, max=0.99, step=0.01,
+                               tooltip="This folder's caption dropout; -1 = the set's caption_dropout."),
+                io.Combo.Input("role", options=list(ROLES), default="train", tooltip="'regularisation': kohya's "
+                               "reg images / SimpleTuner's is_regularisation_data: class images (e.g. other people) "
+                               "mixed into every epoch at reg_ratio with their own loss_weight; their captions "
+                               "get no trigger. Chain it with a 'train' folder."),
+                io.Float.Input("reg_ratio", default=0.5, min=0.01, max=0.95, step=0.01, tooltip="Regularisation "
+                               "folders: the fraction of each epoch's samples drawn from this folder. 0.5 = as "
+                               "many reg samples as training samples (kohya's balance)."),
+                io.Float.Input("loss_weight", default=1.0, min=0.0, max=100.0, step=0.05, tooltip="Multiplies "
+                               "the loss of this folder's samples (kohya's prior_loss_weight for reg folders)."),
                 Dataset.Input("dataset", optional=True, tooltip="A previous DatasetFromFolder: its folders are "
                               "combined with this one (each keeps its own resolutions and repeats; the other "
                               "settings of this node apply to the whole set)."),
@@ -100,11 +118,16 @@ class DatasetFromFolder(io.ComfyNode):
     @classmethod
     def execute(cls, folder, vae, clip, resolutions, repeats, recursive, caption_ext, missing_caption, trigger,
                 class_word, caption_dropout, shuffle_tokens, keep_tokens, crop, no_upscale, square_only,
-                alpha_as_mask, min_size, small_images, bad_files, seed, dataset=None) -> io.NodeOutput:
+                alpha_as_mask, min_size, small_images, bad_files, seed, caption_strategy="textfile",
+                instance_prompt="", folder_caption_dropout=-1.0, role="train", reg_ratio=0.5, loss_weight=1.0,
+                dataset=None) -> io.NodeOutput:
         source = FolderSource(
             folder=resolve_folder(folder), resolutions=parse_resolutions(resolutions), repeats=repeats or None,
             recursive=recursive, caption_ext=caption_ext, missing_caption=missing_caption, crop=crop,
             no_upscale=no_upscale, square_only=square_only, alpha_as_mask=alpha_as_mask, min_size=min_size,
+            caption_strategy=caption_strategy, instance_prompt=instance_prompt,
+            caption_dropout=None if folder_caption_dropout < 0 else folder_caption_dropout,
+            role=role, reg_ratio=reg_ratio, loss_weight=loss_weight,
         )
         spec = DatasetSpec(
             sources=(source,), cache_dir=cache_root(), trigger=trigger.strip(), class_word=class_word.strip(),

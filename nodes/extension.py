@@ -13,8 +13,10 @@ from .train import TrainLoRA
 class FluxLabExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         # ComfyUI 0.3.75 never calls on_load (0.33.0 does); on both, get_node_list runs before the server copies its route
-        # table into the app, so the pack's routes are added here (once).
+        # table into the app, so the pack's routes (and its pre-flight of missing model files) are added here (once).
+        from ._comfy.preflight import register_preflight
         from ._comfy.routes import register_routes
 
         register_routes()
+        register_preflight()
         return [FluxLabTinyModels, LoadFluxForTraining, DatasetFromFolder, SampleCheckpoint, CompareCheckpoints, TrainLoRA]

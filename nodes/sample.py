@@ -7,8 +7,8 @@ import math
 
 from comfy_api.latest import io
 
-from ._checkpoints import CHECKPOINT_CHOICES, LoraChoice, RunCheckpoints
-from ._comfy import sampling
+from ._checkpoints import CHECKPOINT_CHOICES, LoraChoice, RunCheckpoints, TrainingProgress
+from ._comfy import runs, sampling
 from .types import Run
 
 CATEGORY = "FluxLoRALab"
@@ -42,25 +42,22 @@ def resolve_run(run, run_name: str | None, lora: str | None = None) -> tuple[str
     if source == "lora":
         return "lora", sampling.lora_file(lora)
     run_id, folder = sampling.run_folder_of(run) if source == "run" else sampling.run_folder_named(run_name)
-    return "run", RunCheckpoints(run_id, folder)
+    return "run", RunCheckpoints(run_id, folder, TrainingProgress.of_handle(runs.find_run(run_id)))
 
 
-def check_source(input_types, run_name: str | None, lora: str | None, check) -> bool | str:
-    """validate_inputs' part: True, or the message why the LoRA source / selection cannot work.
+def check_run_name(run_name: str | None) -> bool | str:
+    """validate_inputs' part: True, or why `run_name` names no run folder (checked when the prompt is
+    queued, before any model loads). Blank: a linked run, or execute() says what is missing.
 
-    Runs before anything is sampled, so a wrong step or run name is reported at once (and as a
-    validation error, not a traceback). A linked run is only known at execution: then True.
-    `check(RunCheckpoints)` raises if the selection does not exist in that run.
+    Why only run_name: ComfyUI (0.3.75 and 0.33) copies a failed validate_inputs message once per
+    argument the function declares, so a validator taking six inputs filled the error dialog with six
+    copies of one message. With one argument there is one message; every other check (the selection,
+    run and run_name both given, a LoRA file) runs in execute(), before anything is sampled.
     """
-    linked = set(input_types or ())
-    if linked & {"run_name", "lora"}:
-        return True  # values computed by other nodes: execute() checks them
+    if not (run_name or "").strip():
+        return True
     try:
-        source = _pick_source("run" in linked, run_name, lora)
-        if source == "lora":
-            sampling.lora_file(lora)
-        elif source == "run_name":
-            check(RunCheckpoints(*sampling.run_folder_named(run_name)))
+        sampling.run_folder_named(run_name)
     except (ValueError, OSError) as exc:
         return str(exc)
     return True
@@ -129,14 +126,9 @@ class SampleCheckpoint(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, input_types=None, run_name=None, lora=None, checkpoint=None, step=None):
-        if {"checkpoint", "step"} & set(input_types or ()):
-            return True  # computed by other nodes: execute() checks the selection
-        if checkpoint not in CHECKPOINT_CHOICES:
-            return f"checkpoint must be one of {CHECKPOINT_CHOICES}, got {checkpoint!r}"
-        if not isinstance(step, int) or step < 0:
-            return f"step must be a whole number >= 0, got {step!r}"
-        return check_source(input_types, run_name, lora, lambda run: run.select(checkpoint, step))
+    def validate_inputs(cls, run_name=None):
+        """Only run_name (see check_run_name); the checkpoint selection is checked by execute()."""
+        return check_run_name(run_name)
 
     @classmethod
     def fingerprint_inputs(cls, run_name=None, lora=None, **_):

@@ -7,6 +7,8 @@ Astria's steps-per-image rules. File names are the ones ComfyUI's own Flux examp
 
 from __future__ import annotations
 
+from nodes._comfy.model_files import FP8_HINT, GGUF_HINT, KNOWN_FILES
+
 DEMO_FOLDER = "fluxlab_demo"  # under ComfyUI's input folder; `make demo` generates it
 
 DEMO_NOTE = """## Flux LoRA Lab demo (runs on CPU in about a minute)
@@ -23,7 +25,27 @@ model: the dataset report, training with live progress in the **Flux LoRA Lab** 
 Swap `Tiny Flux Models` for `Load Diffusion Model` + `DualCLIPLoader` + `Load VAE` to train for real
 (see the other bundled workflows)."""
 
-CHARACTER_NOTE = """## Flux.1-dev character LoRA with DOP
+_BFL_KLEIN_9B = "black-forest-labs/FLUX.2-klein-9B on Hugging Face, accept its licence first"
+FLUX1_FILES = ("flux1-dev.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors")
+FLUX2_FILES = ("flux-2-klein-4b.safetensors", "qwen_3_4b.safetensors", "flux2-vae.safetensors")
+
+
+def files_section(names) -> str:
+    """The note's model-file list: exact names, their folder under models/, where to get them, and
+    what fp8 / GGUF users change (nodes/_comfy/model_files.py, which the pack's pre-flight uses too)."""
+    lines = ["**Model files** (without them ComfyUI refuses to run the workflow; \"not in []\" means a file is missing):"]
+    lines += [f"- `models/{KNOWN_FILES[n].folder}/{n}`: {KNOWN_FILES[n].what}, from [{KNOWN_FILES[n].source}]"
+              f"({KNOWN_FILES[n].url})" for n in names]
+    lines += [f"- {FP8_HINT}", f"- {GGUF_HINT}"]
+    return "\n".join(lines)
+
+
+BACKGROUND_RUN = """**Run** starts training in the background (`mode: background`): the queue is free at once and
+the **Flux LoRA Lab** sidebar tab shows the loss and previews. The compare grid appears right away
+with the **base** row and a note "training - 0 of N checkpoints so far"; to see the checkpoints, run
+the *Compare checkpoints of a run* template with the same `run_name` while or after it trains."""
+
+CHARACTER_NOTE = f"""## Flux.1-dev character LoRA with DOP
 Settings of ai-toolkit's community character template (seed guides):
 - **rank 32, alpha 32** (`linear` / `linear_alpha`): standard for characters; 64 for complex ones.
 - **learning rate 1e-4**: the Flux standard; 2e-4 learns faster but may overfit.
@@ -37,37 +59,62 @@ Settings of ai-toolkit's community character template (seed guides):
 - **content** timestep sampling: biased toward low noise, for subjects (Flux.2 guide).
 
 Put 10-30 photos with `.txt` captions in `ComfyUI/input/my_character/`; captions say `ohwx woman ...`
-(or use `{trigger}`). Check the dataset report before training starts."""
+(or use `{{trigger}}`). Check the dataset report before training starts.
 
-STYLE_NOTE = """## Flux.1 style LoRA (no DOP)
+{{files}}
+
+Flux.1 [schnell] or Krea [dev]: pick `flux1-schnell.safetensors` or `flux1-krea-dev.safetensors` in
+Load Diffusion Model (same folder, text encoders and VAE; {KNOWN_FILES["flux1-schnell.safetensors"].source},
+{KNOWN_FILES["flux1-krea-dev.safetensors"].source}).
+
+{BACKGROUND_RUN}""".replace("{files}", files_section(FLUX1_FILES))
+
+STYLE_NOTE = f"""## Flux.1 style LoRA (no DOP)
 - **style** preset: rank 64, lr 1.5e-4, 100 steps per image (at least 300; Astria 'high').
 - **No DOP**: a style should affect everything (Flux.2 guide: "You WANT the style to affect everything").
 - **style** timestep sampling biases toward high noise (composition, global look).
 - Simple, consistent captions matter most for styles (RunDiffusion's report). Use a trigger such as
-  `xyz style` if you want it to be switchable; that is a *concept* LoRA and may use DOP."""
+  `xyz style` if you want it to be switchable; that is a *concept* LoRA and may use DOP.
 
-FLUX2_NOTE = """## Flux.2 klein 4B subject LoRA (the cat-toy example)
+Put your style images with `.txt` captions in `ComfyUI/input/my_style/`.
+
+{files_section(FLUX1_FILES)}
+
+{BACKGROUND_RUN}"""
+
+FLUX2_NOTE = f"""## Flux.2 klein 4B subject LoRA (the cat-toy example)
 Flux.2 guide settings: rank 32, alpha 32, lr 1e-4, **balanced** timestep sampling, **bell_shaped**
 loss weighting, DOP with the class word (`cat` for the cat-toy example), `dop_every_n_steps` 2
-(1-2 on klein 4B). ~250 steps for a subject.
+(1-2 on klein 4B). ~250 steps for a subject. Your images with same-name `.txt` captions go in
+`input/cat_toy/`. Needs ComfyUI 0.9.2 or newer (names as ComfyUI's own klein templates use them).
 
-**Files** (ComfyUI 0.9.2 or newer; names as ComfyUI's own klein templates use them, any name works):
-- `models/diffusion_models/flux-2-klein-4b.safetensors` (Black Forest Labs' FLUX.2 [klein] 4B)
-- `models/text_encoders/qwen_3_4b.safetensors` (Qwen3-4B, CLIP type `flux2`)
-- `models/vae/flux2-vae.safetensors` (the Flux.2 VAE)
-- your images with same-name `.txt` captions in `input/cat_toy/`
+{files_section(FLUX2_FILES)}
 
-**klein 9B**: pick `flux-2-klein-9b.safetensors` and `qwen_3_8b_fp8mixed.safetensors` (Qwen3-8B),
+**klein 9B**: pick `flux-2-klein-9b.safetensors` ({_BFL_KLEIN_9B}) and `qwen_3_8b_fp8mixed.safetensors` (Qwen3-8B),
 set `dop_every_n_steps` 4 (quantization auto picks fp8 or int4 where bf16 does not fit).
-**dev**: `flux2_dev_fp8mixed.safetensors` with `mistral_3_small_flux2_fp8.safetensors`, quantization
-**auto** (or int4), targets **attention**, `dop_every_n_steps` 8 (the guide: dev needs ~60 GB otherwise)."""
+**dev**: `{KNOWN_FILES["flux2_dev_fp8mixed.safetensors"].name}` with `{KNOWN_FILES["mistral_3_small_flux2_fp8.safetensors"].name}`
+(both {KNOWN_FILES["flux2_dev_fp8mixed.safetensors"].source}), quantization **auto** (or int4), targets
+**attention**, `dop_every_n_steps` 8 (the guide: dev needs ~60 GB otherwise).
 
-COMPARE_NOTE = """## Compare the checkpoints of a run
-Set `run_name` to the folder name under `output/fluxlab/`. Rows are base (no LoRA), each kept
-checkpoint and the final LoRA; columns are the prompts; every column uses the same seed, so only the
-LoRA differs. The A/B widget on the node flips or slides between two rows; "use this one" copies that
-checkpoint to `loras/fluxlab/` for any LoRA loader. `SampleCheckpoint` renders one image through
-ComfyUI's own LoRA loader and sampler: bit-identical to LoraLoaderModelOnly + KSampler."""
+{BACKGROUND_RUN}"""
+
+COMPARE_NOTE = f"""## Compare the checkpoints of a run
+Set `run_name` to the folder name under `output/fluxlab/` (the name you gave TrainLoRA). Rows are
+base (no LoRA), each kept checkpoint and the final LoRA; columns are the prompts; every column uses
+the same seed, so only the LoRA differs. A run that is still training shows what it has saved so far
+and says how many checkpoints are still to come. The A/B widget on the node flips or slides between
+two rows; "use this one" copies that checkpoint to `loras/fluxlab/` for any LoRA loader.
+`SampleCheckpoint` renders one image through ComfyUI's own LoRA loader and sampler: bit-identical to
+LoraLoaderModelOnly + KSampler. Use the same base model files the run trained on.
+
+{files_section(FLUX1_FILES)}"""
+
+
+def with_model_files(node: dict, *names: str) -> dict:
+    """Declare the files a stock loader loads (`properties.models`): ComfyUI's frontend lists those that
+    are missing, with their folder and a download link, when the workflow opens."""
+    node["properties"]["models"] = [KNOWN_FILES[name].frontend_entry() for name in names]
+    return node
 
 
 def _flux1_loaders(g, column=0):
@@ -75,6 +122,9 @@ def _flux1_loaders(g, column=0):
     clip = g.add("DualCLIPLoader", column, 1, clip_name1="clip_l.safetensors", clip_name2="t5xxl_fp16.safetensors",
                  type="flux")
     vae = g.add("VAELoader", column, 2, vae_name="ae.safetensors")
+    with_model_files(model, "flux1-dev.safetensors")
+    with_model_files(clip, "clip_l.safetensors", "t5xxl_fp16.safetensors")
+    with_model_files(vae, "ae.safetensors")
     return model, clip, vae
 
 
@@ -152,6 +202,9 @@ def flux2_subject(g):
     model = g.add("UNETLoader", 0, 0, unet_name="flux-2-klein-4b.safetensors", weight_dtype="default")
     clip = g.add("CLIPLoader", 0, 1, clip_name="qwen_3_4b.safetensors", type="flux2")
     vae = g.add("VAELoader", 0, 2, vae_name="flux2-vae.safetensors")
+    with_model_files(model, "flux-2-klein-4b.safetensors")
+    with_model_files(clip, "qwen_3_4b.safetensors")
+    with_model_files(vae, "flux2-vae.safetensors")
     _train_chain(
         g, model, clip, vae,
         load={"quantization": "auto", "training_dtype": "bf16", "gradient_checkpointing": True},

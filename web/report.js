@@ -37,6 +37,7 @@ export function renderDatasetReport(report) {
         `Steps per epoch at batch ${report.batch_size}: ${report.steps_per_epoch}; suggested (${report.preset}): `
             + `${report.suggested_steps} steps (~${report.suggested_epochs} epochs)`,
     ];
+    if (typeof report.train_steps === "number") lines.push(`This run trains ${report.train_steps} steps (${report.epochs} epochs)`);
     if (report.cache) {
         lines.push(`Cache: ${report.cache.latents_encoded} latents encoded, ${report.cache.latents_reused} reused`);
     }

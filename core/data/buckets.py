@@ -3,7 +3,10 @@
 A bucket is (width, height), both multiples of 16 px (Flux: VAE /8, then 2x2 patches), with
 w*h close to res*res, aspect ratios up to 4:1 either way, the same set for portrait and landscape.
 An image goes to the bucket whose aspect ratio is nearest in log space (so 2:1 and 1:2 are equally
-far from 1:1), is resized to cover it and cropped.
+far from 1:1), is resized to cover it and cropped. With crop "none" it is resized to the bucket
+itself instead: nothing is cut off, and the aspect ratio is stretched by at most half the gap
+between neighbouring bucket shapes (a few percent near square, more toward 4:1); an image beyond
+4:1 is squeezed to 4:1. For images whose edges matter (text, full-body framing).
 """
 
 from __future__ import annotations
@@ -79,11 +82,13 @@ def place(
     """Bucket, cover size and crop of an image of `width` x `height` (after EXIF orientation).
 
     The random crop offset depends only on (seed, image content, resolution), so it is stable
-    across runs and part of the latent cache key.
+    across runs and part of the latent cache key. Crop "none": `resized` is the bucket, no crop.
     """
     bucket = nearest_bucket(width, height, bucket_sizes(resolution, square_only))
     if no_upscale:
         bucket = _shrink_to_fit(bucket, width, height)
+    if crop == "none":
+        return Placement(resolution, bucket, bucket, (0, 0))
     scale = max(bucket[0] / width, bucket[1] / height)
     resized = (max(bucket[0], round(width * scale)), max(bucket[1], round(height * scale)))
     spare_x, spare_y = resized[0] - bucket[0], resized[1] - bucket[1]

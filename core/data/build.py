@@ -77,7 +77,8 @@ class _Builder:
         """One image the doctor passed (`content`: its sha256)."""
         spec, source = self.spec, self.spec.sources[scanned.source_index]
         width, height = probe(scanned.path)
-        caption, origin = base_caption(scanned, source.missing_caption, spec.trigger, source.caption_ext)
+        trigger = "" if source.regularisation else spec.trigger  # reg captions describe the class, not the subject
+        caption, origin = base_caption(scanned, source, trigger)
         placements = [
             place(width, height, res, square_only=source.square_only, no_upscale=source.no_upscale,
                   crop=source.crop, seed=spec.seed, image_key=content)
@@ -105,6 +106,7 @@ def build_dataset(
 ) -> TrainingDataset:
     """Scan, examine every file at once (core/data/doctor.py), encode what the cache lacks and return
     the dataset with its report."""
+    spec.check_roles()
     scans = [scan_source(source, index) for index, source in enumerate(spec.sources)]
     scanned = [image for scan in scans for image in scan.images]
     diagnosis = examine(spec, scanned, [p for scan in scans for p in scan.orphan_captions])
@@ -136,7 +138,8 @@ def build_dataset(
         reasons = "; ".join(f"{path.name}: {why}" for path, why in rejected[:5])
         raise DatasetError(f"No usable images in {folders} ({len(rejected)} rejected{': ' + reasons if reasons else ''}); "
                            f"supported formats: {', '.join(sorted(IMAGE_EXTENSIONS))}.")
-    empty_key = builder.text_key("") if spec.caption_dropout > 0 else None
+    dropout = any(spec.caption_dropout_of(i) > 0 for i in range(len(spec.sources)))
+    empty_key = builder.text_key("") if dropout else None
     dataset = TrainingDataset(spec, tuple(samples), empty_key, builder.texts, builder.latents)
     dataset.report = build_report(
         spec, dataset, records, rejected, [p for scan in scans for p in scan.ignored],

@@ -1,4 +1,11 @@
-"""Caption text: reading, trigger insertion, missing-caption policy, DOP class caption, token shuffle.
+"""Caption text: where it comes from (caption strategy, missing-caption policy), trigger insertion,
+DOP class caption, token shuffle.
+
+One function decides an image's caption (`base_caption`): SimpleTuner's caption strategies
+("textfile", "filename", "instanceprompt") choose the source, and only "textfile" can find a
+caption missing, which is when the `missing_caption` policy applies. The trigger is applied to
+whatever the source gave, except in regularisation folders (their captions describe the class, not
+the subject; build.py passes no trigger for them).
 
 Token shuffle uses a fixed number of precomputed tag orders per caption (`shuffle_variants`) rather
 than a fresh order every step. Why: every caption text the trainer can see is then known before
@@ -18,6 +25,7 @@ import torch
 from ..seeding import generator
 from .errors import DatasetError
 from .scan import ScannedImage
+from .spec import FolderSource
 
 TRIGGER_PLACEHOLDER = "{trigger}"
 
@@ -29,8 +37,6 @@ def read_caption(path: Path) -> str:
     except UnicodeDecodeError as exc:
         raise DatasetError(f"Caption file {path} is not UTF-8 text ({exc}); re-save it as UTF-8.") from exc
     return " ".join(text.split())
-
-
 
 
 def apply_trigger(caption: str, trigger: str) -> str:
@@ -63,8 +69,19 @@ def mentions(text: str, word: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text) is not None
 
 
-def base_caption(image: ScannedImage, policy: str, trigger: str, caption_ext: str) -> tuple[str, str]:
-    """(caption with trigger applied, origin: "file" | "trigger_only" | "folder_name")."""
+def filename_caption(path: Path) -> str:
+    """SimpleTuner's "filename" strategy: the file's stem, underscores as spaces."""
+    return " ".join(path.stem.replace("_", " ").split())
+
+
+def base_caption(image: ScannedImage, source: FolderSource, trigger: str) -> tuple[str, str]:
+    """(caption with trigger applied, origin: "file" | "filename" | "instanceprompt" | "trigger_only"
+    | "folder_name")."""
+    if source.caption_strategy == "filename":
+        return apply_trigger(filename_caption(image.path), trigger), "filename"
+    if source.caption_strategy == "instanceprompt":
+        return apply_trigger(source.instance_prompt, trigger), "instanceprompt"
+    policy, caption_ext = source.missing_caption, source.caption_ext
     if image.caption_path is not None:
         return apply_trigger(read_caption(image.caption_path), trigger), "file"
     if policy == "error":

@@ -5,13 +5,13 @@ each call: the dataset is built before any run's settings are known, and one dat
 different ones. (The dataset's own `DatasetSpec.seed` fixed only what was decided when it was built:
 random crop offsets and the precomputed token-shuffle orders.)
 
-Schedule: epoch e = step // steps_per_epoch. For each epoch a generator seeded by (seed, e)
-shuffles every bucket's samples (each repeated `repeats` times), cuts them into batches of
-`batch_size` within the bucket (the last batch of a bucket may be smaller rather than dropping
-images), and shuffles the order of all batches. The batch of a step is entry step % steps_per_epoch.
-Caption dropout and the token-shuffle variant are drawn per sample from a generator seeded by
-(seed, step). So resuming at step N gives exactly the batches of an uninterrupted run, with no
-loader state saved.
+Schedule (core/data/schedule.py): epoch e = step // steps_per_epoch. For each epoch a generator
+seeded by (seed, e) shuffles every bucket's samples (each repeated `repeats` times, plus the epoch's
+draws from regularisation folders), cuts them into batches of `batch_size` within the bucket, and
+shuffles the order of all batches. The batch of a step is entry step % steps_per_epoch. Caption
+dropout (the sample's folder's rate) and the token-shuffle variant are drawn per sample from a
+generator seeded by (seed, step). So resuming at step N gives exactly the batches of an
+uninterrupted run, with no loader state saved. Each sample's loss weight is its folder's.
 
 Memory: latents, masks and text encodings stay on disk and are read per batch. Why not keep them
 in RAM: 1,000 images at 1024 px are 1 GB of fp32 latents, and a T5-XXL context (512 x 4096 fp32)
@@ -21,7 +21,6 @@ against seconds for a Flux step, and the OS page cache keeps hot entries in memo
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +31,7 @@ from ..seeding import generator, stream_seed
 from .buckets import Placement
 from .cache import EncodingCache
 from .errors import DatasetError
+from .schedule import build_schedule, epoch_batches, steps_per_epoch
 from .spec import DatasetSpec
 
 
@@ -71,6 +71,8 @@ class Batch:
     """DOP prior captions (trigger -> class word); None without class word."""
     paths: list[Path]
     epoch: int
+    loss_weights: torch.Tensor | None = None
+    """(B,) float32: each sample's folder's loss_weight (kohya's prior_loss_weight for reg folders)."""
 
 
 def _stack_text(entries: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -105,35 +107,37 @@ class TrainingDataset:
             buckets.setdefault(sample.placement.bucket, []).append(index)
         self.buckets = {key: tuple(buckets[key]) for key in sorted(buckets)}
         """bucket (width, height) -> sample indices; a batch never mixes buckets."""
+        self.schedule = build_schedule(samples, spec.sources, self.buckets)
         self.image_count = len({s.path for s in samples})
         self.report = None
         """DatasetReport, set by build_dataset."""
         self._plan = lru_cache(maxsize=2)(self._epoch_plan)
 
     def __len__(self) -> int:
-        """Samples per epoch: every image at every resolution, times its repeats."""
-        return sum(s.repeats for s in self.samples)
+        """Samples per epoch: every training image at every resolution, times its repeats, plus the
+        regularisation draws."""
+        return sum(self.schedule.bucket_sizes().values())
 
     @property
     def fingerprint(self) -> str:
-        """Identifies the exact training data and schedule; a resume can check it is unchanged."""
+        """Identifies the exact training data and schedule; a resume can check it is unchanged.
+        Folder roles, ratios, weights and dropout enter only when set, so sets without them keep the
+        fingerprint they had before those settings existed (their runs still resume)."""
         keys = "|".join(f"{s.latent_key}:{s.repeats}:{','.join(s.text_keys)}" for s in self.samples)
+        options = [f"{i}:{s.role}:{s.reg_ratio}:{s.loss_weight}:{s.caption_dropout}"
+                   for i, s in enumerate(self.spec.sources)
+                   if s.regularisation or s.loss_weight != 1.0 or s.caption_dropout is not None]
+        if options:
+            keys += "|folders:" + ";".join(options)
         return f"{stream_seed(self.spec.seed, 'dataset', keys):016x}"
 
     def steps_per_epoch(self, batch_size: int) -> int:
         if batch_size < 1:
             raise DatasetError(f"batch_size={batch_size} must be >= 1.")
-        return sum(math.ceil(sum(self.samples[i].repeats for i in idx) / batch_size) for idx in self.buckets.values())
+        return steps_per_epoch(self.schedule, batch_size)
 
     def _epoch_plan(self, epoch: int, batch_size: int, seed: int) -> tuple[tuple[int, ...], ...]:
-        gen = generator(seed, "epoch", epoch)
-        batches: list[tuple[int, ...]] = []
-        for indices in self.buckets.values():
-            entries = [i for i in indices for _ in range(self.samples[i].repeats)]
-            order = torch.randperm(len(entries), generator=gen).tolist()
-            shuffled = [entries[j] for j in order]
-            batches.extend(tuple(shuffled[k : k + batch_size]) for k in range(0, len(shuffled), batch_size))
-        return tuple(batches[j] for j in torch.randperm(len(batches), generator=gen).tolist())
+        return epoch_batches(self.schedule, epoch, batch_size, seed)
 
     def batch_indices(self, step: int, batch_size: int, seed: int) -> tuple[int, ...]:
         """Sample indices of the batch trained at `step` (0-based)."""
@@ -147,7 +151,8 @@ class TrainingDataset:
         indices = self.batch_indices(step, batch_size, seed)
         samples = [self.samples[i] for i in indices]
         gen = generator(seed, "step", step)
-        dropped = (torch.rand(len(samples), generator=gen) < self.spec.caption_dropout).tolist()
+        dropout = torch.tensor([self.spec.caption_dropout_of(s.source_index) for s in samples])
+        dropped = (torch.rand(len(samples), generator=gen) < dropout).tolist()
         variants = [int(torch.randint(len(s.captions), (1,), generator=gen)) for s in samples]
         entries = [self._latents.read(s.latent_key) for s in samples]
         latents = torch.stack([e["latent"] for e in entries])
@@ -161,8 +166,9 @@ class TrainingDataset:
         if self.spec.class_word:
             dop_keys, dop_captions = self._texts_for(samples, dropped, variants, dop=True)
             dop_context, dop_pooled = _stack_text([self._texts.read(k) for k in dop_keys])
+        weights = torch.tensor([self.spec.sources[s.source_index].loss_weight for s in samples], dtype=torch.float32)
         return Batch(latents, context, pooled, loss_mask, captions, dop_context, dop_pooled, dop_captions,
-                     [s.path for s in samples], step // self.steps_per_epoch(batch_size))
+                     [s.path for s in samples], step // self.steps_per_epoch(batch_size), weights)
 
     def _texts_for(self, samples, dropped, variants, dop: bool) -> tuple[list[str], list[str]]:
         keys, captions = [], []

@@ -82,6 +82,8 @@ def examine(spec: DatasetSpec, scanned: list[ScannedImage], orphan_captions: lis
         if factor >= UPSCALE_WARN:
             problems.append(Problem(image.path, f"{width}x{height} px is upscaled {factor:.1f}x to "
                                     f"{min(source.resolutions)} px (blurry detail)", None))
+        if source.caption_strategy != "textfile":
+            continue  # the caption comes from the file name or the instance prompt: caption files are not read
         if image.caption_path is None and source.missing_caption == "error":
             problems.append(Problem(image.path, f"has no .{source.caption_ext} caption file", "missing_caption"))
         elif image.caption_path is not None:
@@ -111,7 +113,8 @@ def refusal(spec: DatasetSpec, diagnosis: Diagnosis) -> DatasetError:
 
 def _fix(policy: str) -> str:
     if policy == "missing_caption":
-        return "missing_caption='error': add the caption, or set missing_caption to 'trigger_only' or 'folder_name'"
+        return ("missing_caption='error': add the caption, or set missing_caption to 'trigger_only' or "
+                "'folder_name' (or caption_strategy to 'filename' / 'instanceprompt')")
     return f"{policy}='error': fix the file, or set {policy}='skip'"
 
 

@@ -3,7 +3,7 @@
 `DatasetReport.data` is a plain JSON-able dict (for the panel event); `.text` renders it for the
 node's STRING output. The suggested step count follows Astria's rule of thumb: 27 steps per image
 with at least 300 for characters and concepts, 100 steps per image (at least 300) for styles: one
-rule, core/presets.py's.
+rule, core/presets.py's, counting training images only (regularisation images are not what is learnt).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class ImageRecord:
     size: tuple[int, int]
     caption: str
     caption_origin: str
-    """"file", "trigger_only" or "folder_name"."""
+    """"file", "filename", "instanceprompt", "trigger_only" or "folder_name"."""
     repeats: int
 
 
@@ -49,21 +49,28 @@ def build_report(spec, dataset, records, rejected, ignored, counts, damaged, war
         folders.append({
             "folder": str(source.folder), "images": len(mine), "resolutions": list(source.resolutions),
             "repeats": {str(r): n for r, n in sorted(Counter(r.repeats for r in mine).items())},
+            "role": source.role, "loss_weight": source.loss_weight, "caption_strategy": source.caption_strategy,
+            "caption_dropout": spec.caption_dropout_of(index), "crop": source.crop,
+            "reg_samples_per_epoch": dataset.schedule.reg_draws(index) if source.regularisation else None,
         })
     histogram = Counter(f"{s.placement.resolution}px {s.placement.bucket[0]}x{s.placement.bucket[1]}"
                         for s in dataset.samples)
     origins = Counter(r.caption_origin for r in records)
+    trained = [r for r in records if not spec.sources[r.source_index].regularisation]
     steps_per_epoch = dataset.steps_per_epoch(1)
     data = {
         "images": dataset.image_count,
         "samples_per_epoch": len(dataset),
+        "train_samples_per_epoch": dataset.schedule.train_samples,
         "folders": folders,
         "buckets": dict(sorted(histogram.items())),
         "captions": {
             "from_file": origins["file"],
             "missing": [{"image": str(r.path), "used": r.caption_origin, "caption": r.caption}
-                        for r in records if r.caption_origin != "file"],
-            "with_trigger": sum(mentions(r.caption, spec.trigger) for r in records) if spec.trigger else None,
+                        for r in records if r.caption_origin in ("trigger_only", "folder_name")],
+            "origins": dict(sorted(origins.items())),
+            "trained_images": len(trained),
+            "with_trigger": sum(mentions(r.caption, spec.trigger) for r in trained) if spec.trigger else None,
             "empty": [str(r.path) for r in records if not r.caption],
         },
         "duplicates": [paths for paths in by_hash.values() if len(paths) > 1],
@@ -76,7 +83,7 @@ def build_report(spec, dataset, records, rejected, ignored, counts, damaged, war
         },
         "batch_size": 1,
         "steps_per_epoch": steps_per_epoch,
-        "suggested_steps_by_preset": {preset: suggested_steps(preset, dataset.image_count) if dataset.image_count else 0
+        "suggested_steps_by_preset": {preset: suggested_steps(preset, len(trained)) if trained else 0
                                       for preset in STEP_RULES},
     }
     return DatasetReport(data, render(data, spec.trigger))
@@ -98,12 +105,18 @@ def render(data: dict, trigger: str) -> str:
     for folder in data["folders"]:
         repeats = ", ".join(f"{n} images x{r}" for r, n in folder["repeats"].items()) or "none"
         lines.append(f"  {folder['folder']}: {folder['images']} images at {folder['resolutions']} px; "
-                     f"repeats: {repeats}")
+                     f"repeats: {repeats}{_folder_options(folder)}")
+        if folder["role"] == "regularisation":
+            lines.append(f"    regularisation: {folder['reg_samples_per_epoch']} reg samples per epoch "
+                         f"(with {data['train_samples_per_epoch']} training samples), loss weight "
+                         f"{folder['loss_weight']:g}, captions without the trigger")
     lines.append("Buckets: " + ", ".join(f"{name}: {n}" for name, n in data["buckets"].items()))
     captions = data["captions"]
-    lines.append(f"Captions: {captions['from_file']}/{data['images']} from caption files.")
+    lines.append(f"Captions: {captions['from_file']}/{data['images']} from caption files"
+                 + "".join(f", {n} from the {origin}" for origin, n in captions["origins"].items()
+                           if origin in ("filename", "instanceprompt")) + ".")
     if trigger:
-        lines.append(f"Trigger '{trigger}' in {captions['with_trigger']}/{data['images']} captions.")
+        lines.append(f"Trigger '{trigger}' in {captions['with_trigger']}/{captions['trained_images']} training captions.")
     for item in captions["missing"]:
         lines.append(f"  missing caption: {item['image']} -> {item['used']}: '{item['caption']}'")
     for path in captions["empty"]:
@@ -125,3 +138,17 @@ def render(data: dict, trigger: str) -> str:
     lines.append(f"Steps per epoch at batch size {data['batch_size']}: {data['steps_per_epoch']}. "
                  f"Suggested steps: {suggested}.")
     return "\n".join(lines)
+
+
+def _folder_options(folder: dict) -> str:
+    """The folder's settings that differ from the defaults, for its report line."""
+    parts = []
+    if folder["caption_strategy"] != "textfile":
+        parts.append(f"captions: {folder['caption_strategy']}")
+    if folder["caption_dropout"]:
+        parts.append(f"caption dropout {folder['caption_dropout']:g}")
+    if folder["crop"] == "none":
+        parts.append("crop: none (resized to the bucket, aspect stretched slightly)")
+    if folder["role"] != "regularisation" and folder["loss_weight"] != 1.0:
+        parts.append(f"loss weight {folder['loss_weight']:g}")
+    return "; " + "; ".join(parts) if parts else ""

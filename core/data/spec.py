@@ -15,7 +15,9 @@ from .errors import DatasetError
 
 MISSING_CAPTION_POLICIES = ("error", "trigger_only", "folder_name")
 FILE_POLICIES = ("error", "skip")
-CROP_MODES = ("center", "random")
+CROP_MODES = ("center", "random", "none")
+CAPTION_STRATEGIES = ("textfile", "filename", "instanceprompt")
+ROLES = ("train", "regularisation")
 BUCKET_STEP = 16
 
 
@@ -43,7 +45,9 @@ class FolderSource:
     """Image without caption file: "error" (refuse), "trigger_only", or "folder_name" (kohya class
     of the folder, `40_maya_char` -> "maya char")."""
     crop: str = "center"
-    """Crop after resizing to cover the bucket: "center" or "random" (offset fixed per seed and image)."""
+    """Crop after resizing to cover the bucket: "center" or "random" (offset fixed per seed and image);
+    "none" resizes the whole image to the bucket instead, stretching it slightly (at most the step
+    between neighbouring bucket shapes, a few percent) rather than cutting anything off."""
     no_upscale: bool = False
     """Images smaller than their bucket go to a smaller bucket of the same shape instead of being upscaled."""
     square_only: bool = False
@@ -52,6 +56,22 @@ class FolderSource:
     """Use an image's alpha channel as a loss mask (pixels are still flattened on white)."""
     min_size: int = 0
     """Images whose shorter side is below this many pixels are refused or skipped (see DatasetSpec.on_small)."""
+    caption_strategy: str = "textfile"
+    """Where captions come from (SimpleTuner's names): "textfile" (the caption file, else
+    `missing_caption`), "filename" (the image's file name, underscores as spaces), "instanceprompt"
+    (`instance_prompt` for every image)."""
+    instance_prompt: str = ""
+    """The one caption of every image under caption_strategy="instanceprompt"."""
+    caption_dropout: float | None = None
+    """This folder's caption dropout; None: the set's (DatasetSpec.caption_dropout)."""
+    role: str = "train"
+    """"train", or "regularisation" (kohya's reg images, SimpleTuner's is_regularisation_data): the
+    images mix into every epoch at `reg_ratio`, their captions get no trigger, their loss `loss_weight`."""
+    reg_ratio: float = 0.5
+    """Regularisation folders only: the fraction of each epoch's samples drawn from this folder. 0.5 is
+    kohya's balance (as many reg samples as training samples per epoch); see core/data/schedule.py."""
+    loss_weight: float = 1.0
+    """Each of this folder's samples' loss is multiplied by this (kohya's prior_loss_weight for reg folders)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "folder", Path(self.folder))
@@ -71,6 +91,24 @@ class FolderSource:
         _choice("crop", self.crop, CROP_MODES)
         if self.min_size < 0:
             raise DatasetError(f"min_size={self.min_size} of {self.folder} must be >= 0.")
+        _choice("caption_strategy", self.caption_strategy, CAPTION_STRATEGIES)
+        object.__setattr__(self, "instance_prompt", " ".join(self.instance_prompt.split()))
+        if self.caption_strategy == "instanceprompt" and not self.instance_prompt:
+            raise DatasetError(f"caption_strategy='instanceprompt' for {self.folder} needs an instance_prompt; "
+                               "type the caption every image of the folder should train with.")
+        if self.caption_dropout is not None and not 0.0 <= self.caption_dropout < 1.0:
+            raise DatasetError(f"caption_dropout={self.caption_dropout} of {self.folder} must be in [0, 1) "
+                               "(or unset for the set's).")
+        _choice("role", self.role, ROLES)
+        if self.regularisation and not 0.0 < self.reg_ratio < 1.0:
+            raise DatasetError(f"reg_ratio={self.reg_ratio} of regularisation folder {self.folder} must be "
+                               "between 0 and 1 (0.5 = as many reg samples as training samples).")
+        if not 0.0 <= self.loss_weight <= 100.0:
+            raise DatasetError(f"loss_weight={self.loss_weight} of {self.folder} must be in [0, 100].")
+
+    @property
+    def regularisation(self) -> bool:
+        return self.role == "regularisation"
 
 
 @dataclass(frozen=True)
@@ -117,6 +155,22 @@ class DatasetSpec:
             raise DatasetError("class_word is set but trigger is empty; DOP replaces the trigger, so set both.")
         _choice("on_bad_file", self.on_bad_file, FILE_POLICIES)
         _choice("on_small", self.on_small, FILE_POLICIES[::-1])
+
+    def check_roles(self) -> None:
+        """A set that is built needs training images. Not checked in __post_init__: a regularisation
+        node's own spec holds only its folder until it is chained after the training folders."""
+        if all(s.regularisation for s in self.sources):
+            raise DatasetError("Every folder is a regularisation folder; connect the DatasetFromFolder of the "
+                               "training images (role 'train') to the regularisation node's dataset input.")
+        reg_share = sum(s.reg_ratio for s in self.sources if s.regularisation)
+        if reg_share >= 1.0:
+            raise DatasetError(f"The reg_ratio of the regularisation folders add up to {reg_share:g}; together "
+                               "they must stay below 1 so that training images remain in every epoch.")
+
+    def caption_dropout_of(self, source_index: int) -> float:
+        """A folder's own caption dropout, else the set's."""
+        own = self.sources[source_index].caption_dropout
+        return self.caption_dropout if own is None else own
 
     def chained_after(self, previous: "DatasetSpec") -> "DatasetSpec":
         """This set chained after a previous DatasetFromFolder's: its folders first, then these, with

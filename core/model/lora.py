@@ -13,6 +13,7 @@ weights peft's merge silently drops the delta. Saved files carry the LoRA to eve
 """
 
 import contextlib
+import math
 import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping
@@ -25,10 +26,11 @@ from peft.tuners.lora import LoraLayer
 
 from ..lora_selection import TARGET_PRESETS, parse_blocks
 from ..sections import LoraSettings
+from . import lokr
 from .lora_targets import target_names
 
 __all__ = ["ADAPTER", "TARGET_PRESETS", "LoraWeights", "attach_lora", "load_lora_state_dict", "lora_disabled",
-           "lora_layers", "lora_state_dict", "parse_blocks", "target_names", "trainable_parameters"]
+           "lora_layers", "lora_state_dict", "parameter_count", "parse_blocks", "target_names", "trainable_parameters"]
 
 ADAPTER = "default"
 
@@ -45,6 +47,12 @@ class LoraWeights:
     def rank(self) -> int:
         return self.down.shape[0]
 
+    def tensors(self) -> dict:
+        return {"down": self.down, "up": self.up}
+
+    def clone(self) -> "LoraWeights":
+        return LoraWeights(self.down.clone(), self.up.clone(), self.alpha)
+
     def delta(self) -> torch.Tensor:
         """The change this pair makes to its layer's weight, in float64: alpha / rank * up @ down."""
         return (self.up.double() @ self.down.double()) * (float(self.alpha) / self.rank)
@@ -52,16 +60,21 @@ class LoraWeights:
 
 def attach_lora(module: nn.Module, spec: LoraSettings, dtype: torch.dtype = torch.float32,
                 names: list | None = None) -> list:
-    """Inject peft LoRA layers on `spec`'s targets of `module` (or on `names`) in place; return their names.
+    """Attach `spec.network`'s adapter (peft LoRA, or our LoKr: core/model/lokr.py) on `spec`'s
+    targets of `module` (or on `names`) in place; return their names.
 
     Everything else in `module` is frozen (requires_grad=False, peft's rule; that includes base
     weights shared with the owner). LoRA weights are kept in `dtype` (float32 by default, also
     under a bf16 base): peft casts the input to the LoRA dtype and the result back. Quantize the
     base (core/model/quant.py) before attaching, never after.
     """
-    if lora_layers(module):
+    if lora_layers(module) or lokr.lokr_layers(module):
         raise ValueError("this module already carries LoRA layers; attach once per training tree")
     names = target_names(module, spec) if names is None else names
+    if spec.network == "lokr":
+        lokr.attach_lokr(module, names, rank=spec.rank, alpha=spec.effective_alpha, factor=spec.lokr_factor,
+                         full_matrix=spec.lokr_full_matrix, decompose_both=spec.lokr_decompose_both, dtype=dtype)
+        return names
     config = LoraConfig(
         r=spec.rank,
         lora_alpha=spec.effective_alpha,
@@ -83,6 +96,16 @@ def attach_lora(module: nn.Module, spec: LoraSettings, dtype: torch.dtype = torc
     return names
 
 
+def parameter_count(module: nn.Module, names: list, spec: LoraSettings) -> int:
+    """The trainable weights `spec` would put on the linears `names` of `module` (memory plans; attaches nothing)."""
+    linears = [module.get_submodule(name) for name in names]
+    if spec.network == "lokr":
+        return sum(math.prod(shape) for m in linears for shape in lokr.part_shapes(
+            m.in_features, m.out_features, rank=spec.rank, factor=spec.lokr_factor, full_matrix=spec.lokr_full_matrix,
+            decompose_both=spec.lokr_decompose_both).values())
+    return sum(spec.rank * (m.in_features + m.out_features) for m in linears)
+
+
 def _refuse_merge(name: str):
     def merge(*args, **kwargs):
         raise RuntimeError(
@@ -100,12 +123,12 @@ def lora_layers(module: nn.Module) -> dict:
 
 
 def trainable_parameters(module: nn.Module) -> list:
-    """[(name, parameter)] of the LoRA weights, in a fixed order (optimizer and checkpoint order)."""
+    """[(name, parameter)] of the LoRA (or LoKr) weights, in a fixed order (optimizer and checkpoint order)."""
     out = []
     for name, layer in lora_layers(module).items():
         out.append((f"{name}.lora_down", layer.lora_A[ADAPTER].weight))
         out.append((f"{name}.lora_up", layer.lora_B[ADAPTER].weight))
-    return out
+    return out + lokr.lokr_parameters(module)
 
 
 @contextlib.contextmanager
@@ -120,15 +143,17 @@ def lora_disabled(module: nn.Module) -> Iterator[None]:
     for layer in layers:
         layer._disable_adapters = True
     try:
-        yield
+        with lokr.lokr_disabled(module):
+            yield
     finally:
         for layer, was in zip(layers, previous):
             layer._disable_adapters = was
 
 
 def lora_state_dict(module: nn.Module) -> dict:
-    """{BFL name: LoraWeights} of the attached LoRA (detached tensors sharing storage: clone to keep)."""
-    return {
+    """{BFL name: LoraWeights (or lokr.LokrWeights)} of the attached adapter (detached tensors sharing
+    storage: clone to keep)."""
+    weights = {
         name: LoraWeights(
             down=layer.lora_A[ADAPTER].weight.detach(),
             up=layer.lora_B[ADAPTER].weight.detach(),
@@ -136,6 +161,7 @@ def lora_state_dict(module: nn.Module) -> dict:
         )
         for name, layer in lora_layers(module).items()
     }
+    return weights | {name: layer.weights() for name, layer in lokr.lokr_layers(module).items()}
 
 
 def load_lora_state_dict(module: nn.Module, weights: Mapping, source: str = "the given weights", strict: bool = True) -> list:
@@ -144,8 +170,15 @@ def load_lora_state_dict(module: nn.Module, weights: Mapping, source: str = "the
     Names must match the attached targets exactly (`strict=False`, for init_lora into a wider
     target set: attached layers absent from `weights` keep their fresh init) and ranks must agree.
     A different alpha is absorbed by rescaling `up` so the delta (alpha / rank * up @ down) is
-    exactly the file's while the run keeps its own alpha.
+    exactly the file's while the run keeps its own alpha. LoKr weights go to core/model/lokr.py.
     """
+    kinds = {type(w) for w in weights.values()}
+    if lokr.lokr_layers(module) or lokr.LokrWeights in kinds:
+        if kinds != {lokr.LokrWeights} or lora_layers(module):
+            what = "a LoKr" if lokr.LokrWeights in kinds else "a LoRA"
+            raise ValueError(f"{source} holds {what} but this run trains the other kind; set lora.network to "
+                             f"{'lokr' if what == 'a LoKr' else 'lora'} or pick a file of this network")
+        return lokr.load_lokr_state_dict(module, weights, source, strict)
     layers = lora_layers(module)
     missing, unexpected = sorted(set(layers) - set(weights)), sorted(set(weights) - set(layers))
     if unexpected or (missing and strict):

@@ -9,6 +9,8 @@ the same change.
 - Flux.2 (one layout): `diffusion_model.<BFL name>.lora_A.weight`, `.lora_B.weight`, alpha / rank
   folded into lora_B and no `.alpha`: diffusers' Flux.2 reader refuses `.alpha` keys, and with them
   gone every reader applies scale 1 (ComfyUI's rule for a missing alpha), hence the same change.
+LoKr layers (lora.network 'lokr') use LyCORIS' `lokr_w1` / `lokr_w2` (+ `_a` / `_b`) keys under the same
+stems (core/model/lokr_format.py); Flux.1's diffusers layout holds LoRA only.
 A file without `.alpha` reads back with alpha = rank, which is what every loader applies. Resume
 never depends on this: a checkpoint keeps the raw trained weights beside the file (core/train/checkpoint.py).
 The file describes itself in safetensors metadata (strings): format version, family, layout, rank,
@@ -28,17 +30,20 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..run.atomic import atomic_write
-from . import lora_diffusers, text_lora
+from . import lokr_format, lora_diffusers, text_lora
 from .flux_family import FAMILIES as _FAMILY_TABLE
 from .flux_family import family as _family
+from .lokr import LokrWeights
 from .lora import LoraWeights
 
 FORMAT_VERSION = "1"
 FAMILIES = tuple(_FAMILY_TABLE)
 LAYOUTS = ("kohya", "diffusers")
-_KOHYA = re.compile(r"lora_unet_(.+)\.(lora_down\.weight|lora_up\.weight|alpha)")
-_DIFFUSION = re.compile(r"diffusion_model\.(.+)\.(lora_A\.weight|lora_B\.weight|alpha)")
-_PART = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_A.weight": "down", "lora_B.weight": "up", "alpha": "alpha"}
+_LOKR = "|".join(lokr_format.PART_OF)
+_KOHYA = re.compile(rf"lora_unet_(.+)\.(lora_down\.weight|lora_up\.weight|alpha|{_LOKR})")
+_DIFFUSION = re.compile(rf"diffusion_model\.(.+)\.(lora_A\.weight|lora_B\.weight|alpha|{_LOKR})")
+_PART = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_A.weight": "down", "lora_B.weight": "up", "alpha": "alpha",
+         **lokr_format.PART_OF}
 
 # The BFL linears a LoRA file may name: kohya keys replace "." by "_", which is only reversible
 # against this vocabulary ("img_attn_qkv" -> "img_attn.qkv", "img_mlp_0" -> "img_mlp.0").
@@ -141,11 +146,14 @@ def save_lora(
     path = Path(path)
     if not weights:
         raise ValueError(f"refusing to write {path}: the LoRA has no layers")
+    network = _network_of(weights.values(), path)
+    if network == "lokr" and layout == "diffusers" and _family(family).lora_keys == "kohya":
+        raise ValueError(f"cannot write {path}: the diffusers layout holds LoRA only; write LoKr with run.lora_format 'kohya'")
     ranks, alphas = set(), set()
     for name, w in weights.items():
         if not is_known_name(name):
             raise ValueError(f"cannot write {path}: {name!r} is not a Flux linear this format can name")
-        if w.down.shape[0] != w.up.shape[1]:
+        if network == "lora" and w.down.shape[0] != w.up.shape[1]:
             raise ValueError(f"cannot write {path}: {name} down {tuple(w.down.shape)} and up {tuple(w.up.shape)} disagree on rank")
         ranks.add(w.rank)
         alphas.add(float(w.alpha))
@@ -160,7 +168,8 @@ def save_lora(
         "fluxlab.format_version": FORMAT_VERSION,
         "fluxlab.family": family,
         "fluxlab.layout": layout if kohya else "bfl",
-        "fluxlab.rank": _metadata_value("rank", ranks.pop() if len(ranks) == 1 else sorted(ranks)),
+        "fluxlab.network": network,
+        "fluxlab.rank": _metadata_value("rank", ranks.pop() if len(ranks) == 1 else sorted(ranks, key=lambda r: r or 0)),
         "fluxlab.alpha": _metadata_value("alpha", alphas.pop() if len(alphas) == 1 else sorted(alphas)),
         "fluxlab.targets": json.dumps(list(weights)),
     })
@@ -171,10 +180,21 @@ def save_lora(
     return path
 
 
+def _network_of(weights, path) -> str:
+    kinds = {type(w) for w in weights}
+    if len(kinds) != 1:
+        raise ValueError(f"cannot write {path}: it mixes LoRA and LoKr layers; one file holds one network")
+    return "lokr" if kinds == {LokrWeights} else "lora"
+
+
 def _bfl_tensors(weights: Mapping, family: str, dtype) -> dict:
     """Keys by BFL name: kohya's with `.alpha` (Flux.1), or `diffusion_model.` with alpha folded (Flux.2)."""
     tensors = {}
     for name, w in weights.items():
+        if isinstance(w, LokrWeights):
+            tensors.update(lokr_format.to_tensors(_key_stem(name, family), w, dtype=dtype,
+                                                  explicit_alpha=_family(family).lora_keys == "kohya"))
+            continue
         down_key, up_key, alpha_key = lora_keys(name, family)
         down, up = w.down.detach().to("cpu"), w.up.detach().to("cpu")
         if _family(family).lora_keys == "bfl":
@@ -248,6 +268,8 @@ def load_lora(path, family: str = None, rank: int = None) -> LoraFile:
         raise ValueError(f"{path}: metadata says family {metadata['fluxlab.family']!r} but its keys are {found!r}; the file is inconsistent")
     weights = lora_diffusers.from_tensors(tensors, path) if lora_diffusers.is_layout(tensors) else _bfl_weights(tensors, found, path)
     for name, w in weights.items():
+        if isinstance(w, LokrWeights):
+            continue  # its factors were checked as they were read (core/model/lokr_format.py)
         if w.down.ndim != 2 or w.up.ndim != 2 or w.down.shape[0] != w.up.shape[1]:
             raise ValueError(f"{path}: {name} down {tuple(w.down.shape)} and up {tuple(w.up.shape)} are not a LoRA pair")
         if rank is not None and w.rank != rank:
@@ -264,6 +286,11 @@ def _bfl_weights(tensors: dict, family: str, path) -> dict:
         parts.setdefault(_bfl_name(stem, family, path), {})[_PART[part]] = tensor
     weights = {}
     for name, p in parts.items():
+        if any(part in lokr_format.SUFFIXES for part in p):
+            if "down" in p or "up" in p:
+                raise ValueError(f"{path}: {name} has both LoRA and LoKr tensors; the file is inconsistent")
+            weights[name] = lokr_format.from_parts(p, name, path)
+            continue
         lacking = [x for x in ("down", "up") if x not in p]
         if lacking:
             raise ValueError(f"{path}: {name} lacks its {', '.join(lacking)} tensor ({', '.join(lora_keys(name, family)[:2])} expected)")

@@ -7,7 +7,8 @@ made for that draw from (run seed, purpose, index), the way the data order and t
 
 - `init_lora` redraws what peft initialised with the global generator, with peft's distributions:
   lora_A ~ U(-1/sqrt(in), 1/sqrt(in)) (`default`, Kaiming-uniform with a = sqrt(5)) or
-  N(0, 1/rank) (`gaussian`), lora_B = 0.
+  N(0, 1/rank) (`gaussian`), lora_B = 0; and LoKr's as LyCORIS draws them: w1, w1_a, w1_b, w2_a
+  Kaiming-uniform (the same bound, 1/sqrt(fan in)), w2 and w2_b zero (core/model/lokr.py).
 - `SeededDropout` replaces peft's dropout: its mask is a function of (the run's current step seed,
   the layer's name), so the recomputation of a checkpointed block draws the same mask as the forward
   it replays, which torch only guarantees for the global generator.
@@ -22,6 +23,7 @@ from torch import nn
 
 from ..sections import LoraSettings
 from ..seeding import stream_seed
+from .lokr import lokr_layers
 from .lora import ADAPTER, lora_layers
 
 
@@ -38,6 +40,14 @@ def init_lora(module: nn.Module, spec: LoraSettings, seed: int) -> None:
                 values = (torch.rand(down.shape, generator=g) * 2 - 1) * bound
             down.copy_(values)
             up.zero_()
+        for name, layer in lokr_layers(module).items():
+            for part, param in layer.parts().items():
+                if part in ("w2", "w2_b"):
+                    param.zero_()
+                    continue
+                g = torch.Generator().manual_seed(stream_seed(seed, "lokr_init", f"{name}.{part}"))
+                bound = 1.0 / param.shape[1] ** 0.5
+                param.copy_((torch.rand(param.shape, generator=g) * 2 - 1) * bound)
 
 
 @dataclass
@@ -68,4 +78,6 @@ def use_seeded_dropout(module: nn.Module, p: float) -> StepSeed:
     if p > 0:
         for name, layer in lora_layers(module).items():
             layer.lora_dropout[ADAPTER] = SeededDropout(p, name, step_seed)
+        for name, layer in lokr_layers(module).items():
+            layer.dropout = SeededDropout(p, name, step_seed)
     return step_seed

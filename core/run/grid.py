@@ -132,3 +132,28 @@ def _label_strips(layout: GridLayout, row_labels: Sequence[str], column_labels: 
         fitted = fit_text(str(text), right - left - 2 * LABEL_PADDING, font)
         draw.text((left + LABEL_PADDING, top + LABEL_PADDING), fitted, fill="black", font=font)
     return image
+
+
+def wrap_text(text: str, max_width: int, font: ImageFont.ImageFont) -> list[str]:
+    """`text` broken at spaces into lines that fit `max_width` pixels (a single too-long word is cut)."""
+    lines: list[str] = []
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and font.getlength(candidate) <= max_width:
+            lines[-1] = candidate
+        else:
+            lines.append(fit_text(word, max_width, font))
+    return lines
+
+
+def note_strip(text: str, width: int, cell_width: int) -> np.ndarray:
+    """A pale yellow strip `width` px wide holding `text`, wrapped, in the grid's label font, as a
+    float32 (h, width, 3) array to stack under a grid (CompareCheckpoints' "training - N of M")."""
+    font = label_font(font_size(cell_width))
+    lines = wrap_text(text, width - 2 * LABEL_PADDING, font) or [""]
+    line_height = label_height(cell_width)
+    image = Image.new("RGB", (width, line_height * len(lines) + 2 * LABEL_PADDING), (255, 244, 200))
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        draw.text((LABEL_PADDING, LABEL_PADDING + i * line_height), line, fill="black", font=font)
+    return np.asarray(image, dtype=np.float32) / 255.0

@@ -191,12 +191,14 @@ class RunRegistry:
             return sorted(self._runs.values(), key=lambda h: h.run_id)
 
     def discover(self, root: Path) -> list[RunHandle]:
-        """Register past runs found in subfolders of `root` that hold an events.jsonl (live runs are kept)."""
+        """Register past runs found in subfolders of `root` that hold an events.jsonl (live runs are kept).
+        Only folders named by the run-name rule are runs (not internal ones such as `.dataset_cache`)."""
         root = Path(root)
         found = []
         if not root.is_dir():
             return found
-        for folder in sorted(p for p in root.iterdir() if p.is_dir() and (p / "events.jsonl").is_file()):
+        for folder in sorted(p for p in root.iterdir()
+                             if p.is_dir() and is_run_name(p.name) and (p / "events.jsonl").is_file()):
             events = EventLog(folder / "events.jsonl", read_only=True)
             started = events.last("started")
             run_id = started.event.run_id if started else folder.name

@@ -13,7 +13,6 @@ and every random draw of a step are pure functions of (seed, step): see core/tra
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,12 +22,15 @@ import torch
 from ..model import lora, lora_format, text_lora
 from ..run.atomic import Writer, bytes_writer
 from ..run.rundir import CheckpointInfo
-from .finite import require_finite_weights
-from .optim import LoraEMA
+from .finite import require_finite_weights, require_in_fp16_range
+from .optim import LoraEMA, averaged_weights_swapped_in
 from .state_io import load_state, save_state
+from .text_encoder import trainable
 
 LORA_FILE = "lora.safetensors"
 RESUME_FILE = "optimizer_state.safetensors"
+SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+"""`run.save_dtype` -> the dtype of the LoRA file's down / up tensors."""
 
 
 @dataclass
@@ -43,18 +45,6 @@ class TrainingState:
     """The CLIP-L carrying a text-encoder LoRA (lora.train_text_encoder), else None."""
 
 
-TEXT_PARAM_PREFIX = "text_encoder:"
-"""Prefix of the CLIP-L LoRA's parameters in the optimizer, EMA and resume state."""
-
-
-def trainable(module: torch.nn.Module, text_module: torch.nn.Module | None = None) -> list:
-    """[(name, parameter)] of every LoRA the run trains, transformer first (optimizer and checkpoint order)."""
-    named = lora.trainable_parameters(module)
-    if text_module is not None:
-        named += [(TEXT_PARAM_PREFIX + name, p) for name, p in lora.trainable_parameters(text_module)]
-    return named
-
-
 @dataclass(frozen=True)
 class LoraFileInfo:
     """What goes into every LoRA file's metadata besides the weights."""
@@ -64,18 +54,28 @@ class LoraFileInfo:
     base_fingerprint: str
     config: Mapping[str, Any]
     layout: str = "kohya"
+    dtype: str = "fp32"
+    """`run.save_dtype`: the precision of the file only; resume reads the fp32 weights of RESUME_FILE."""
 
     def write(self, path: Path, weights: Mapping, step: int, text_weights: Mapping | None = None) -> Path:
-        require_finite_weights({f"{name}.{part}": getattr(w, part) for name, w in {**weights, **(text_weights or {})}.items()
-                                for part in ("down", "up")}, str(path))
+        tensors = {f"{name}.{part}": t for name, w in {**weights, **(text_weights or {})}.items()
+                   for part, t in w.tensors().items()}
+        require_finite_weights(tensors, str(path))
+        dtype = SAVE_DTYPES[self.dtype]
+        if dtype == torch.float16:
+            require_in_fp16_range(tensors, str(path))
         return lora_format.save_lora(path, weights, self.family, step=step, trigger=self.trigger or None,
                                      base_fingerprint=self.base_fingerprint, config=dict(self.config),
-                                     layout=self.layout, text_tensors=text_lora.text_tensors(text_weights or {}))
+                                     layout=self.layout, dtype=dtype,
+                                     text_tensors=text_lora.text_tensors(text_weights or {}, dtype))
 
 
 def user_weights_swapped_in(state: TrainingState):
-    """Context in which the module holds the weights users get: the EMA average when EMA is on."""
-    return state.ema.swapped_in() if state.ema is not None else contextlib.nullcontext()
+    """Context in which the module holds the weights users get: the EMA average when EMA is on, a
+    schedule-free optimizer's averaged weights with adamw_schedulefree (the two never go together)."""
+    if state.ema is not None:
+        return state.ema.swapped_in()
+    return averaged_weights_swapped_in(state.optimizer)
 
 
 def user_weights(state: TrainingState, text: bool = False) -> dict:
@@ -85,8 +85,7 @@ def user_weights(state: TrainingState, text: bool = False) -> dict:
     if module is None:
         return {}
     with user_weights_swapped_in(state):
-        return {name: lora.LoraWeights(w.down.clone(), w.up.clone(), w.alpha)
-                for name, w in lora.lora_state_dict(module).items()}
+        return {name: w.clone() for name, w in lora.lora_state_dict(module).items()}
 
 
 def checkpoint_writers(state: TrainingState, info: LoraFileInfo, step: int,

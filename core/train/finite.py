@@ -54,3 +54,15 @@ def require_finite_weights(weights: Mapping[str, torch.Tensor], path: str) -> No
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise NonFiniteError(f"not writing {path}: {bad} non-finite values in {name}")
+
+
+FP16_MAX = 65504.0
+
+
+def require_in_fp16_range(weights: Mapping[str, torch.Tensor], path: str) -> None:
+    """NonFiniteError before an fp16 file would turn a weight beyond fp16's range into inf."""
+    for name, tensor in weights.items():
+        largest = float(tensor.detach().abs().max()) if tensor.numel() else 0.0
+        if largest > FP16_MAX:
+            raise NonFiniteError(f"not writing {path}: {name} holds {largest:g}, beyond fp16's {FP16_MAX:g}; "
+                                 "set run.save_dtype to 'bf16' or 'fp32'")

@@ -116,8 +116,13 @@ def loss_weights(sigmas: torch.Tensor, weighting: str) -> torch.Tensor:
 
 
 def flow_loss(pred: torch.Tensor, target: torch.Tensor, sigmas: torch.Tensor,
-              weighting: str = "uniform", mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Weighted MSE in fp32: mean over the batch of w(sigma_i) * mse_i.
+              weighting: str = "uniform", mask: torch.Tensor | None = None,
+              sample_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted MSE in fp32: mean over the batch of w(sigma_i) * c_i * mse_i.
+
+    c_i is the sample's folder loss weight (`sample_weights`, (B,); 1 when None). The mean stays over
+    the whole batch as in kohya's prior_loss_weight: a reg sample of weight 0 adds nothing, and the
+    other samples' gradients are what they are in that batch (not renormalised to the rest).
 
     mse_i is the mean of (pred - target)^2 over sample i, or with `mask` (broadcastable to pred, e.g.
     (B, 1, h, w) in [0, 1] from alpha channels) the mask-weighted mean sum(m e^2) / sum(m). Why a
@@ -130,7 +135,10 @@ def flow_loss(pred: torch.Tensor, target: torch.Tensor, sigmas: torch.Tensor,
     else:
         m = mask.to(err.device, torch.float32).expand_as(err)
         per_sample = (m * err).flatten(1).sum(dim=1) / m.flatten(1).sum(dim=1).clamp_min(1e-12)
-    return (loss_weights(sigmas.float().to(per_sample.device), weighting) * per_sample).mean()
+    weighted = loss_weights(sigmas.float().to(per_sample.device), weighting) * per_sample
+    if sample_weights is not None:
+        weighted = weighted * sample_weights.to(per_sample.device, torch.float32)
+    return weighted.mean()
 
 
 def sigma_schedule(steps: int, shift: float = 1.0, image_seq_len: int | None = None) -> torch.Tensor:

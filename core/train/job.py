@@ -21,12 +21,18 @@ class Batch(Protocol):
     loss_mask: Optional[torch.Tensor]
     dop_context: Optional[torch.Tensor]
     dop_pooled: Optional[torch.Tensor]
+    loss_weights: Optional[torch.Tensor]
+    """(B,) per-sample loss weights (the folder's loss_weight); None: all 1."""
     # With lora.train_text_encoder the step encodes these instead of reading `pooled` / `dop_pooled`:
     # captions: Sequence[str]; dop_captions: Optional[Sequence[str]] (core/data's Batch has both).
 
 
 class TrainingData(Protocol):
     def batch(self, step: int, batch_size: int, seed: int) -> Batch: ...
+
+    def steps_per_epoch(self, batch_size: int | None = None) -> int:
+        """Batches of `batch_size` in one pass (needed for train.epochs and the report)."""
+        ...
 
 
 @dataclass

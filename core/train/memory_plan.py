@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 
 from torch import nn
 
+from .optim import OPTIMIZERS
+
 ACTIVATION_BYTES = {
     # (family, compute) -> (double block, single block), in units of tokens x hidden x element size
     ("flux1", "fp32"): (20.2, 17.1), ("flux1", "bf16"): (21.7, 21.4),
@@ -36,8 +38,8 @@ RUNTIME_BYTES = 64 * 2**20
 buffers): the intercept of the same fit (68 and 71 MiB on CPU)."""
 QUANT_BYTES = {"none": None, "qint8": 1.0, "qfloat8": 1.0, "qint4": 0.5 + 4 / 128}
 """Bytes per quantized block weight (int4: + a bf16 scale and shift per group of 128)."""
-OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2, "adafactor": 4, "prodigy": 16}
-"""Optimizer state per fp32 LoRA parameter (prodigy keeps four moments)."""
+OPTIMIZER_BYTES = {name: spec.state_bytes for name, spec in OPTIMIZERS.items()}
+"""Optimizer state per fp32 LoRA parameter (prodigy keeps four moments), from optim's table."""
 _LORA_BYTES = 4 + 4  # fp32 weight + gradient
 
 

@@ -2,8 +2,10 @@
 
 Steps here are optimizer steps (after gradient accumulation): `build_scheduler(..., total_steps)`
 takes `train.steps`, and the trainer calls `scheduler.step()` and `ema.update()` once per optimizer
-step. Optional optimizers (bitsandbytes, prodigyopt) are imported only when chosen, and a missing
-package is an error that names the pip package and the torch alternative.
+step. `OPTIMIZERS` is the one list of `optim.optimizer` values: what each needs installed, how it is
+built and how much state it keeps. The optional ones (requirements.txt installs them where the
+package supports the platform) are imported only when chosen, and a missing package is an error
+that names the pip command and the optimizers this Python has.
 """
 
 from __future__ import annotations
@@ -12,25 +14,12 @@ import contextlib
 import importlib
 import importlib.util
 import math
-from typing import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
 
 import torch
 
 from ..config import OptimizerSettings
-
-# Optional optimizers: setting value -> (module, class, pip package).
-_OPTIONAL = {"adamw8bit": ("bitsandbytes.optim", "AdamW8bit", "bitsandbytes"),
-             "prodigy": ("prodigyopt", "Prodigy", "prodigyopt")}
-
-
-def available_optimizers() -> list[str]:
-    """The `optim.optimizer` values that can be built in this Python environment."""
-    names = ["adamw", "adafactor"]
-    for name, (module, _, _) in _OPTIONAL.items():
-        if importlib.util.find_spec(module.split(".")[0]) is not None:
-            names.append(name)
-    return names
-
 
 def _fused_supported(params: list[torch.Tensor]) -> bool:
     """True when torch's fused AdamW kernel accepts every parameter (device type and float dtype)."""
@@ -42,6 +31,74 @@ def _fused_supported(params: list[torch.Tensor]) -> bool:
     return bool(params) and all(p.device.type in devices and torch.is_floating_point(p) for p in params)
 
 
+def _adamw(cls, s: OptimizerSettings, groups: list, flat: list, lr: float):
+    fused = _fused_supported(flat)
+    return cls(groups, lr=lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay,
+               fused=fused or None, foreach=None if fused else True)
+
+
+def _adafactor(cls, s: OptimizerSettings, groups: list, flat: list, lr: float):
+    # torch's Adafactor scales each step by max(eps2, RMS(param)) * min(lr, 1/sqrt(t)). LoRA's B
+    # starts at zero, so with the default eps2 = 1e-3 a 1e-4 rate moves it by 1e-7 per step:
+    # the LoRA barely trains. eps2 = 1 makes the step RMS equal to lr for weights with RMS < 1
+    # (all LoRA weights), i.e. the "relative_step=False, scale_parameter=False" Adafactor that
+    # LoRA trainers use with lr ~1e-4. betas and eps of the settings do not apply to Adafactor.
+    return cls(groups, lr=lr, eps=(None, 1.0), weight_decay=s.weight_decay)
+
+
+def _adam_like(cls, s: OptimizerSettings, groups: list, flat: list, lr: float):
+    return cls(groups, lr=lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay)
+
+
+def _prodigy(cls, s: OptimizerSettings, groups: list, flat: list, lr: float):
+    # safeguard_warmup: the Prodigy authors' advice when the rate warms up (else d grows on tiny steps).
+    return cls(groups, lr=lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay,
+               safeguard_warmup=s.warmup_steps > 0)
+
+
+def _lion(cls, s: OptimizerSettings, groups: list, flat: list, lr: float):
+    return cls(groups, lr=lr, betas=s.effective_betas, weight_decay=s.weight_decay)
+
+
+def _schedule_free(cls, s: OptimizerSettings, groups: list, flat: list, lr: float):
+    # Warmup comes from build_scheduler's LambdaLR (it scales the group's lr exactly as the
+    # optimizer's own warmup_steps would); the optimizer starts in eval mode and steps in train mode.
+    optimizer = cls(groups, lr=lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay, warmup_steps=0)
+    optimizer.train()
+    return optimizer
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """One `optim.optimizer` value: where its class lives and how it is built from the settings."""
+
+    module: str
+    cls: str
+    build: Callable
+    state_bytes: int
+    """Optimizer state per fp32 LoRA parameter (core/train/memory_plan.py)."""
+    package: str = ""
+    """pip package that provides it; empty = torch."""
+
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    "adamw": OptimizerSpec("torch.optim", "AdamW", _adamw, 8),
+    "adamw8bit": OptimizerSpec("bitsandbytes.optim", "AdamW8bit", _adam_like, 2, "bitsandbytes"),
+    "adafactor": OptimizerSpec("torch.optim", "Adafactor", _adafactor, 4),
+    "prodigy": OptimizerSpec("prodigyopt", "Prodigy", _prodigy, 16, "prodigyopt"),
+    "lion": OptimizerSpec("lion_pytorch", "Lion", _lion, 4, "lion-pytorch"),
+    "adamw_schedulefree": OptimizerSpec("schedulefree", "AdamWScheduleFree", _schedule_free, 8, "schedulefree"),
+}
+"""setting value -> spec (bitsandbytes' 8-bit state applies to tensors of 4096+ values; smaller
+ones keep fp32 state, as in bitsandbytes)."""
+
+
+def available_optimizers() -> list[str]:
+    """The `optim.optimizer` values that can be built in this Python environment."""
+    return [name for name, spec in OPTIMIZERS.items()
+            if not spec.package or importlib.util.find_spec(spec.module.split(".")[0]) is not None]
+
+
 def _flat_params(params: Iterable) -> tuple[list, list[torch.Tensor]]:
     groups = list(params)
     if not groups:
@@ -51,35 +108,46 @@ def _flat_params(params: Iterable) -> tuple[list, list[torch.Tensor]]:
     return groups, flat
 
 
+def _optimizer_class(name: str):
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optim.optimizer={name!r} has no builder; choose one of {list(OPTIMIZERS)}")
+    spec = OPTIMIZERS[name]
+    try:
+        return getattr(importlib.import_module(spec.module), spec.cls)
+    except ImportError as err:
+        raise RuntimeError(f"optim.optimizer={name!r} needs the {spec.package!r} package, which is not "
+                           f"installed: run `pip install {spec.package}` in ComfyUI's Python, or set "
+                           f"optim.optimizer to one this Python has: {', '.join(available_optimizers())} "
+                           f"({err})") from err
+
+
 def build_optimizer(settings: OptimizerSettings, params: Iterable) -> torch.optim.Optimizer:
     """Optimizer over `params` (tensors, or param-group dicts that may set their own 'lr')."""
     groups, flat = _flat_params(params)
-    name = settings.optimizer
-    if name == "adamw":
-        fused = _fused_supported(flat)
-        return torch.optim.AdamW(groups, lr=settings.learning_rate, betas=settings.betas,
-                                 eps=settings.eps, weight_decay=settings.weight_decay,
-                                 fused=fused or None, foreach=None if fused else True)
-    if name == "adafactor":
-        # torch's Adafactor scales each step by max(eps2, RMS(param)) * min(lr, 1/sqrt(t)). LoRA's B
-        # starts at zero, so with the default eps2 = 1e-3 a 1e-4 rate moves it by 1e-7 per step:
-        # the LoRA barely trains. eps2 = 1 makes the step RMS equal to lr for weights with RMS < 1
-        # (all LoRA weights), i.e. the "relative_step=False, scale_parameter=False" Adafactor that
-        # LoRA trainers use with lr ~1e-4. betas and eps of the settings do not apply to Adafactor.
-        return torch.optim.Adafactor(groups, lr=settings.learning_rate, eps=(None, 1.0),
-                                     weight_decay=settings.weight_decay)
-    if name in _OPTIONAL:
-        module, cls_name, package = _OPTIONAL[name]
-        try:
-            cls = getattr(importlib.import_module(module), cls_name)
-        except ImportError as err:
-            raise RuntimeError(f"optim.optimizer={name!r} needs the {package!r} package, which is not "
-                               f"installed: run `pip install {package}` in ComfyUI's Python, or set "
-                               f"optim.optimizer to one this Python has: {', '.join(available_optimizers())} "
-                               f"({err})") from err
-        return cls(groups, lr=settings.learning_rate, betas=settings.betas, eps=settings.eps,
-                   weight_decay=settings.weight_decay)
-    raise ValueError(f"optim.optimizer={name!r} has no builder")
+    cls = _optimizer_class(settings.optimizer)
+    return OPTIMIZERS[settings.optimizer].build(cls, settings, groups, flat, settings.effective_learning_rate)
+
+
+@contextlib.contextmanager
+def averaged_weights_swapped_in(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Within the block a schedule-free optimizer's parameters hold its averaged weights (the ones to
+    sample and save); after it, the training weights again, bit for bit. Other optimizers: no-op.
+
+    Why a backup: eval() and train() move the weights by lerps that do not undo each other exactly,
+    and a resumed run must continue from the very weights it saved."""
+    if not callable(getattr(optimizer, "eval", None)):  # torch's optimizers have no eval(); schedulefree's do
+        yield
+        return
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    backup = [p.detach().clone() for p in params]
+    optimizer.eval()
+    try:
+        yield
+    finally:
+        optimizer.train()
+        with torch.no_grad():
+            for p, saved in zip(params, backup):
+                p.copy_(saved)
 
 
 def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:

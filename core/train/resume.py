@@ -17,7 +17,8 @@ from ..config import TrainConfig
 from ..errors import FluxLabError
 from ..run.rundir import CheckpointInfo, RunDir
 
-LORA_SHAPE = ("rank", "targets", "train_modulation", "blocks", "exclude_blocks")
+LORA_SHAPE = ("rank", "targets", "train_modulation", "blocks", "exclude_blocks", "network", "lokr_factor",
+              "lokr_full_matrix", "lokr_decompose_both")
 """LoRA settings a checkpoint's weights and optimizer state are shaped by (alpha is compared too,
 as the scale the weights were trained at)."""
 ON_EXISTING = ("resume", "new run", "new run from its LoRA")

@@ -4,7 +4,8 @@ Off, the step feeds the pooled vectors the dataset cached. On, it encodes the ba
 DOP's) through the LoRA'd CLIP-L every step, so the gradient of the flow loss reaches the text LoRA;
 the T5 context stays cached (it is Flux.1's context and stays frozen). DOP's prior is the base model
 with the base CLIP: both LoRAs are off for it. The CLIP-L LoRA has no dropout: its masks would need
-their own seeded stream to keep resume exact, and kohya's text-encoder LoRAs train without.
+their own seeded stream to keep resume exact, and kohya's text-encoder LoRAs train without. It is a
+LoRA also when lora.network is 'lokr' (the `lora_te1_` keys hold LoRA pairs).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from ..model import lora
 from ..model.lora_random import init_lora
 from ..model.text_lora import TextEncoderAdapter, attach_text_lora
 from ..setting import ConfigError
-from .checkpoint import TEXT_PARAM_PREFIX
+
+TEXT_PARAM_PREFIX = "text_encoder:"
+"""Prefix of the CLIP-L LoRA's parameters in the optimizer, EMA and resume state."""
 
 SETTING = "lora.train_text_encoder"
 
@@ -30,7 +33,7 @@ class TextEncoderTraining:
 
     def __init__(self, adapter: TextEncoderAdapter, config, device: torch.device):
         self.adapter, self.device = adapter, device
-        spec = dataclasses.replace(config.lora, dropout=0.0)
+        spec = dataclasses.replace(config.lora, dropout=0.0, network="lora")
         attach_text_lora(adapter.module, spec)
         init_lora(adapter.module, spec, seeding.stream_seed(config.train.seed, "text lora init", 0))
 
@@ -54,6 +57,14 @@ class TextEncoderTraining:
 
     def pooled(self, captions: Sequence[str]) -> torch.Tensor:
         return self.adapter.encode_pooled(list(captions)).to(self.device, torch.float32)
+
+
+def trainable(module: torch.nn.Module, text_module: Optional[torch.nn.Module] = None) -> list:
+    """[(name, parameter)] of every LoRA the run trains, transformer first (optimizer and checkpoint order)."""
+    named = lora.trainable_parameters(module)
+    if text_module is not None:
+        named += [(TEXT_PARAM_PREFIX + name, p) for name, p in lora.trainable_parameters(text_module)]
+    return named
 
 
 def param_groups(named: list, text_lr: float) -> list:

@@ -36,7 +36,6 @@ from .checkpoint import (
     TrainingState,
     checkpoint_writers,
     restore,
-    trainable,
     user_weights,
     user_weights_swapped_in,
 )
@@ -44,10 +43,11 @@ from .evaluation import eval_loss
 from .finite import check_step
 from .flow import add_noise, flow_loss, image_seq_len, sample_sigmas
 from .job import TrainingJob
+from .length import resolve_length, run_length_report
 from .optim import LoraEMA, build_optimizer, build_scheduler
 from .preview import expected_files, progression_files, render_previews
 from .resume import check_resume, trained_on
-from .text_encoder import TextEncoderTraining, param_groups, pooled_for, text_lora_disabled
+from .text_encoder import TextEncoderTraining, param_groups, pooled_for, text_lora_disabled, trainable
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,14 @@ class _Loop:
 
     def __init__(self, job: TrainingJob, control: RunControl, emit: Emit):
         self.job, self.control, self.emit = job, control, emit
-        self.cfg = job.config
+        self.cfg = resolve_length(job.config, job.data)  # train.epochs -> train.steps
         self.adapter = job.adapter
         self.module = job.adapter.module
         self.device = _device_of(self.module)
         self.autocast = self.cfg.train.mixed_precision == "bf16"
         self.total = self.cfg.train.steps
         self.file_info = LoraFileInfo(job.adapter.family, self.cfg.run.trigger, job.base_fingerprint, self.cfg.to_dict(),
-                                      layout=self.cfg.run.lora_format)
+                                      layout=self.cfg.run.lora_format, dtype=self.cfg.run.save_dtype)
         self.losses: list[tuple[int, float]] = []
         self.eval_losses: list[tuple[int, float]] = []
         self.step = 0
@@ -85,9 +85,8 @@ class _Loop:
             source = lora_format.load_lora(self.cfg.lora.init_lora, self.adapter.family, self.cfg.lora.rank)
             lora.load_lora_state_dict(self.module, source.weights, source=str(source.path))
             log.info("initialised the LoRA from %s (%d layers)", source.path, len(source.weights))
-        self.text = TextEncoderTraining.for_run(self.job, self.device)
-        text_module = None if self.text is None else self.text.module
-        named = trainable(self.module, text_module)
+        self.text = TextEncoderTraining.for_run(self.job, self.device)  # None unless lora.train_text_encoder
+        named = trainable(self.module, self.text and self.text.module)
         params = [p for _, p in named]
         for p in params:
             p.requires_grad_(True)
@@ -95,7 +94,7 @@ class _Loop:
         optimizer = build_optimizer(self.cfg.optim, param_groups(named, self.cfg.lora.text_encoder_lr))
         scheduler = build_scheduler(optimizer, self.cfg.optim, self.total)
         ema = LoraEMA(named, self.cfg.train.ema_decay) if self.cfg.train.ema else None
-        self.state = TrainingState(self.module, optimizer, scheduler, ema, text_module)
+        self.state = TrainingState(self.module, optimizer, scheduler, ema, self.text and self.text.module)
         self.params = params
 
     def resume(self) -> None:
@@ -130,18 +129,17 @@ class _Loop:
         self.step_seed.value = seeding.stream_seed(cfg.train.seed, "lora dropout", (step, micro))
         pred = self.predict(noisy, sigmas, context, pooled)
         mask = None if batch.loss_mask is None else batch.loss_mask.to(self.device)
-        loss = flow_loss(pred, target, sigmas, cfg.flow.loss_weighting, mask=mask)
+        weights = None if batch.loss_weights is None else batch.loss_weights.to(self.device)
+        loss = flow_loss(pred, target, sigmas, cfg.flow.loss_weighting, mask=mask, sample_weights=weights)
         (loss / accumulation).backward()
 
         dop = cfg.dop
         if dop.enabled and step % dop.every_n_steps == 0 and batch.dop_context is not None:
             dop_context = batch.dop_context.to(self.device)
-            with torch.no_grad(), lora.lora_disabled(self.module), text_lora_disabled(self.text):
-                base_pooled = pooled_for(self.text, batch, self.device, dop=True)
-                prior = self.predict(noisy, sigmas, dop_context, base_pooled).float()
-            dop_pooled = pooled_for(self.text, batch, self.device, dop=True)
-            dop_pred = self.predict(noisy, sigmas, dop_context, dop_pooled)
-            dop_loss = flow_loss(dop_pred, prior, sigmas, "uniform", mask=mask)
+            with torch.no_grad(), lora.lora_disabled(self.module), text_lora_disabled(self.text):  # base CLIP too
+                prior = self.predict(noisy, sigmas, dop_context, pooled_for(self.text, batch, self.device, True)).float()
+            dop_pred = self.predict(noisy, sigmas, dop_context, pooled_for(self.text, batch, self.device, True))
+            dop_loss = flow_loss(dop_pred, prior, sigmas, "uniform", mask=mask, sample_weights=weights)
             (dop.multiplier * dop_loss / accumulation).backward()
         return loss.item()
 
@@ -244,12 +242,17 @@ class _Loop:
         self.attach()
         self.resume()
         if self.job.dataset_report is not None and self.step == 0:
-            self.emit(DatasetReport(report=dict(self.job.dataset_report)))
+            self.emit(DatasetReport(report=run_length_report(dict(self.job.dataset_report), self.job.data, cfg)))
         self.emit(Started(run_id=self.job.run_dir.run_id, total_steps=self.total, start_step=self.step,
                           config=cfg.to_dict()))
+        if cfg.optim.effective_learning_rate != cfg.optim.learning_rate:
+            self.emit(Info(message=f"optim.optimizer 'prodigy' with the default learning_rate {cfg.optim.learning_rate:g}: "
+                                   f"training at {cfg.optim.effective_learning_rate:g} (Prodigy finds its own step size; "
+                                   "learning_rate multiplies it)"))
         if self.step >= self.total and self.job.run_dir.final_lora_path.is_file():
+            longer = f"train_epochs above {cfg.train.epochs}" if cfg.train.epochs else f"train_steps above {self.step}"
             self.emit(Info(message=f"run {self.job.run_dir.run_id!r} finished at step {self.step}; to train it "
-                                   f"further, raise train_steps above {self.step} and queue it again (it goes on "
+                                   f"further, raise {longer} and queue it again (it goes on "
                                    f"from step {self.step})", step=self.step))
             self.emit(Finished(step=self.step, lora_path=str(self.job.run_dir.final_lora_path)))
             return self.job.run_dir.final_lora_path

@@ -86,16 +86,31 @@ def checked_lora(model, path: Path) -> dict:
 
 
 def _shape_mismatches(model, patches: dict) -> list[str]:
-    """'<layer>: model (out, in), LoRA (out, in)' for each whole-weight LoRA patch that does not fit."""
+    """'<layer>: model (out, in), LoRA (out, in)' for each whole-weight LoRA or LoKr patch that does not
+    fit (ComfyUI logs a LoKr that does not fit and renders the layer unpatched)."""
     state = model.model.state_dict()
     wrong = []
     for target, patch in patches.items():
-        weights = getattr(patch, "weights", None)
-        if not isinstance(target, str) or target not in state or getattr(patch, "name", "") != "lora" or not weights:
+        weights, kind = getattr(patch, "weights", None), getattr(patch, "name", "")
+        if not isinstance(target, str) or target not in state or kind not in ("lora", "lokr") or not weights:
             continue  # slices of fused weights (kohya's split qkv) and other adapter kinds: ComfyUI checks those
-        up, down = weights[0], weights[1]
+        got = _lora_shape(weights) if kind == "lora" else _lokr_shape(weights)
         expected = tuple(state[target].shape)
-        got = (up.shape[0], down.shape[-1]) if up.ndim == 2 and down.ndim == 2 else None
         if got is not None and len(expected) == 2 and got != expected:
-            wrong.append(f"{target}: model {expected}, LoRA {got}")
+            wrong.append(f"{target}: model {expected}, {'LoRA' if kind == 'lora' else 'LoKr'} {got}")
     return wrong
+
+
+def _lora_shape(weights) -> tuple | None:
+    up, down = weights[0], weights[1]
+    return (up.shape[0], down.shape[-1]) if up.ndim == 2 and down.ndim == 2 else None
+
+
+def _lokr_shape(weights) -> tuple | None:
+    """(out, in) of kron(w1, w2) from ComfyUI's LoKr weights (w1, w2, alpha, w1_a, w1_b, w2_a, w2_b, ...)."""
+    w1, w2, _, w1_a, w1_b, w2_a, w2_b = weights[:7]
+    sides = [(w.shape[0], w.shape[1]) if w is not None else (a.shape[0], b.shape[1]) if a is not None and b is not None else None
+             for w, a, b in ((w1, w1_a, w1_b), (w2, w2_a, w2_b))]
+    if None in sides or any(t is not None and t.ndim != 2 for t in (w1, w2)):
+        return None
+    return sides[0][0] * sides[1][0], sides[0][1] * sides[1][1]

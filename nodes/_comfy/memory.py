@@ -94,9 +94,10 @@ def _run_shape(tree: nn.Module, config: TrainConfig, data) -> RunShape:
     width, height = max(data.buckets, key=lambda wh: wh[0] * wh[1])
     text_tokens = data.batch(0, 1, 0).context.shape[1]
     t = config.train
-    return _run(tree, names, config.lora.rank, config.model.quantize, t.mixed_precision, t.gradient_checkpointing,
+    run = _run(tree, names, config.lora.rank, config.model.quantize, t.mixed_precision, t.gradient_checkpointing,
                t.checkpoint_every_n_blocks, tokens=(width // 16) * (height // 16) + text_tokens,
                optimizer=config.optim.optimizer, ema=t.ema, batch=t.batch_size, blocks_to_swap=t.blocks_to_swap)
+    return dataclasses.replace(run, lora_params=lora.parameter_count(tree, names, config.lora))  # LoKr's too
 
 
 def fit_run(handle, config: TrainConfig, data) -> tuple:

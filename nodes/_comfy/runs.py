@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from ...core.config import is_run_name
 from ...core.run.atomic import atomic_write, remove_stale_temps
 from ...core.run.event_log import read_events_file
 from ...core.run.events import Record
@@ -74,6 +75,15 @@ def publish_lora(source: Path, name: str, folder: Optional[Path] = None) -> str:
 # -- the registry -------------------------------------------------------------------------------
 def registry() -> RunRegistry:
     return default_registry()
+
+
+def run_folder_names(root: Optional[Path] = None) -> list[str]:
+    """Names of the run folders under `root` (default `<output>/fluxlab`), sorted. Internal folders
+    such as `.dataset_cache` are not runs: a name outside the run-name rule never is one."""
+    root = runs_root() if root is None else Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and is_run_name(p.name))
 
 
 def list_runs(root: Optional[Path] = None) -> list[RunHandle]:

@@ -38,7 +38,7 @@ from ...core.run.rundir import RunDir
 from ...core.run.runner import check_run_id
 from .encoders import latent_format_classes
 from .lora_files import checked_lora
-from .runs import runs_root
+from .runs import run_folder_names, runs_root
 
 
 def sampler_names() -> list[str]:
@@ -84,7 +84,7 @@ def run_folder_named(name: str) -> tuple[str, Path]:
     name = check_run_id(name.strip())  # the naming rule TrainLoRA enforces: no paths, no ".."
     folder = runs_root() / name
     if not folder.is_dir():
-        existing = sorted(p.name for p in runs_root().iterdir() if p.is_dir()) if runs_root().is_dir() else []
+        existing = run_folder_names()
         raise FileNotFoundError(f"run_name {name!r}: no run folder {folder}; runs there: {existing or 'none'}")
     return name, folder
 

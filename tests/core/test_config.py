@@ -16,7 +16,7 @@ BAD_VALUES = [
     ({"lora": {"init": "loftq"}}, "lora.init", "'default'"),
     ({"lora": {"targets": "attn"}}, "lora.targets", "did you mean 'attention'"),
     ({"model": {"quantize": "int8"}}, "model.quantize", "did you mean 'qint8'"),
-    ({"optim": {"optimizer": "lion"}}, "optim.optimizer", "not one of"),
+    ({"optim": {"optimizer": "sgd"}}, "optim.optimizer", "not one of"),
     ({"optim": {"learning_rate": 0}}, "optim.learning_rate", "(0.0, 10.0]"),
     ({"optim": {"betas": [0.9, 1.0]}}, "optim.betas", "[0.0, 1.0)"),
     ({"optim": {"betas": [0.9]}}, "optim.betas", "list of 2"),
@@ -24,7 +24,7 @@ BAD_VALUES = [
     ({"optim": {"gradient_accumulation": 0}}, "optim.gradient_accumulation", "[1, "),
     ({"optim": {"max_grad_norm": -1}}, "optim.max_grad_norm", "[0.0, 1000.0]"),
     ({"optim": {"lr_scheduler": "cosine_with_restarts"}}, "optim.lr_scheduler", "not one of"),
-    ({"optim": {"optimizer": "prodigy", "learning_rate": 1e-4}}, "optim.learning_rate", "use 1.0"),
+    ({"optim": {"optimizer": "prodigy", "learning_rate": 1e-3}}, "optim.learning_rate", "use 1.0"),
     ({"optim": {"warmup_steps": 100}, "train": {"steps": 100}}, "optim.warmup_steps", "less than"),
     ({"flow": {"timestep_sampling": "logit_normal"}}, "flow.timestep_sampling", "not one of"),
     ({"flow": {"sigmoid_scale": 0}}, "flow.sigmoid_scale", "outside"),
@@ -141,10 +141,13 @@ def test_presets_make_valid_configs_with_the_seed_values():
     char = apply_preset("character", {"run": {"trigger": "maya_char"}, "dop": {"class_word": "woman"}},
                         n_images=20)
     assert (char.lora.rank, char.lora.effective_alpha, char.optim.learning_rate) == (32, 32.0, 1e-4)
-    assert char.optim.optimizer == "adamw" and char.train.ema and char.train.ema_decay == 0.999
+    assert char.optim.optimizer == "adamw8bit" and char.optim.gradient_accumulation == 4  # seed 000
+    assert char.train.ema and char.train.ema_decay == 0.999
     assert char.dop.enabled and char.dop.class_word == "woman" and char.dop.multiplier == 1.0
     assert char.flow.timestep_sampling == "content" and char.flow.loss_weighting == "bell_shaped"
-    assert char.train.steps == 540  # 27 * 20
+    assert char.train.steps == 135  # 27 * 20 images shown, 4 per optimizer step
+    assert apply_preset("character", {"run": {"trigger": "m"}, "dop": {"class_word": "woman"},
+                                      "optim": {"gradient_accumulation": 1}}, n_images=20).train.steps == 540
 
     style = apply_preset("style", n_images=10)
     assert not style.dop.enabled and style.flow.timestep_sampling == "style"
@@ -166,10 +169,22 @@ def test_character_preset_without_class_word_explains_dop():
         apply_preset("styel")
 
 
+def test_character_preset_without_bitsandbytes_names_the_fix(monkeypatch):
+    from flux_lora_lab.core import presets
+
+    monkeypatch.setattr(presets, "available_optimizers", lambda: ["adamw", "adafactor"])
+    names = {"run": {"trigger": "ohwx"}, "dop": {"class_word": "woman"}}
+    with pytest.raises(ConfigError, match="'adamw8bit'.*`pip install bitsandbytes`.*'adamw'") as info:
+        apply_preset("character", names)
+    assert info.value.key == "optim.optimizer"
+    assert apply_preset("character", {**names, "optim": {"optimizer": "adamw"}}).optim.optimizer == "adamw"
+
+
 def test_astria_step_rule():
-    assert suggested_steps("character", 1) == 300  # minimum
-    assert suggested_steps("character", 11) == 300  # 297 -> 300
-    assert suggested_steps("character", 12) == 324
+    assert suggested_steps("character", 1) == 75  # minimum 300 images shown, 4 per step (accumulation)
+    assert suggested_steps("character", 11, accumulation=1) == 300  # 297 -> 300
+    assert suggested_steps("character", 12, accumulation=1) == 324
+    assert suggested_steps("character", 12) == 81  # 324 / 4
     assert suggested_steps("concept", 100) == 2700
     assert suggested_steps("style", 2) == 300
     assert suggested_steps("style", 20) == 2000

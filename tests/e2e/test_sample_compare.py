@@ -22,7 +22,6 @@ from flux_lora_lab.core.model.lora import LoraWeights
 from flux_lora_lab.core.model.lora_format import save_lora
 from flux_lora_lab.core.run.rundir import RunDir
 from tests.comfy_host import import_comfy, klein_param
-from tests.harness.api import ComfyAPIError
 from tests.harness.graphs import TINY_SAMPLING
 from tests.harness.server import link_model
 
@@ -268,26 +267,31 @@ def test_compare_grid_rows_columns_and_ui_data(comfy_client, comfy_server):
     ("sample", {"lora": "/etc/../etc/hostname"}, r"absolute paths must lie in ComfyUI's output or loras folders"),
     ("sample", {"lora": "nope.safetensors"}, r"lora 'nope.safetensors': not an absolute path to a file and not a name in the loras folder"),
     ("sample", {"run_name": "no such run"}, r"run_name 'no such run': no run folder .*runs there: \[.*'e2e bad'"),
+    ("compare", {"run_name": "no such run"}, r"run_name 'no such run': no run folder .*runs there: \[.*'e2e bad'"),
     ("compare", {"run_name": "e2e bad", "checkpoints": "2, 5"}, r"run 'e2e bad' .*no checkpoint at step 5; it has steps 2, 4 and final"),
     ("compare", {"run_name": "e2e empty", "checkpoints": "all"}, r"run 'e2e empty' .*'all' asked for checkpoints but none is saved yet"),
     ("compare", {"run_name": "e2e bad", "prompts": "\n  \n"}, r"prompts is empty"),
 ])
 def test_bad_selection_is_refused_naming_the_run_and_what_it_has(comfy_client, comfy_server, node, overrides, message):
-    """Checked when the prompt is queued (validate_inputs), before anything is sampled: the node is
-    named, the message says what the run has, and nothing is queued."""
+    """An unknown run_name is refused when the prompt is queued (validate_inputs), once; every other
+    problem by the node before it samples anything. Either way the message names the run and what
+    it has."""
     if not (comfy_server.base_dir / "output" / "fluxlab" / "e2e bad").is_dir():
         _make_run(comfy_server, "flux1-dev", "e2e bad")
         _make_run(comfy_server, "flux1-dev", "e2e empty", steps=(), final=False)
     graph = _base_graph("flux1-dev")
     graph["node"] = _sample_node(**overrides) if node == "sample" else _compare_node(**overrides)
     graph["out"] = {"class_type": "PreviewImage", "inputs": {"images": ["node", 0]}}
-    with pytest.raises(ComfyAPIError) as refused:
-        comfy_client.queue(graph)
-
-    body = json.loads(str(refused.value).split("HTTP 400: ", 1)[1].split("\n", 1)[0])
-    errors = body["node_errors"]["node"]["errors"]  # ComfyUI repeats it once per validated input
-    assert errors and {e["type"] for e in errors} == {"custom_validation_failed"}
-    assert re.search(message, errors[0]["details"]), errors[0]["details"]
+    stage, text = comfy_client.refusal(graph, timeout=60)
+    if overrides.get("run_name") == "no such run":
+        assert stage == "queue", text
+        body = json.loads(text.split("HTTP 400: ", 1)[1].split("\n", 1)[0])
+        (error,) = body["node_errors"]["node"]["errors"]  # one message, not one per validated input
+        assert error["type"] == "custom_validation_failed"
+        text = error["details"]
+    else:
+        assert stage == "node", text
+    assert re.search(message, text), text
 
 
 def _bad_lora_files(server) -> dict:

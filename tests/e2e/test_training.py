@@ -385,7 +385,7 @@ def test_the_runs_dataset_report_counts_steps_at_the_runs_batch(comfy_client, da
     report = wait_event(comfy_client, run, "dataset_report", start)["report"]
     assert report["batch_size"] == 4 and report["steps_per_epoch"] == 1  # 3 images, 4 per optimizer step
     assert report["preset"] == "custom" and report["suggested_steps"] is None  # 'custom' has no step rule
-    assert report["suggested_steps_by_preset"] == {"character": 300, "concept": 300, "style": 300}  # 3 images
+    assert report["suggested_steps_by_preset"] == {"character": 75, "concept": 300, "style": 300}  # 3 images; character: 4 per step
 
 
 def test_an_eval_dataset_is_scored_before_step_1_and_at_every_checkpoint(comfy_client, comfy_server, dataset):
@@ -421,3 +421,22 @@ def test_previews_take_a_prompt_library_more_sizes_and_real_cfg(comfy_client, co
     graph = training_graph(comfy_client, "e2e_preview_bad_cfg", steps=1, previews=True, preview_real_cfg=2.0)
     where, message = comfy_client.refusal(graph, timeout=60)
     assert where == "node" and "preview_real_cfg 2.0 needs a preview_negative_prompt" in message
+
+
+def test_train_epochs_trains_that_many_passes_and_the_file_has_the_save_dtype(comfy_client, comfy_server, dataset):
+    """train_epochs 2 at batch 1 x accumulation 2 over 3 images: 2 x the run's steps per epoch, in
+    the report and in the steps trained; run_save_dtype bf16 gives a bf16 file the stock loader reads."""
+    from safetensors.torch import load_file
+
+    run = "e2e_epochs"
+    start = len(comfy_client.stream.events)
+    comfy_client.run(training_graph(comfy_client, run, steps=1, train_epochs=2, optim_gradient_accumulation=2,
+                                    run_save_every=0, run_save_dtype="bf16"), timeout=120)
+    report = wait_event(comfy_client, run, "dataset_report", start)["report"]
+    assert (report["batch_size"], report["epochs"]) == (2, 2)
+    assert report["steps_per_epoch"] >= 2 and report["train_steps"] == 2 * report["steps_per_epoch"]
+    assert wait_event(comfy_client, run, "started", start)["total_steps"] == report["train_steps"]
+    steps = [e["data"]["step"] for e in fluxlab_events(comfy_client, run, start, "step")]
+    assert steps == list(range(1, report["train_steps"] + 1))
+    final = load_file(str(run_folder(comfy_server, run) / "lora_final.safetensors"))
+    assert {t.dtype for k, t in final.items() if not k.endswith(".alpha")} == {torch.bfloat16}

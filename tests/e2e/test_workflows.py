@@ -10,7 +10,9 @@ import pytest
 from scripts.comfy_server import PACK_DIRNAME, REPO_ROOT
 from scripts.demo_dataset import write_demo_dataset
 from scripts.workflow_descriptions import DEMO_FOLDER, WORKFLOWS
-from scripts.workflow_prompt import FRONTEND_ONLY, ui_to_prompt
+from flux_lora_lab.nodes._comfy.model_files import LOADER_WIDGETS
+from scripts.workflow_prompt import FRONTEND_ONLY, ui_to_prompt, widget_inputs
+from tests.harness.api import ComfyAPIError
 
 pytestmark = pytest.mark.e2e
 
@@ -62,3 +64,77 @@ def test_the_demo_workflow_trains_and_compares(comfy_server, comfy_client):
     assert sorted(p.name for p in run.glob("checkpoint_*")) == [f"checkpoint_{s:06d}" for s in (10, 20, 30, 40)]
     grid = [image for image in result.images() if image["filename"].startswith("compare")]
     assert len(grid) == 1, result.images()
+
+
+def test_an_unknown_run_name_gives_one_message_per_node_and_internal_folders_are_not_runs(comfy_server, comfy_client):
+    """The compare workflow with a run name that does not exist: one message on each node that names
+    it (ComfyUI copies a validator's message once per argument it declares, so the validators declare
+    one), and the runs it lists are runs: not the pack's `.dataset_cache` folder."""
+    for folder, names in PLACEHOLDERS.items():
+        for name in names:
+            target = comfy_server.base_dir / "models" / folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
+    cache = comfy_server.base_dir / "output" / "fluxlab" / ".dataset_cache"
+    (cache / ".latent_cache").mkdir(parents=True, exist_ok=True)
+    (cache / "events.jsonl").touch()  # even a folder that looks like a run is not one when its name is internal
+    workflow = json.loads((REPO_ROOT / "workflows" / "compare_checkpoints_of_a_run.json").read_text())
+    prompt = ui_to_prompt(workflow, comfy_client.object_info())
+    named = [node_id for node_id, node in prompt.items() if "run_name" in node["inputs"]]
+    assert len(named) == 2
+    for node_id in named:
+        prompt[node_id]["inputs"]["run_name"] = "no such run"
+    with pytest.raises(ComfyAPIError) as refused:
+        comfy_client.queue(prompt)
+    body = json.loads(str(refused.value).split("HTTP 400: ", 1)[1].split("\n", 1)[0])
+    messages = {node_id: [e["details"] for e in entry["errors"]] for node_id, entry in body["node_errors"].items()}
+    assert sorted(messages) == sorted(named), messages
+    for node_id, details in messages.items():
+        assert len(details) == 1, f"node {node_id}: {len(details)} messages: {details}"
+        assert "run_name 'no such run': no run folder" in details[0]
+        assert ".dataset_cache" not in details[0], details[0]
+    listed = [run["run_id"] for run in comfy_client.get_json("/fluxlab/runs")["runs"]]
+    assert not [name for name in listed if name.startswith(".")], listed
+
+
+@pytest.mark.parametrize("path", [p for p in WORKFLOW_FILES if "tiny" not in p.stem], ids=lambda p: p.stem)
+def test_each_real_workflow_names_its_model_files_their_folder_and_source(path, comfy_client):
+    """Every file a stock loader of the workflow loads is declared on the loader (`properties.models`:
+    ComfyUI's frontend lists the missing ones with a download link) and spelled out in the note: the
+    name, the folder under models/ and where to get it, plus what fp8 and GGUF users change."""
+    workflow = json.loads(path.read_text())
+    info = comfy_client.object_info()
+    notes = "\n".join(n["widgets_values"][0] for n in workflow["nodes"] if n["type"] in FRONTEND_ONLY)
+    loaders = [n for n in workflow["nodes"] if n["type"] in LOADER_WIDGETS]
+    assert loaders
+    for node in loaders:
+        values = widget_inputs(node, info[node["type"]], check=False)
+        declared = {entry["name"]: entry for entry in node["properties"].get("models", [])}
+        for widget, folder in LOADER_WIDGETS[node["type"]]:
+            name = values[widget]
+            assert declared.get(name, {}).get("directory") == folder, f"{node['type']} {widget}={name}: {declared}"
+            assert declared[name]["url"].startswith("https://huggingface.co/") and declared[name]["url"].endswith(name)
+            assert f"models/{folder}/{name}" in notes, f"{path.name}: the note does not say where {name} goes"
+            assert declared[name]["url"] in notes
+    assert "fp8" in notes and "GGUF" in notes and "weight_dtype" in notes
+
+
+def test_a_missing_model_file_is_named_with_its_folder_and_source_before_comfyui_refuses(comfy_client, comfy_server):
+    """ComfyUI refuses a loader value it does not list ("not in [...]") before any node runs; the pack's
+    pre-flight has already said, in the log and to the client as `fluxlab.missing_models`, which
+    file is missing, where it goes and where to get it."""
+    workflow = json.loads((REPO_ROOT / "workflows" / "flux1_dev_character_lora_dop.json").read_text())
+    prompt = ui_to_prompt(workflow, comfy_client.object_info(), check=False)
+    (unet,) = [node for node in prompt.values() if node["class_type"] == "UNETLoader"]
+    unet["inputs"]["unet_name"] = "flux1-krea-dev.safetensors"  # a known file no test ever places
+    start = len(comfy_client.stream.events)
+    with pytest.raises(ComfyAPIError, match="flux1-krea-dev.safetensors"):
+        comfy_client.queue(prompt)
+    event = comfy_client.stream.wait_for(lambda e: e.get("type") == "fluxlab.missing_models", timeout=30, start=start)
+    assert event is not None, "no fluxlab.missing_models event"
+    (message,) = [m for m in event["data"]["messages"] if "flux1-krea-dev.safetensors" in m]
+    for part in ("UNETLoader", "models/diffusion_models/", "black-forest-labs/FLUX.1-Krea-dev on Hugging Face",
+                 "https://huggingface.co/black-forest-labs/FLUX.1-Krea-dev/resolve/main/flux1-krea-dev.safetensors",
+                 "weight_dtype"):
+        assert part in message, message
+    assert message in comfy_server.log_text()

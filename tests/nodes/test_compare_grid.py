@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from flux_lora_lab.core.train.checkpoint import LORA_FILE
-from flux_lora_lab.core.run.grid import GridLayout, compose_grid, fit_text, font_size, label_font, label_height
+from flux_lora_lab.core.run.grid import GridLayout, compose_grid, fit_text, font_size, label_font, label_height, note_strip
 from flux_lora_lab.core.model.lora import LoraWeights
 from flux_lora_lab.core.model.lora_format import save_lora
 from flux_lora_lab.core.run.rundir import RunDir
-from flux_lora_lab.nodes._checkpoints import RunCheckpoints
+from flux_lora_lab.nodes._checkpoints import RunCheckpoints, TrainingProgress
 
 
 def _cells(rows, cols, h=24, w=32, seed=0):
@@ -141,3 +141,54 @@ def test_a_run_without_checkpoints_says_so(tmp_path):
         run.rows("all", True, False)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         RunCheckpoints("gone", tmp_path / "gone")
+
+
+# --- a run that is still training ------------------------------------------------------------------
+
+@pytest.fixture
+def training_folder(tmp_path):
+    """A run at step 12 of 40, saving every 10: checkpoint 10 is on disk, 20, 30, 40 and final are to come."""
+    root = tmp_path / "live run"
+    run = RunDir(root)
+    run.prepare()
+    run.write_checkpoint(10, {LORA_FILE: _lora_writer(10)}, state={"step": 10})
+    return root
+
+
+def test_a_run_still_training_is_compared_as_it_is_and_says_what_is_coming(training_folder):
+    live = RunCheckpoints("live run", training_folder, TrainingProgress(step=12, total_steps=40, save_every=10))
+    assert [r.label for r in live.rows("all", True, True)] == ["base", "step 10"]
+    assert live.coming("all", True).startswith("training - 1 of 4 checkpoints so far (step 12 of 40); "
+                                               "the final LoRA comes at the end.")
+    assert "run_name 'live run'" in live.coming("all", True)
+    assert [r.label for r in live.rows("latest 2", True, False)] == ["base", "step 10"]
+    assert live.coming("latest 2", False).startswith("training - 1 of 2 checkpoints so far (step 12 of 40).")
+    assert [r.label for r in live.rows("10, 30", False, False)] == ["step 10"]  # 30 is to come
+    assert live.coming("10, 30", False).startswith("training - 1 of 2 checkpoints so far")
+    with pytest.raises(ValueError, match="no checkpoint at step 5"):  # step 5 is past and was never saved
+        live.rows("5", True, True)
+    assert RunCheckpoints("live run", training_folder).coming("all", True) is None  # not training: no note
+
+
+def test_a_run_still_starting_has_no_rows_to_show_but_no_error(tmp_path):
+    RunDir(tmp_path / "new").prepare()
+    starting = RunCheckpoints("new", tmp_path / "new", TrainingProgress(step=None, total_steps=None))
+    assert starting.rows("latest 4", False, True) == []
+    assert starting.coming("latest 4", True).startswith("training - 0 checkpoints so far (starting)")
+    with pytest.raises(ValueError, match="'all' asked for checkpoints but none is saved yet"):
+        RunCheckpoints("new", tmp_path / "new").rows("all", True, True)  # the same folder, not training
+
+
+def test_steps_to_come_include_the_last_step():
+    assert TrainingProgress(step=12, total_steps=45, save_every=10).steps_to_come() == [20, 30, 40, 45]
+    assert TrainingProgress(step=0, total_steps=45, save_every=0).steps_to_come() == [45]
+    assert TrainingProgress(step=45, total_steps=45, save_every=10).steps_to_come() == []
+
+
+def test_the_note_strip_wraps_to_the_grid_width():
+    text = "training - 1 of 4 checkpoints so far (step 12 of 40); the final LoRA comes at the end."
+    one_line = note_strip("short", 400, 200)
+    wrapped = note_strip(text, 128, 64)
+    assert one_line.shape[1] == 400 and wrapped.shape[1] == 128 and wrapped.dtype == np.float32
+    assert wrapped.shape[0] > 3 * label_height(64), "a long note takes several lines in a narrow grid"
+    assert (wrapped < 0.5).any(), "the text is drawn"

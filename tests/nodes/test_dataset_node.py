@@ -193,3 +193,19 @@ def test_fingerprint_follows_the_folder_contents(dirs):
     (folder / "img0.txt").write_text("a longer caption now")
     assert DatasetFromFolder.fingerprint_inputs(folder=str(folder)) != first
     assert DatasetFromFolder.fingerprint_inputs(folder="missing").startswith("unusable")
+
+
+def test_per_folder_widgets_reach_the_folder_source(dirs):
+    """folder_caption_dropout -1 means the set's; a reg node on its own is refused, chained it is not."""
+    first, _, _ = run_node(make_folder(dirs / "input" / "a", count=2), folder_caption_dropout=0.3, loss_weight=2.0)
+    own = first.spec.sources[0]
+    assert (own.caption_dropout, own.loss_weight, own.role) == (0.3, 2.0, "train")
+    reg_folder = make_folder(dirs / "input" / "reg", count=2, seed=3)
+    with pytest.raises(DatasetError, match="connect the DatasetFromFolder of the training images"):
+        run_node(reg_folder, role="regularisation")
+    combined, _, _ = run_node(reg_folder, role="regularisation", reg_ratio=0.2, caption_strategy="instanceprompt",
+                              instance_prompt="a photo of a person", dataset=first)
+    reg = combined.spec.sources[1]
+    assert (reg.caption_dropout, reg.role, reg.reg_ratio, reg.caption_strategy) == (None, "regularisation", 0.2,
+                                                                                   "instanceprompt")
+    assert combined.report.data["folders"][1]["reg_samples_per_epoch"] == 1  # 2 * 0.2 / 0.8 = 0.5, half up

@@ -27,14 +27,15 @@ from flux_lora_lab.core.model.text_lora import attach_text_lora, clip_targets, k
 from flux_lora_lab.core.run.control import RunControl  # noqa: E402
 from flux_lora_lab.core.run.rundir import RunDir  # noqa: E402
 from flux_lora_lab.core.sections import LoraSettings  # noqa: E402
-from flux_lora_lab.core.train.checkpoint import RESUME_FILE, TEXT_PARAM_PREFIX  # noqa: E402
+from flux_lora_lab.core.train.checkpoint import RESUME_FILE  # noqa: E402
 from flux_lora_lab.core.train.state_io import load_state  # noqa: E402
+from flux_lora_lab.core.train.text_encoder import TEXT_PARAM_PREFIX  # noqa: E402
 from flux_lora_lab.core.train.trainer import TrainingJob, train  # noqa: E402
 from flux_lora_lab.nodes._comfy.model import model_overrides  # noqa: E402
 from flux_lora_lab.nodes._comfy.text_encoder import ComfyClipL  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import build_tiny_flux_models  # noqa: E402
 from flux_lora_lab.nodes.load_model import LoadFluxForTraining  # noqa: E402
-from tests.nodes.test_load_model import comfy_dirs, dataset_for, make_folder  # noqa: E402,F401
+from tests.nodes.test_load_model import comfy_dirs, dataset_for, make_folder  # noqa: E402,F401  (comfy_dirs: a fixture)
 
 CAPTIONS = ["ohwx, photo number 0", "a red fox in snow"]
 
@@ -92,7 +93,8 @@ def _config(steps, folder_name="te"):
     return {"lora": {"rank": 4, "train_text_encoder": True, "text_encoder_lr": 5e-2},
             "optim": {"learning_rate": 5e-2, "warmup_steps": 0, "lr_scheduler": "constant"},
             "train": {"steps": steps, "mixed_precision": "no", "gradient_checkpointing": False},
-            "run": {"name": folder_name, "trigger": "ohwx", "save_every": 2, "sample_every": 0}}
+            "run": {"name": folder_name, "trigger": "ohwx", "save_every": 2, "sample_every": 0,
+                    "save_dtype": "fp32"}}  # the file holds the trained fp32 weights: outputs compare to float32 rounding
 
 
 def _train(models, dataset, folder, steps):

@@ -70,7 +70,7 @@ def test_untouched_widgets_give_exactly_the_preset(preset, rank, sampling, lr, d
     config = widgets.build_config(preset, widget_defaults(), **NAMES)
     assert (config.lora.rank, config.lora.effective_alpha, config.lora.targets) == (rank, float(rank), "all")
     assert (config.flow.timestep_sampling, config.optim.learning_rate, config.dop.enabled) == (sampling, lr, dop)
-    assert config.train.steps == max(300, (100 if preset == "style" else 27) * 5)
+    assert config.train.steps == max(300, (100 if preset == "style" else 27) * 5) // (4 if preset == "character" else 1)
     assert (config.run.save_every, config.run.max_step_saves_to_keep, config.run.sample_every) == (250, 12, 250)
     expected = apply_preset(preset, {"run": {"name": "r1", "trigger": "ohwx"}, "dop": {"class_word": "woman"}}, n_images=5)
     assert config == expected, "every other setting is the engine's preset"

@@ -161,12 +161,13 @@ def test_report_duplicates_histogram_and_suggestion(tmp_path):
     assert "Duplicate content" in ds.report.text
     assert sum(data["buckets"].values()) == 5 and "64px 64x64" in data["buckets"]
     assert data["steps_per_epoch"] == ds.steps_per_epoch(1) == 5 and data["batch_size"] == 1
-    assert data["suggested_steps_by_preset"] == {"character": 300, "concept": 300, "style": 500}
-    assert "Suggested steps: character 300, concept 300, style 500." in ds.report.text
+    # The character preset accumulates 4 micro-batches per step (seed 000): Astria's 300 images shown = 75 steps.
+    assert data["suggested_steps_by_preset"] == {"character": 75, "concept": 300, "style": 500}
+    assert "Suggested steps: character 75, concept 300, style 500." in ds.report.text
     run = for_run(data, ds, 2, "style")  # the run's batch (batch size x accumulation) and preset
     assert (run["batch_size"], run["steps_per_epoch"], run["suggested_steps"], run["suggested_epochs"]) == (2, 4, 500, 125.0)  # buckets of 3, 1 and 1 at batch 2
     assert for_run(data, ds, 1, "custom")["suggested_steps"] is None
-    assert suggested_steps("character", 20) == 540 and suggested_steps("style", 20) == 2000
+    assert suggested_steps("character", 20) == 135 and suggested_steps("style", 20) == 2000
     assert suggested_steps("concept", 5) == 300
     assert data["captions"]["with_trigger"] == 5
 

@@ -70,6 +70,13 @@ def test_stop_and_resume_equals_uninterrupted_run(tmp_path):
     assert expected.keys() == got.keys() and len(expected) > 0
     for key in expected:
         assert torch.equal(expected[key], got[key]), f"{key} differs after resume"
+    # The file is fp16 (run.save_dtype's default) while the resume state keeps fp32 weights: the
+    # bitwise equality above holds because resume reads the latter, never the rounded file.
+    checkpoint = RunDir(tmp_path / "resumed").latest_checkpoint()
+    assert {t.dtype for k, t in load_file(str(checkpoint.file("lora.safetensors"))).items()
+            if not k.endswith(".alpha")} == {torch.float16}
+    raw = {k: t for k, t in load_file(str(checkpoint.file("optimizer_state.safetensors"))).items() if "lora_raw" in k}
+    assert raw and {t.dtype for t in raw.values()} == {torch.float32}
     # The raw (non-EMA) weights and optimizer state at the end agree too.
     a = load_file(str(RunDir(tmp_path / "straight").latest_checkpoint().file("optimizer_state.safetensors")))
     b = load_file(str(RunDir(tmp_path / "resumed").latest_checkpoint().file("optimizer_state.safetensors")))

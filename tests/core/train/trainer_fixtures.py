@@ -77,6 +77,7 @@ class SyntheticBatch:
     loss_mask: torch.Tensor | None = None
     dop_context: torch.Tensor | None = None
     dop_pooled: torch.Tensor | None = None
+    loss_weights: torch.Tensor | None = None
 
 
 class SyntheticData:

@@ -90,7 +90,8 @@ def test_the_text_lora_gradient_is_the_chain_rule_of_a_reference():
 
 
 def _config(steps, folder_name="te"):
-    return {"lora": {"rank": 4, "train_text_encoder": True, "text_encoder_lr": 5e-2},
+    # alpha != rank: a lost or wrong `.alpha` key would change what ComfyUI applies
+    return {"lora": {"rank": 4, "alpha": 2.0, "train_text_encoder": True, "text_encoder_lr": 5e-2},
             "optim": {"learning_rate": 5e-2, "warmup_steps": 0, "lr_scheduler": "constant"},
             "train": {"steps": steps, "mixed_precision": "no", "gradient_checkpointing": False},
             "run": {"name": folder_name, "trigger": "ohwx", "save_every": 2, "sample_every": 0,

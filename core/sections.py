@@ -83,7 +83,9 @@ class LoraSettings(Section):
                                        "which stays frozen and cached; CLIP-L gives only the pooled (global) "
                                        "vector, so this LoRA shapes the global conditioning. Start off; turn "
                                        "on if prompts are followed weakly. Saved in the same file "
-                                       "(lora_te1_ keys: apply with LoraLoader's strength_clip).")
+                                       "(lora_te1_ keys: apply with LoraLoader's strength_clip). In-training "
+                                       "previews, eval loss and SampleCheckpoint / CompareCheckpoints show the "
+                                       "transformer part only; sample with LoraLoader to see both.")
     text_encoder_lr: float = setting(5e-5, "Learning rate of the CLIP-L LoRA (kohya text_encoder_lr), used "
                                      "with train_text_encoder; usually half the transformer's or less.",
                                      gt=0.0, le=10.0)

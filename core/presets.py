@@ -29,7 +29,6 @@ import difflib
 import math
 
 from .config import ConfigError, TrainConfig, merge_sections
-from .train.optim import OPTIMIZERS, available_optimizers
 
 _COMMON = {
     "optim": {"optimizer": "adamw", "learning_rate": 1e-4, "lr_scheduler": "constant",
@@ -83,17 +82,6 @@ def suggested_steps(preset: str, n_images: int, accumulation: int | None = None)
     return math.ceil(max(minimum, per_image * n_images) / accumulation)
 
 
-def _require_optimizer(preset: str, data: dict, overrides: dict) -> None:
-    """A preset's optional optimizer that this Python lacks: an error now, not at step 1."""
-    name = data["optim"]["optimizer"]
-    if "optimizer" in overrides.get("optim", {}) or name in available_optimizers():
-        return
-    package = OPTIMIZERS[name].package
-    raise ConfigError("optim.optimizer", f"preset {preset!r} trains with {name!r} (seed 000), which needs the "
-                      f"{package!r} package: run `pip install {package}` in ComfyUI's Python, or set "
-                      "optim.optimizer to 'adamw' (more optimizer memory, same results otherwise)")
-
-
 def preset_dict(preset: str) -> dict:
     """The preset's partial config (a fresh copy), common values included."""
     _check_name(preset)
@@ -110,7 +98,6 @@ def apply_preset(preset: str, overrides: dict | None = None, n_images: int | Non
     if n_images is not None and "steps" not in overrides.get("train", {}):
         accumulation = data["optim"]["gradient_accumulation"]
         data = merge_sections(data, {"train": {"steps": suggested_steps(preset, n_images, accumulation)}})
-    _require_optimizer(preset, data, overrides)
     try:
         return TrainConfig.from_dict(data)
     except ConfigError as err:

@@ -22,6 +22,7 @@ from comfy_api.latest import io
 
 from ..core.config import ConfigError, TrainConfig, merge_sections
 from ..core.presets import PRESETS, STEP_RULES, apply_preset
+from ..core.train.optim import require_installed
 
 PRESET_CHOICES = (*PRESETS, "custom")  # custom = TrainConfig defaults
 USE_PRESET = "preset"  # list / switch widgets
@@ -159,9 +160,10 @@ def build_config(preset: str, values: dict, *, run_name: str, trigger: str, clas
     for section, items in fixed.items():
         overrides.setdefault(section, {}).update(items)
     try:
-        if preset == "custom":
-            return TrainConfig().with_overrides(overrides)
-        return apply_preset(preset, overrides, n_images=n_images)
+        config = (TrainConfig().with_overrides(overrides) if preset == "custom"
+                  else apply_preset(preset, overrides, n_images=n_images))
+        require_installed(config, preset)
+        return config
     except ConfigError as err:
         raise ValueError(f"TrainLoRA {where_to_fix(err.key)}: {err}") from err
 

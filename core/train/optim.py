@@ -19,7 +19,8 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
-from ..config import OptimizerSettings
+from ..config import ConfigError, OptimizerSettings, TrainConfig
+from ..presets import PRESETS
 
 def _fused_supported(params: list[torch.Tensor]) -> bool:
     """True when torch's fused AdamW kernel accepts every parameter (device type and float dtype)."""
@@ -97,6 +98,20 @@ def available_optimizers() -> list[str]:
     """The `optim.optimizer` values that can be built in this Python environment."""
     return [name for name, spec in OPTIMIZERS.items()
             if not spec.package or importlib.util.find_spec(spec.module.split(".")[0]) is not None]
+
+
+def require_installed(config: TrainConfig, preset: str) -> None:
+    """An optimizer this Python lacks, named when the run is set up rather than at step 1: with the
+    preset that chose it (the character preset trains with adamw8bit, seed 000) and the fix."""
+    name = config.optim.optimizer
+    if name in available_optimizers():
+        return
+    package = OPTIMIZERS[name].package
+    chosen_by = f"preset {preset!r} trains" if preset in PRESETS and PRESETS[preset].get("optim", {}).get(
+        "optimizer") == name else "optim.optimizer asks to train"
+    raise ConfigError("optim.optimizer", f"{chosen_by} with {name!r}, which needs the {package!r} package: run "
+                      f"`pip install {package}` in ComfyUI's Python, or set optim.optimizer to 'adamw' (more "
+                      "optimizer memory, same results otherwise)")
 
 
 def _flat_params(params: Iterable) -> tuple[list, list[torch.Tensor]]:

@@ -154,3 +154,12 @@ def klein_available() -> bool:
     import comfy.text_encoders.flux
 
     return hasattr(comfy.text_encoders.flux, "klein_te")
+
+
+def prompt_server():
+    """The running ComfyUI's PromptServer, or None outside a server (in-process tests): it exists only
+    when ComfyUI imported `server` before loading custom nodes, and importing it here would start a
+    second copy of the host's app."""
+    import sys
+
+    return getattr(getattr(sys.modules.get("server"), "PromptServer", None), "instance", None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from . import host
 from .model_files import LOADER_WIDGETS, missing_file_message
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,7 @@ def on_prompt(json_data: dict) -> dict:
     for message in messages:
         log.warning(message)
     if messages:
-        from server import PromptServer
-
-        PromptServer.instance.send_sync(EVENT, {"messages": messages}, json_data.get("client_id"))
+        host.prompt_server().send_sync(EVENT, {"messages": messages}, json_data.get("client_id"))
     return json_data
 
 
@@ -56,7 +55,8 @@ def register_preflight() -> None:
     """Add the hook once (get_node_list may be called more than once)."""
     if _registered.is_set():
         return
-    from server import PromptServer
-
-    PromptServer.instance.add_on_prompt_handler(on_prompt)
+    instance = host.prompt_server()
+    if instance is None:  # in-process tests: no server, no prompts
+        return
+    instance.add_on_prompt_handler(on_prompt)
     _registered.set()

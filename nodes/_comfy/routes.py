@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Callable, Optional
 
@@ -20,7 +19,7 @@ from aiohttp import web
 
 from ...core.model.lora_format import saved_step
 from ...core.run.runner import RunError, RunHandle, check_run_id
-from . import runs
+from . import host, runs
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +179,7 @@ def register_routes() -> None:
     global _registered
     if _registered:
         return
-    # Only inside a running ComfyUI (which imported `server` before loading custom nodes); importing
-    # it here would start a second copy of the host's app in in-process tests.
-    server = sys.modules.get("server")
-    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    instance = host.prompt_server()
     if instance is None:
         log.debug("no PromptServer running: /fluxlab routes not registered")
         return

@@ -170,14 +170,16 @@ def test_character_preset_without_class_word_explains_dop():
 
 
 def test_character_preset_without_bitsandbytes_names_the_fix(monkeypatch):
-    from flux_lora_lab.core import presets
+    from flux_lora_lab.core.train import optim
 
-    monkeypatch.setattr(presets, "available_optimizers", lambda: ["adamw", "adafactor"])
+    monkeypatch.setattr(optim, "available_optimizers", lambda: ["adamw", "adafactor"])
     names = {"run": {"trigger": "ohwx"}, "dop": {"class_word": "woman"}}
-    with pytest.raises(ConfigError, match="'adamw8bit'.*`pip install bitsandbytes`.*'adamw'") as info:
-        apply_preset("character", names)
+    with pytest.raises(ConfigError, match="preset 'character' trains with 'adamw8bit'.*`pip install bitsandbytes`.*'adamw'") as info:
+        optim.require_installed(apply_preset("character", names), "character")
     assert info.value.key == "optim.optimizer"
-    assert apply_preset("character", {**names, "optim": {"optimizer": "adamw"}}).optim.optimizer == "adamw"
+    optim.require_installed(apply_preset("character", {**names, "optim": {"optimizer": "adamw"}}), "character")
+    with pytest.raises(ConfigError, match="optim.optimizer asks to train with 'prodigy'"):
+        optim.require_installed(apply_preset("style", {"optim": {"optimizer": "prodigy", "learning_rate": 1.0}}), "style")
 
 
 def test_astria_step_rule():

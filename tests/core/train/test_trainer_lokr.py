@@ -30,7 +30,7 @@ def lokr_config(steps: int, **overrides) -> TrainConfig:
         "flow": {"timestep_sampling": "balanced"},
         "train": {"steps": steps, "batch_size": 2, "mixed_precision": "no", "gradient_checkpointing": True,
                   "ema": True, "ema_decay": 0.9},
-        "run": {"name": "lokr", "save_every": 0, "sample_every": 0},
+        "run": {"name": "lokr", "save_every": 0, "sample_every": 0, "save_dtype": "fp32"},
     }
     for section, values in overrides.items():
         base[section] = {**base[section], **values}

@@ -8,18 +8,18 @@ a run resumed half-way ends with the same text LoRA as one that never stopped.
 """
 
 import functools
+import importlib.util
 import logging
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.comfy_host import import_comfy
+from tests.comfy_host import COMFY_DIR, import_comfy
 
 import_comfy()
 
 import folder_paths  # noqa: E402
-import nodes as comfy_nodes  # noqa: E402  (ComfyUI's nodes.py: the stock LoraLoader)
 
 from flux_lora_lab.core.config import TrainConfig  # noqa: E402
 from flux_lora_lab.core.model import lora  # noqa: E402
@@ -35,9 +35,21 @@ from flux_lora_lab.nodes._comfy.model import model_overrides  # noqa: E402
 from flux_lora_lab.nodes._comfy.text_encoder import ComfyClipL  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import build_tiny_flux_models  # noqa: E402
 from flux_lora_lab.nodes.load_model import LoadFluxForTraining  # noqa: E402
-from tests.nodes.test_load_model import comfy_dirs, dataset_for, make_folder  # noqa: E402,F401  (comfy_dirs: a fixture)
+from tests.nodes import test_load_model  # noqa: E402
+from tests.nodes.test_load_model import dataset_for, make_folder  # noqa: E402
 
+comfy_dirs = test_load_model.comfy_dirs  # the fixture: ComfyUI's input / output folders in tmp_path
 CAPTIONS = ["ohwx, photo number 0", "a red fox in snow"]
+
+
+@functools.cache
+def stock_lora_loader():
+    """ComfyUI's own nodes.LoraLoader. Loaded from the host's nodes.py by path: where the pack's root is on
+    sys.path (a whole test session) the top-level name `nodes` is the pack's own package."""
+    spec = importlib.util.spec_from_file_location("comfyui_stock_nodes", COMFY_DIR / "nodes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.LoraLoader
 
 
 @functools.cache
@@ -110,7 +122,7 @@ def _train(models, dataset, folder, steps):
     return final, text
 
 
-def test_a_trained_text_lora_loads_through_stock_lora_loader_and_matches_training(comfy_dirs, caplog):  # noqa: F811
+def test_a_trained_text_lora_loads_through_stock_lora_loader_and_matches_training(comfy_dirs, caplog):
     models = tiny()
     dataset = dataset_for(models, make_folder(comfy_dirs / "input" / "data"))
     final, text = _train(models, dataset, comfy_dirs / "run", 3)
@@ -125,8 +137,11 @@ def test_a_trained_text_lora_loads_through_stock_lora_loader_and_matches_trainin
     loras.mkdir()
     (loras / "te.safetensors").write_bytes(final.read_bytes())
     folder_paths.add_model_folder_path("loras", str(loras))
-    with caplog.at_level(logging.WARNING):
-        model, clip = comfy_nodes.LoraLoader().load_lora(models.model, models.clip, "te.safetensors", 1.0, 1.0)
+    try:
+        with caplog.at_level(logging.WARNING):
+            model, clip = stock_lora_loader()().load_lora(models.model, models.clip, "te.safetensors", 1.0, 1.0)
+    finally:
+        folder_paths.folder_names_and_paths["loras"][0].remove(str(loras))
     unmatched = [r.getMessage() for r in caplog.records if "lora key not loaded" in r.getMessage() or "NOT LOADED" in r.getMessage()]
     assert unmatched == []
     for caption in CAPTIONS:
@@ -140,7 +155,7 @@ def test_a_trained_text_lora_loads_through_stock_lora_loader_and_matches_trainin
         torch.testing.assert_close(stock, ours, rtol=1e-5, atol=1e-6)
 
 
-def test_resume_restores_the_text_lora_and_its_optimizer_state(comfy_dirs):  # noqa: F811
+def test_resume_restores_the_text_lora_and_its_optimizer_state(comfy_dirs):
     models = tiny()
     dataset = dataset_for(models, make_folder(comfy_dirs / "input" / "data"))
     straight, _ = _train(models, dataset, comfy_dirs / "straight", 4)

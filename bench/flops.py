@@ -47,7 +47,7 @@ class FluxShape:
         return self.image_tokens + self.text_tokens
 
 
-def _lora_linears(s: FluxShape, train_modulation: bool) -> list[tuple[int, int, int]]:
+def lora_linears(s: FluxShape, train_modulation: bool) -> list[tuple[int, int, int]]:
     """(in, out, tokens) of every linear the `all` preset targets (modulations optional)."""
     h, mh = s.hidden, int(s.mlp_ratio * s.hidden)
     out = []
@@ -70,7 +70,7 @@ def step_flops(s: FluxShape, rank: int = 16, train_modulation: bool = False) -> 
     modulation = 2 * b * (s.double_blocks * 2 * h * 6 * h + s.single_blocks * h * 3 * h + h * 2 * h)
     embed = 2 * b * (s.image_tokens * s.patch_channels * h + s.text_tokens * s.context_dim * h
                      + (256 * h + h * h) * 2 + s.pooled_dim * h + h * h + s.image_tokens * h * s.patch_channels)
-    lora_fwd = 2 * b * rank * sum((i + o) * t for i, o, t in _lora_linears(s, train_modulation))
+    lora_fwd = 2 * b * rank * sum((i + o) * t for i, o, t in lora_linears(s, train_modulation))
     forward = block_linear + attention + modulation + embed + lora_fwd
     backward = block_linear + 2 * attention + 2 * lora_fwd
     recompute = block_linear + attention + lora_fwd  # the blocks' forward, once more

@@ -1,11 +1,14 @@
-"""Full-size Flux.1-dev-shaped GPU benchmark of our engine; exits 0 with a message without CUDA.
+"""Full-size Flux.1-dev-shaped GPU benchmark of our engine beside its peers; exits 0 with a message without CUDA.
 
 ComfyUI's own `Flux` class at Flux.1-dev shape (hidden 3072, 24 heads, 19 double + 38 single
 blocks, T5 4096 / CLIP-L 768 conditioning, guidance embedding), random bf16 weights drawn on the GPU
 (no weights are downloaded), trained by `core.train.trainer.train` with a rank-16 LoRA on the `all`
 preset, batch 1, bf16 autocast. Configurations, each in a fresh subprocess (clean CUDA context and
 peak counters): base bf16 shared / fp8-stored (trained as stored) / qint8 / qint4, x 512 / 1024 px,
-x checkpointing on / off, plus block swap (blocks_to_swap 20, checkpointing on). For each: seconds
+x checkpointing on / off, plus block swap (blocks_to_swap 20, checkpointing on); and at each
+resolution and checkpointing, the peers on the same card (`--peers`): ComfyUI's native TrainLoraNode
+(bench/native.py, on a ModelPatcher of the same shape; it fails without checkpointing, recorded) and
+the diffusers + peft recipe's step (bench/diffusers_peer.py), base bf16, rank 16. For each: seconds
 per step (median of the timed steps), peak GPU memory while training (`max_memory_allocated` and
 `max_memory_reserved`, counters reset after the model is built), the memory plan's estimate beside
 it (core/train/memory_plan.py), and the fraction of the card's dense bf16 matrix rate reached by the model
@@ -14,7 +17,8 @@ bench/results.json exists. `--dry-run` runs every configuration on a tiny model 
 steps: it checks the script, measures nothing.
 
     FLUXLAB_HOST=0.33.0 .venv-0.33.0/bin/python -m bench.gpu [--steps 6] [--warmup 2] [--px 512,1024]
-        [--quantize none,fp8,qint8,qint4] [--checkpointing 1,0] [--swap 0,20] [--peak-tflops N] [--dry-run]
+        [--quantize none,fp8,qint8,qint4] [--checkpointing 1,0] [--swap 0,20] [--peers native,diffusers]
+        [--peak-tflops N] [--dry-run]
 
 qint8 / qint4: the base is built in bf16 on the GPU, its block linears are quantized into the training
 tree (core/model/quant.py), then the owner's bf16 block linears are dropped, so training holds quantized
@@ -76,6 +80,13 @@ def build_owner(device: str, shape: dict):
 
     model = comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, dtype=torch.bfloat16, device=device,
                                       **flux_params(shape))
+    return fill(model, device)
+
+
+def fill(model, device: str):
+    """Seeded random weights, in place: matrices ~ N(0, 1/fan_in), norm gains 1, the rest N(0, 0.02)."""
+    import torch
+
     generator = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -101,6 +112,11 @@ def _store_blocks_in_fp8(owner) -> None:
 def one(config: dict) -> dict:
     """Train one configuration in this process; the measurements beside the memory plan's estimate."""
     import torch
+
+    if config.get("side", "ours") != "ours":
+        from .gpu_peers import peer_one
+
+        return peer_one(config)
 
     from ._pack import register_pack
     from .flops import flux1_dev, step_flops
@@ -193,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quantize", default="none,fp8,qint8,qint4", help="none = bf16 shared; fp8 = fp8-stored, trained as stored")
     parser.add_argument("--checkpointing", default="1,0")
     parser.add_argument("--swap", default="0,20", help="blocks_to_swap values (run with checkpointing on)")
+    parser.add_argument("--peers", default="native,diffusers",
+                        help="peers run beside ours (base bf16), at every --px and --checkpointing; empty = none")
     parser.add_argument("--dry-run", action="store_true", help="a tiny model on the CPU, 2 steps: checks the script")
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one configuration as JSON
@@ -214,21 +232,27 @@ def main(argv: list[str] | None = None) -> int:
     peak = peak_tflops(name, args.peak_tflops) if not args.dry_run else 1.0
     runs = []
     swaps = [int(x) for x in args.swap.split(",")]
-    for quantize in args.quantize.split(","):
-        for px in (int(p) for p in args.px.split(",")):
+    common = dict(steps=2 if args.dry_run else args.steps, warmup=0 if args.dry_run else args.warmup,
+                  peak_tflops=peak, device="cpu" if args.dry_run else "cuda", dry_run=args.dry_run)
+    configs = []
+    for px in (int(p) for p in args.px.split(",")):  # the peers and ours side by side, resolution by resolution
+        for ckpt in (bool(int(c)) for c in args.checkpointing.split(",")):
+            configs += [dict(common, side=peer, quantize="none", px=px, checkpointing=ckpt, swap=0)
+                        for peer in filter(None, args.peers.split(","))]
+        for quantize in args.quantize.split(","):
             for ckpt, swap in [(bool(int(c)), 0) for c in args.checkpointing.split(",")] + [(True, n) for n in swaps if n]:
-                config = dict(quantize=quantize, px=px, checkpointing=ckpt, swap=swap if not args.dry_run else min(swap, 2),
-                              steps=2 if args.dry_run else args.steps, warmup=0 if args.dry_run else args.warmup,
-                              peak_tflops=peak, device="cpu" if args.dry_run else "cuda", dry_run=args.dry_run)
-                proc = subprocess.run([sys.executable, "-m", "bench.gpu", "--one", json.dumps(config)], cwd=REPO_ROOT,
-                                      capture_output=True, text=True, env=dict(os.environ, TQDM_DISABLE="1"))
-                lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_MARK)]
-                result = (json.loads(lines[-1][len(RESULT_MARK):]) if lines
-                          else dict(config, ok=False, error=f"exit {proc.returncode}: {proc.stderr[-300:]}"))
-                runs.append(result)
-                print(json.dumps(result), flush=True)
+                configs.append(dict(common, side="ours", quantize=quantize, px=px, checkpointing=ckpt,
+                                    swap=swap if not args.dry_run else min(swap, 2)))
+    for config in configs:
+        proc = subprocess.run([sys.executable, "-m", "bench.gpu", "--one", json.dumps(config)], cwd=REPO_ROOT,
+                              capture_output=True, text=True, env=dict(os.environ, TQDM_DISABLE="1"))
+        lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_MARK)]
+        result = (json.loads(lines[-1][len(RESULT_MARK):]) if lines
+                  else dict(config, ok=False, error=f"exit {proc.returncode}: {proc.stderr[-300:]}"))
+        runs.append(result)
+        print(json.dumps(result), flush=True)
     if args.dry_run:
-        return 0 if all(r.get("ok") for r in runs) else 1
+        return 0 if all(r.get("ok") or r.get("expected_failure") for r in runs) else 1
     OUT.write_text(json.dumps({"device": name, "torch": torch.__version__, "peak_tflops": peak,
                                "command": ".venv-0.33.0/bin/python -m bench.gpu " + " ".join(argv or sys.argv[1:]),
                                "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": runs}, indent=1) + "\n")

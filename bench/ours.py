@@ -52,30 +52,64 @@ def config_for(workload: Workload, steps: int, checkpointing: bool):
     })
 
 
-def run_ours(workload: Workload, pool: Pool, patcher, steps: int, checkpointing: bool) -> dict:
-    """Train `steps` steps with our engine on `patcher`'s diffusion model; step end times and counts."""
+def _mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def auto_interval(workload: Workload, owner) -> tuple[int, str]:
+    """What the memory plan picks for this run with the checkpoint interval on auto
+    (core/train/memory_plan.choose over the base as loaded): the interval and the plan's reason.
+    Budget: the memory available now plus the base weights, which are already resident."""
+    from flux_lora_lab.core.model import lora
+    from flux_lora_lab.core.model.adapter import FluxTrainingAdapter
+    from flux_lora_lab.core.sections import LoraSettings
+    from flux_lora_lab.core.train import memory_plan
+
+    tree = FluxTrainingAdapter.adopt(owner, checkpointing=False).module
+    shape = memory_plan.shape_of(tree, "flux1", 4.0)
+    names = lora.target_names(tree, LoraSettings(rank=workload.rank, targets="all", train_modulation=True))
+    run = memory_plan.RunShape(quantization="none", compute="bf16" if workload.precision == "bf16" else "fp32",
+                               lora_params=memory_plan.lora_parameter_count(tree, names, workload.rank),
+                               optimizer="adamw", ema=False, batch=workload.batch_size,
+                               tokens=workload.image_tokens + workload.text_tokens, checkpoint_every=None)
+    budget = _mem_available() + shape.block_weight_bytes + shape.other_bytes
+    choice = memory_plan.choose(shape, run, {"none": budget}, quantizations=("none",))
+    if choice is None:
+        raise RuntimeError(f"the memory plan finds no checkpoint interval that fits {budget / 2**30:.1f} GiB")
+    return choice.run.checkpoint_every, choice.reason
+
+
+def run_ours(workload: Workload, pool: Pool, patcher, steps: int, checkpointing) -> dict:
+    """Train `steps` steps with our engine on `patcher`'s diffusion model; step end times and counts.
+    `checkpointing`: True (every block), False, or "auto" (the interval `auto_interval` picks)."""
     from flux_lora_lab.core.model import lora
     from flux_lora_lab.core.model.adapter import FluxTrainingAdapter
     from flux_lora_lab.core.run.control import RunControl
     from flux_lora_lab.core.run.rundir import RunDir
     from flux_lora_lab.core.train.trainer import TrainingJob, train
 
-    adapter = FluxTrainingAdapter.adopt(patcher.model.diffusion_model, checkpointing=checkpointing)
+    owner = patcher.model.diffusion_model
+    every, reason = auto_interval(workload, owner) if checkpointing == "auto" else (int(checkpointing), None)
+    checkpointing = every > 0
+    adapter = FluxTrainingAdapter.adopt(owner, checkpointing=checkpointing, checkpoint_every=max(every, 1))
     stamps: list[float] = []
     losses: list[float] = []
 
     def emit(event):
         if event.kind == "step":
-            stamps.append(time.perf_counter())
+            stamps.append(time.process_time())
             losses.append(event.loss)
 
     with tempfile.TemporaryDirectory(prefix="fluxlab-bench-") as folder:
         job = TrainingJob(config_for(workload, steps, checkpointing), adapter, PoolData(pool), RunDir(Path(folder) / "run"))
-        start = time.perf_counter()
+        start = time.process_time()
         train(job, RunControl(None), emit)
-        total = time.perf_counter() - start
+        total = time.process_time() - start
     layers = lora.lora_layers(adapter.module)
     params = sum(p.numel() for _, p in lora.trainable_parameters(adapter.module))
     return {"start": start, "stamps": stamps, "total_s": total, "losses": losses,
             "trainable_params": params, "lora_params": params, "bias_and_other_params": 0,
-            "lora_layers": len(layers)}
+            "lora_layers": len(layers), "checkpoint_every": every, "plan_reason": reason}

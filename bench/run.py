@@ -1,13 +1,16 @@
-"""`make bench`: our engine's training step against ComfyUI's native TrainLoraNode, in one run.
+"""`make bench`: our engine's training step against ComfyUI's native TrainLoraNode and the diffusers
++ peft recipe (bench/diffusers_peer.py), in one run, beside this machine's kernel floor (bench/floor.py).
 
-For each precision, four configurations: native with checkpointing (the only way it runs),
-native without (recorded: it fails), ours with and without checkpointing. Each configuration runs
-in its own fresh subprocess, in `rounds` rounds whose order rotates, so slow drift of a shared
-machine falls on every configuration alike. Each run trains `warmup + steps` steps; the first
-`warmup` step intervals are dropped, the rest are pooled over rounds. Results go to
-bench/results.json and docs/benchmarks.md.
+For each precision, seven configurations: native with checkpointing (the only way it runs),
+native without (recorded: it fails), diffusers with and without its gradient checkpointing, ours
+with checkpointing on every block, without, and with the interval on auto (what the memory plan
+picks here). Each configuration runs in its own fresh subprocess, in `rounds` rounds whose order
+rotates, so slow drift of a shared machine falls on every configuration alike. Steps are timed in
+process CPU time (other jobs on a shared machine take wall time, not this process's CPU time). Each
+run trains `warmup + steps` steps; the first `warmup` step intervals are dropped, the rest are
+pooled over rounds. Results go to bench/results.json and docs/benchmarks.md.
 
-    .venv-0.33.0/bin/python -m bench.run [--rounds 3] [--steps 15] [--warmup 3] [--threads 1] [--precisions fp32,bf16]
+    .venv-0.33.0/bin/python -m bench.run [--rounds 3] [--steps 12] [--warmup 3] [--threads 1] [--precisions fp32,bf16]
 """
 
 from __future__ import annotations
@@ -31,13 +34,25 @@ from .workload import Workload
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "bench" / "results.json"
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
-CONFIGS = (("native", True), ("native", False), ("ours", True), ("ours", False))
+CONFIGS = (("native", "1"), ("native", "0"), ("diffusers", "1"), ("diffusers", "0"), ("ours", "1"), ("ours", "0"),
+           ("ours", "auto"))
+"""(side, checkpointing): "1" every block, "0" none, "auto" the memory plan's interval."""
+EQUAL_SETTINGS = {"checkpointed": ("ours+ckpt", {"native": "native+ckpt", "diffusers": "diffusers+ckpt"}),
+                  "no_checkpointing": ("ours", {"diffusers": "diffusers"})}
+"""Pairs at equal settings (same checkpointing, dtype, rank, targets, tokens). The native node cannot
+train without checkpointing, so that pair has no native side."""
+AUTO_AGAINST = {"native_checkpointed": "native+ckpt", "diffusers_checkpointed": "diffusers+ckpt",
+                "diffusers_no_checkpointing": "diffusers"}
 
 
-def run_worker(workload: Workload, side: str, checkpointing: bool, steps: int, threads: int) -> dict:
+def config_key(side: str, checkpointing: str) -> str:
+    return side + {"1": "+ckpt", "0": "", "auto": "+auto"}[checkpointing]
+
+
+def run_worker(workload: Workload, side: str, checkpointing: str, steps: int, threads: int) -> dict:
     """One configuration in a fresh interpreter; its JSON result (or the reason it gave none)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
-    cmd = [sys.executable, "-m", "bench.worker", "--side", side, "--checkpointing", str(int(checkpointing)),
+    cmd = [sys.executable, "-m", "bench.worker", "--side", side, "--checkpointing", checkpointing,
            "--steps", str(steps), "--threads", str(threads), "--workload", json.dumps(workload.to_dict())]
     load = os.getloadavg()[0]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -79,23 +94,50 @@ def summarise(runs: list[dict], warmup: int) -> dict:
         "first_loss": first["losses"][0] if first["losses"] else None,
         "load_average_before": [round(r["load_before"], 2) for r in ok],
         "step_times_by_round": [[round(t, 5) for t in step_times(r, warmup)] for r in ok],
+        "checkpoint_every": first.get("checkpoint_every"), "plan_reason": first.get("plan_reason"),
     }
 
 
-def ratios(summary: dict, rounds_by_config: dict, warmup: int) -> dict:
-    """ours steps/s over native-with-checkpointing steps/s: pooled medians, pooled 10th percentiles
-    (the least load-disturbed steps: a shared machine only ever adds time), and per round (paired in time)."""
-    native = summary.get("native+ckpt", {})
+def speedup(summary: dict, runs: dict, warmup: int, ours: str, peer: str) -> dict | None:
+    """`ours` steps/s over `peer` steps/s: pooled medians, pooled 10th percentiles (the least
+    load-disturbed steps: a shared machine only ever adds time), and per round (paired in time)."""
+    a, b = summary.get(ours, {}), summary.get(peer, {})
+    if not (a.get("ok") and b.get("ok")):
+        return None
+    paired = [statistics.median(step_times(p, warmup)) / statistics.median(step_times(o, warmup))
+              for p, o in zip(runs[peer], runs[ours]) if p.get("ok") and o.get("ok")]
+    return {"ours": ours, "peer": peer, "pooled": b["median_step_s"] / a["median_step_s"],
+            "p10": b["p10_step_s"] / a["p10_step_s"], "per_round": paired, "min": min(paired), "max": max(paired)}
+
+
+def ratios(summary: dict, runs: dict, warmup: int) -> dict:
+    """`equal_settings/<checkpointing>/ratio_vs_<peer>`, and `auto/ratio_vs_<peer config>`: what the
+    default (interval auto) gets against each peer's configurations (not equal settings: auto may
+    recompute less than the peer)."""
+    equal = {mode: {f"ratio_vs_{peer}": speedup(summary, runs, warmup, ours, key) for peer, key in peers.items()}
+             for mode, (ours, peers) in EQUAL_SETTINGS.items()}
+    auto = {f"ratio_vs_{name}": speedup(summary, runs, warmup, "ours+auto", key) for name, key in AUTO_AGAINST.items()}
+    return {"equal_settings": equal, "auto": auto}
+
+
+def floor_of(workload: Workload, threads: int) -> dict:
+    """bench/floor.py in a fresh interpreter (same threads as the runs)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, "-m", "bench.floor", "--precision", workload.precision, "--threads", str(threads)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    for line in proc.stdout.splitlines():
+        if line.startswith("FLOOR "):
+            return json.loads(line[len("FLOOR "):])
+    raise RuntimeError(f"bench.floor failed: {(proc.stderr or proc.stdout)[-1500:]}")
+
+
+def floor_fractions(summary: dict, floor: dict) -> dict:
+    """{config: floor s/step over its s/step} against the floor of the same checkpointing."""
     out = {}
-    for key in ("ours+ckpt", "ours"):
-        ours = summary.get(key, {})
-        if not (native.get("ok") and ours.get("ok")):
-            continue
-        paired = [statistics.median(step_times(n, warmup)) / statistics.median(step_times(o, warmup))
-                  for n, o in zip(rounds_by_config["native+ckpt"], rounds_by_config[key]) if n.get("ok") and o.get("ok")]
-        out[f"{key} / native+ckpt"] = {"pooled": native["median_step_s"] / ours["median_step_s"],
-                                        "p10": native["p10_step_s"] / ours["p10_step_s"],
-                                        "per_round": paired, "min": min(paired), "max": max(paired)}
+    for key, c in summary.items():
+        every = 1 if key.endswith("+ckpt") else 0 if "+" not in key else c.get("checkpoint_every")
+        if c.get("ok") and every in (0, 1):
+            out[key] = floor["checkpointed" if every else "plain"]["floor_s"] / c["median_step_s"]
     return out
 
 
@@ -118,7 +160,7 @@ def machine(threads: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=15, help="timed steps per run (after warmup)")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per run (after warmup)")
     parser.add_argument("--warmup", type=int, default=3, help="step intervals dropped at the start of each run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for every run")
     parser.add_argument("--precisions", default="fp32,bf16")
@@ -144,16 +186,18 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             order = CONFIGS[r % len(CONFIGS):] + CONFIGS[:r % len(CONFIGS)]
             for side, ckpt in order:
-                key = side + ("+ckpt" if ckpt else "")
-                if side == "native" and not ckpt and r > 0 and not any(x.get("ok") for x in runs[key]):
+                key = config_key(side, ckpt)
+                if side == "native" and ckpt == "0" and r > 0 and not any(x.get("ok") for x in runs[key]):
                     continue  # it failed once for a structural reason; the error is recorded
                 result = run_worker(workload, side, ckpt, args.warmup + args.steps + 1, args.threads)
                 runs.setdefault(key, []).append(result)
                 status = f"{statistics.median(step_times(result, args.warmup)):.4f} s/step" if result.get("ok") else result.get("error")
                 print(f"[{precision} round {r + 1}] {key:12s} {status}", flush=True)
         summary = {key: summarise(rs, args.warmup) for key, rs in runs.items()}
+        floor = floor_of(workload, args.threads)
         results["precisions"][precision] = {"workload": workload.to_dict(), "configs": summary,
-                                            "ratios": ratios(summary, runs, args.warmup)}
+                                            "ratios": ratios(summary, runs, args.warmup), "floor": floor,
+                                            "fraction_of_floor": floor_fractions(summary, floor)}
     results["duration_s"] = round(time.time() - started, 1)
     print(json.dumps({p: v["ratios"] for p, v in results["precisions"].items()}, indent=1))
     broken = [(p, key, r) for p, rs in all_runs.items() for key, runs_ in rs.items() if key.startswith("ours")

@@ -39,8 +39,9 @@ def _reset_peak() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--side", choices=("native", "ours"), required=True)
-    parser.add_argument("--checkpointing", type=int, choices=(0, 1), required=True)
+    parser.add_argument("--side", choices=("native", "diffusers", "ours"), required=True)
+    parser.add_argument("--checkpointing", choices=("0", "1", "auto"), required=True,
+                        help="auto: ours only, the memory plan's choice (bench/ours.py)")
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--workload", required=True, help="Workload fields as JSON")
@@ -53,19 +54,21 @@ def main(argv: list[str] | None = None) -> int:
     from ._pack import register_pack
 
     register_pack()
+    from .diffusers_peer import run_diffusers
     from .native import run_native
     from .ours import run_ours
     from .workload import Workload, build_patcher, make_pool
 
     workload = Workload(**json.loads(args.workload))
-    patcher = build_patcher(workload)
+    patcher = None if args.side == "diffusers" else build_patcher(workload)  # diffusers builds its own model
     pool = make_pool(workload)
-    result = {"side": args.side, "checkpointing": bool(args.checkpointing), "threads": torch.get_num_threads()}
+    checkpointing = "auto" if args.checkpointing == "auto" else bool(int(args.checkpointing))
+    result = {"side": args.side, "checkpointing": checkpointing, "threads": torch.get_num_threads()}
     result["base_mb"] = (_status_kb("VmRSS") or 0) / 1024
     result["peak_reset"] = _reset_peak()
-    runner = run_native if args.side == "native" else run_ours
+    runner = {"native": run_native, "diffusers": run_diffusers, "ours": run_ours}[args.side]
     try:
-        result.update(runner(workload, pool, patcher, args.steps, bool(args.checkpointing)))
+        result.update(runner(workload, pool, patcher, args.steps, checkpointing))
         result["ok"] = True
     except Exception as err:  # the native node without checkpointing is expected to fail: record why
         result.update(ok=False, error=f"{type(err).__name__}: {err}".splitlines()[0][:300],

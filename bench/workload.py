@@ -36,6 +36,7 @@ class Workload:
     weight_decay: float = 0.01  # torch AdamW's default, which the native node uses
     precision: str = "fp32"  # "fp32" or "bf16" (native training_dtype / our mixed_precision)
     seed: int = 0
+    axes_dim: tuple = ()  # RoPE axes; empty = derived from the head dim (bench/gpu.py sets Flux.1-dev's)
 
     def flux_config(self) -> dict:
         """A Flux.1-dev unet config (ComfyUI detects it as Flux, guidance embedding on)."""
@@ -43,11 +44,17 @@ class Workload:
         if head_dim * self.heads != self.hidden or head_dim % 4:
             raise ValueError(f"hidden {self.hidden} / heads {self.heads} must give a head dim that is a multiple of 4")
         first = head_dim // 4  # real Flux: head 128 -> axes (16, 56, 56); keep that split shape
-        axes = [first, (head_dim - first) // 2, head_dim - first - (head_dim - first) // 2]
+        axes = list(self.axes_dim) or [first, (head_dim - first) // 2, head_dim - first - (head_dim - first) // 2]
         return dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=self.pooled_dim,
                     context_in_dim=self.context_dim, hidden_size=self.hidden, mlp_ratio=4.0,
                     num_heads=self.heads, depth=self.double_blocks, depth_single_blocks=self.single_blocks,
                     axes_dim=axes, theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True, txt_ids_dims=[])
+
+    @property
+    def base_dtype(self) -> torch.dtype:
+        """How every peer stores the frozen base: bf16 in the bf16 rows, as Flux checkpoints are stored
+        and as diffusers' recipe casts it (`transformer.to(weight_dtype)`); fp32 in the fp32 rows."""
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
 
     @property
     def image_tokens(self) -> int:
@@ -69,11 +76,11 @@ def bench_spec(workload: Workload):
         def config(self) -> dict:
             return dict(config)
 
-    return BenchFluxSpec("flux1-dev", seed=workload.seed, dtype=torch.float32)
+    return BenchFluxSpec("flux1-dev", seed=workload.seed, dtype=workload.base_dtype)
 
 
 def build_patcher(workload: Workload):
-    """ComfyUI's MODEL (ModelPatcher around comfy's Flux model), seeded, fp32 weights, on CPU."""
+    """ComfyUI's MODEL (ModelPatcher around comfy's Flux model), seeded, weights in `base_dtype`, on CPU."""
     import_comfy()
     from flux_lora_lab.nodes._comfy.tiny_models import build_tiny_model_patcher
 

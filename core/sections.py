@@ -242,11 +242,15 @@ class TrainSettings(Section):
     mixed_precision: str = setting("bf16", "Compute precision: 'bf16' autocast (fast, standard) or "
                                    "'no' (fp32, slow; for exact tests). fp16 overflows in Flux.",
                                    choices=("no", "bf16"))
-    gradient_checkpointing: bool = setting(True, "Recompute block activations in the backward pass: "
-                                           "much less memory, ~30% slower. Needed for Flux on <48 GB.")
-    checkpoint_every_n_blocks: int = setting(1, "With gradient checkpointing, checkpoint only every "
-                                             "N-th block (1 = all; 2-3 trade memory for speed).", ge=1,
-                                             le=64)
+    gradient_checkpointing: bool = setting(True, "Recompute block activations in the backward pass to "
+                                           "save memory (on every block a step takes ~1.5x as long). "
+                                           "On: as checkpoint_every_n_blocks says; off: never (fastest, "
+                                           "needs room for every block's activations).")
+    checkpoint_every_n_blocks: int | None = setting(None, "With gradient checkpointing, which blocks "
+                                                    "recompute: empty = auto, the memory plan picks the "
+                                                    "least recompute that fits the device (none with room "
+                                                    "to spare, every block when tight); N = every N-th "
+                                                    "block (1 = all, the least memory).", ge=1, le=64)
     blocks_to_swap: int = setting(0, "Keep the base weights of the last N single blocks in system RAM and "
                                   "bring each to the GPU only while it runs (kohya's blocks_to_swap): "
                                   "for 10-16 GB cards; slower, the same LoRA. 0 = off.", ge=0, le=64)

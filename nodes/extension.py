@@ -4,10 +4,11 @@ from comfy_api.latest import ComfyExtension, io
 
 from .compare import CompareCheckpoints
 from .dataset import DatasetFromFolder
-from .dev_nodes import FluxLabTinyModels
+from .dev_nodes import FluxLabDemoImages, FluxLabTinyModels
 from .load_model import LoadFluxForTraining
 from .sample import SampleCheckpoint
 from .train import TrainLoRA
+from .train_advanced import TrainLoRAAdvanced
 
 
 class FluxLabExtension(ComfyExtension):
@@ -19,4 +20,5 @@ class FluxLabExtension(ComfyExtension):
 
         register_routes()
         register_preflight()
-        return [FluxLabTinyModels, LoadFluxForTraining, DatasetFromFolder, SampleCheckpoint, CompareCheckpoints, TrainLoRA]
+        return [FluxLabTinyModels, FluxLabDemoImages, LoadFluxForTraining, DatasetFromFolder, SampleCheckpoint, CompareCheckpoints,
+                TrainLoRA, TrainLoRAAdvanced]

@@ -33,9 +33,11 @@ class LoadFluxForTraining(io.ComfyNode):
                 io.Boolean.Input("gradient_checkpointing", default=True,
                                  tooltip="Recompute block activations in the backward pass: much less memory, "
                                  "about 30% slower. Needed for Flux on GPUs under 48 GB."),
-                io.Int.Input("checkpoint_every_n_blocks", default=1, min=1, max=64,
-                             tooltip="With gradient checkpointing, checkpoint only every N-th block "
-                             "(1 = all; 2-3 trade memory for speed)."),
+                io.Int.Input("checkpoint_every_n_blocks", default=0, min=0, max=64,
+                             tooltip="With gradient checkpointing, checkpoint only every N-th block (1 = all; "
+                             "2-3 trade memory for speed). 0 = auto: when a run starts, the least recompute "
+                             "that fits the device's free memory (none at all when there is room), said in "
+                             "the run's log."),
             ],
             outputs=[
                 TrainingModel.Output(display_name="training_model", tooltip="The Flux model ready for TrainLoRA."),

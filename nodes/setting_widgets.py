@@ -1,12 +1,17 @@
-"""TrainLoRA's setting widgets, compiled once from the engine's settings (core/sections.py).
+"""The engine's settings (core/sections.py) as widgets of two nodes, compiled from the settings' typed metadata.
 
-Every engine setting that no other node owns is a widget, with the setting's own doc as tooltip, so
-nothing can drift. A widget is named after its setting with the dot replaced (`lora.rank` ->
-`lora_rank`; the pair `optim.betas` -> `optim_beta1` + `optim_beta2`); the names are stable (saved
-workflows store them). Presets and widgets never fight: every widget starts at a "use the preset"
-value (-1 for numbers, "preset" in lists and on/off switches, empty text), so a config is TrainConfig
-defaults <- preset <- the widgets the user changed. One map, `setting_widget_map()`, says for each
-setting its widget names, its kind and how a widget value becomes the setting's value; the schema,
+TrainLoRA carries the essentials (what a user of ai-toolkit or kohya sets first: steps, rank, alpha,
+learning rate, optimizer, batch, targets, noise levels, DOP, save / sample cadence, seed); every other
+setting is a widget of TrainLoRAAdvanced ("Advanced LoRA training settings"), whose output plugs
+into TrainLoRA. Every widget holds a real value, and that value is what trains: the essentials start at
+the default preset's values (the browser extension refills them when the preset changes: `preset_table()`),
+the advanced widgets at the values every named preset shares (a test keeps the presets agreeing there,
+so an untouched advanced node trains exactly what its preset alone would). The one exception is
+`train_steps` 0: the preset's steps-per-image rule, which needs the image count the dataset reports.
+
+A widget is named after its setting with the dot replaced (`lora.rank` -> `lora_rank`; the pair
+`optim.betas` -> `optim_beta1` + `optim_beta2`); the names are stable (API prompts use them). One map,
+`setting_widget_map()`, says for each setting its node, widget names, kind and default; the schemas,
 the config and the error messages all read it.
 """
 
@@ -21,13 +26,18 @@ from typing import Any
 from comfy_api.latest import io
 
 from ..core.config import ConfigError, TrainConfig, merge_sections
-from ..core.presets import PRESETS, STEP_RULES, apply_preset
+from ..core.presets import PRESETS, STEP_RULES, apply_preset, preset_dict
 from ..core.train.optim import require_installed
 
 PRESET_CHOICES = (*PRESETS, "custom")  # custom = TrainConfig defaults
-USE_PRESET = "preset"  # list / switch widgets
-UNSET = -1  # number widgets
-# Settings that are not TrainLoRA widgets, and who owns them.
+DEFAULT_PRESET = "concept"
+AUTO_STEPS = 0  # train_steps 0: the preset's steps-per-image rule
+TRAIN_NODE, ADVANCED_NODE = "TrainLoRA", "Advanced LoRA training settings"
+# TrainLoRA's setting widgets, in node order; every other widget setting is on the advanced node.
+ESSENTIALS = ("train.steps", "lora.rank", "lora.alpha", "optim.learning_rate", "optim.optimizer", "train.batch_size",
+              "optim.gradient_accumulation", "lora.targets", "flow.timestep_sampling", "dop.enabled", "dop.every_n_steps", "run.save_every",
+              "run.sample_every", "train.seed")
+# Settings that are not widgets, and who owns them.
 NOT_WIDGETS = {
     "model.quantize": "LoadFluxForTraining", "train.mixed_precision": "LoadFluxForTraining",
     "train.gradient_checkpointing": "LoadFluxForTraining", "train.checkpoint_every_n_blocks": "LoadFluxForTraining",
@@ -35,7 +45,6 @@ NOT_WIDGETS = {
 }
 SECTION_ORDER = ("train", "lora", "optim", "flow", "dop", "run")
 FLOAT_STEPS = {"optim.learning_rate": 1e-5, "optim.weight_decay": 1e-5, "optim.eps": 1e-9, "train.ema_decay": 1e-4}
-_UNSET_OF_KIND = {"choice": USE_PRESET, "switch": USE_PRESET, "text": ""}
 
 
 def widget_name(key: str) -> str:
@@ -44,97 +53,107 @@ def widget_name(key: str) -> str:
 
 @dataclass(frozen=True)
 class SettingWidget:
-    """One setting's widgets: `kind` is choice | switch | int | float | optional_float | pair | text."""
+    """One setting's widgets: `kind` is choice | switch | int | float | pair | text; `node` the node they are on."""
 
     key: str
     kind: str
     meta: dict
     names: tuple[str, ...]
-
-    @property
-    def unset(self):
-        return _UNSET_OF_KIND.get(self.kind, UNSET)
+    node: str
+    default: Any
 
     def inputs(self) -> list[io.Input]:
-        tip = f"{self.meta['doc']}\n[{self.key}] Preset values: {_preset_values(self.key)}."
+        tip = f"{self.meta['doc']}\n[{self.key}] Presets: {_preset_values(self.key)}."
         (name, *_), most = self.names, self.meta.get("le", self.meta.get("lt"))
-        if self.kind in ("choice", "switch"):
-            options = self.meta["choices"] if self.kind == "choice" else ("on", "off")
-            return [io.Combo.Input(name, options=[USE_PRESET, *options], default=USE_PRESET,
-                                   tooltip=f"{tip} 'preset' = the preset's value.")]
+        least = self.meta.get("ge", self.meta.get("gt"))
+        if self.kind == "choice":
+            return [io.Combo.Input(name, options=list(self.meta["choices"]), default=self.default, tooltip=tip)]
+        if self.kind == "switch":
+            return [io.Boolean.Input(name, default=self.default, label_on="on", label_off="off", tooltip=tip)]
         if self.kind == "int":
-            return [io.Int.Input(name, default=UNSET, min=UNSET, max=most, tooltip=f"{tip} -1 = the preset's value.")]
+            label = None
+            if self.key == "train.steps":  # the label says what 0 does, so the widget never reads as a magic number
+                least, label, tip = AUTO_STEPS, f"{name} (0 = preset's rule)", f"{tip} 0 = the preset's rule for the " \
+                    "dataset's image count (the dataset report gives it per preset)."
+            return [io.Int.Input(name, display_name=label, default=self.default, min=least, max=most, tooltip=tip,
+                                 control_after_generate=False)]
         if self.kind == "pair":
-            return [io.Float.Input(part, default=UNSET, min=UNSET, max=1.0, step=1e-4,
-                                   tooltip=f"{tip} ({part}) -1 = the preset's value.") for part in self.names]
-        if self.kind in ("float", "optional_float"):
-            extra = " 0 = same as rank." if self.kind == "optional_float" else ""
-            return [io.Float.Input(name, default=UNSET, min=UNSET, max=most, step=FLOAT_STEPS.get(self.key, 0.01),
-                                   tooltip=f"{tip} -1 = the preset's value.{extra}")]
-        return [io.String.Input(name, default="", tooltip=f"{tip} Empty = the preset's value (no preset sets it).")]
+            return [io.Float.Input(part, default=value, min=least, max=1.0, step=1e-4, tooltip=f"{tip} ({part})")
+                    for part, value in zip(self.names, self.default)]
+        if self.kind == "float":
+            return [io.Float.Input(name, default=self.default, min=least, max=most,
+                                   step=FLOAT_STEPS.get(self.key, 0.01), tooltip=tip)]
+        return [io.String.Input(name, default=self.default, tooltip=tip)]
 
     def value(self, values: dict) -> tuple[bool, Any]:
-        """(changed, the setting's value) from the node's widget values."""
-        if self.kind == "pair":
-            parts = [values.get(part, UNSET) for part in self.names]
-            default = self.meta["default"]  # no preset sets the betas
-            return any(p != UNSET for p in parts), [d if p == UNSET else p for p, d in zip(parts, default)]
-        value = values.get(self.names[0], self.unset)
-        if value == self.unset:
+        """(given, the setting's value) from a node's widget values."""
+        if not all(name in values for name in self.names):
             return False, None
-        if self.kind == "switch":
-            return True, value == "on"
-        if self.kind == "optional_float" and value == 0:
-            return True, None  # lora.alpha 0 = same as rank
+        if self.kind == "pair":
+            return True, [values[name] for name in self.names]
+        value = values[self.names[0]]
+        if self.key == "train.steps" and value == AUTO_STEPS:
+            return False, None
         return True, value
 
 
 def _kind(hint: Any, meta: dict) -> str:
     """The widget kind of a setting, from its real type (not its type's name)."""
     args = typing.get_args(hint)
-    optional = type(None) in args
-    base = next(a for a in args if a is not type(None)) if optional else hint
+    base = next(a for a in args if a is not type(None)) if type(None) in args else hint
     if "choices" in meta:
         return "choice"
     if base is bool:
         return "switch"
     if typing.get_origin(base) is tuple:
         return "pair"
-    if base is int:
-        return "int"
-    if base is float:
-        return "optional_float" if optional else "float"
-    return "text"
+    return {int: "int", float: "float"}.get(base, "text")
+
+
+def _shown_value(config: TrainConfig, key: str) -> Any:
+    """The value a widget shows for setting `key` of `config` (alpha None = same as rank: the rank)."""
+    section, name = key.split(".")
+    if key == "lora.alpha":
+        return config.lora.effective_alpha
+    value = getattr(getattr(config, section), name)
+    return list(value) if isinstance(value, tuple) else value
 
 
 @functools.cache  # ComfyUI rebuilds the schema on every /object_info and prompt validation
 def setting_widget_map() -> dict[str, SettingWidget]:
-    """Every widget setting by dotted key, in node order."""
+    """Every widget setting by dotted key: the essentials in node order, then the advanced ones by section."""
     described, sections = TrainConfig.describe(), typing.get_type_hints(TrainConfig)
-    out = {}
+    shown = preset_config(DEFAULT_PRESET)
+    keys = [*ESSENTIALS]
     for section in SECTION_ORDER:
-        cls = sections[section]
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            key = f"{section}.{f.name}"
-            if key in NOT_WIDGETS:
-                continue
-            kind = _kind(hints[f.name], described[key])
-            names = (f"{section}_beta1", f"{section}_beta2") if kind == "pair" else (widget_name(key),)
-            out[key] = SettingWidget(key, kind, described[key], names)
+        keys += [k for k in (f"{section}.{f.name}" for f in dataclasses.fields(sections[section]))
+                 if k not in ESSENTIALS and k not in NOT_WIDGETS]
+    out = {}
+    for key in keys:
+        section, name = key.split(".")
+        kind = _kind(typing.get_type_hints(sections[section])[name], described[key])
+        names = (f"{section}_beta1", f"{section}_beta2") if kind == "pair" else (widget_name(key),)
+        default = AUTO_STEPS if key == "train.steps" else _shown_value(shown, key)
+        out[key] = SettingWidget(key, kind, described[key], names, TRAIN_NODE if key in ESSENTIALS else ADVANCED_NODE,
+                                 default)
     return out
 
 
-def setting_widgets() -> list[io.Input]:
-    return [i for widget in setting_widget_map().values() for i in widget.inputs()]
+def setting_widgets(node: str) -> list[io.Input]:
+    """The widgets of `node` (TRAIN_NODE or ADVANCED_NODE), in order."""
+    return [i for widget in setting_widget_map().values() if widget.node == node for i in widget.inputs()]
+
+
+def widget_names(node: str) -> tuple[str, ...]:
+    return tuple(name for widget in setting_widget_map().values() if widget.node == node for name in widget.names)
 
 
 def overrides_from_widgets(values: dict) -> dict:
-    """Nested overrides for the widgets that differ from their "use the preset" value."""
+    """Nested overrides for the settings whose widgets are in `values`."""
     out: dict = {}
     for key, widget in setting_widget_map().items():
-        changed, value = widget.value(values)
-        if changed:
+        given, value = widget.value(values)
+        if given:
             section, name = key.split(".")
             out.setdefault(section, {})[name] = value
     return out
@@ -142,8 +161,10 @@ def overrides_from_widgets(values: dict) -> dict:
 
 def where_to_fix(key: str) -> str:
     """Where a user changes setting `key`, for error messages: "widget 'lora_rank'" or the owning node."""
-    if key in setting_widget_map():
-        return "widget " + " / ".join(repr(n) for n in setting_widget_map()[key].names)
+    widget = setting_widget_map().get(key)
+    if widget is not None:
+        names = " / ".join(repr(n) for n in widget.names)
+        return f"widget {names}" if widget.node == TRAIN_NODE else f"widget {names} on its {widget.node} node"
     if key == "run.name":
         return "widget 'run_name'"
     if key in NOT_WIDGETS:
@@ -153,7 +174,8 @@ def where_to_fix(key: str) -> str:
 
 def build_config(preset: str, values: dict, *, run_name: str, trigger: str, class_word: str,
                  n_images: int | None, model_overrides: dict | None = None) -> TrainConfig:
-    """defaults <- preset (steps by the preset's per-image rule) <- changed widgets <- other nodes' settings."""
+    """defaults <- preset (steps by its per-image rule when train_steps is 0) <- the widgets in `values`
+    (TrainLoRA's, plus the advanced node's when one is connected) <- other nodes' settings."""
     overrides = overrides_from_widgets(values)
     fixed = merge_sections(model_overrides or {}, {"run": {"name": run_name, "trigger": trigger},
                                                    "dop": {"class_word": class_word}})
@@ -165,7 +187,25 @@ def build_config(preset: str, values: dict, *, run_name: str, trigger: str, clas
         require_installed(config, preset)
         return config
     except ConfigError as err:
-        raise ValueError(f"TrainLoRA {where_to_fix(err.key)}: {err}") from err
+        dop = f" (DOP is on: TrainLoRA {where_to_fix('dop.enabled')})" if "DOP" in str(err) else ""  # the switch
+        raise ValueError(f"TrainLoRA {where_to_fix(err.key)}: {err}{dop}") from err
+
+
+@functools.cache
+def preset_table() -> dict[str, dict[str, Any]]:
+    """What choosing each preset puts into TrainLoRA's widgets (the browser extension reads it from the
+    schema): {preset: {widget name: value}}. Steps: 0 (the preset's rule), custom: the engine's count."""
+    table = {}
+    for preset in PRESET_CHOICES:
+        config = preset_config(preset)
+        row = {}
+        for key in ESSENTIALS:
+            widget = setting_widget_map()[key]
+            value = _shown_value(config, key)
+            row.update(zip(widget.names, value) if widget.kind == "pair" else {widget.names[0]: value})
+        row["train_steps"] = AUTO_STEPS if preset in STEP_RULES else config.train.steps
+        table[preset] = row
+    return table
 
 
 @functools.cache
@@ -174,14 +214,14 @@ def _preset_values(key: str) -> str:
     if key == "train.steps":
         rules = ", ".join(f"{p}: {n}/image, min {m}" for p, (n, m) in STEP_RULES.items())
         return f"{rules}, custom: {TrainConfig().train.steps}"
-    section, name = key.split(".")
-    values = []
-    for preset in PRESET_CHOICES:
-        config = TrainConfig() if preset == "custom" else _preset_config(preset)
-        value = getattr(getattr(config, section), name)
-        values.append(f"{preset}: {'same as rank' if value is None else value}")
-    return ", ".join(values)
+    return ", ".join(f"{preset}: {_shown_value(preset_config(preset), key)}" for preset in PRESET_CHOICES)
 
 
-def _preset_config(preset: str) -> TrainConfig:
-    return apply_preset(preset, {"run": {"trigger": "t"}, "dop": {"class_word": "c"}})  # placeholders: DOP needs them
+def preset_config(preset: str) -> TrainConfig:
+    """The config a preset gives on its own (trigger / class word placeholders: DOP needs them)."""
+    names = {"run": {"trigger": "t"}, "dop": {"class_word": "c"}}
+    if preset == "custom":
+        return TrainConfig().with_overrides(names)
+    # its optimizer named: the table shows it whether or not its package is installed here (a run checks that)
+    optimizer = {"optim": {"optimizer": preset_dict(preset)["optim"]["optimizer"]}}
+    return apply_preset(preset, {**names, **optimizer})

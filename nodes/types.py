@@ -10,3 +10,6 @@ Dataset = io.Custom("FLUXLAB_DATASET")
 
 Run = io.Custom("FLUXLAB_RUN")
 """A training run (its run folder and id), from TrainLoRA, for SampleCheckpoint / CompareCheckpoints."""
+
+Settings = io.Custom("FLUXLAB_SETTINGS")
+"""TrainLoRA's advanced settings, from TrainLoRAAdvanced (nodes/train_advanced.py: AdvancedSettings)."""

@@ -1,10 +1,12 @@
 """`make demo`: train a LoRA with the bundled demo workflow in a real headless ComfyUI, on CPU.
 
-Starts the ComfyUI host (HOST, default 0.33.0) with the pack (its own base folder under .cache/demo-base), writes the demo
-image set into its input folder, turns workflows/fluxlab_demo_tiny_cpu.json into an API prompt with
-the server's own node schemas, queues it, draws a progress bar from the pack's `fluxlab.step`
-websocket events, and prints the run folder: LoRA, learning curve, checkpoints and the compare grid.
-The model is the tiny seeded Flux from FluxLabTinyModels, so the images are noise; the machinery is real.
+Starts the ComfyUI host (HOST, default 0.33.0) with the pack (its own base folder under .cache/demo-base),
+turns the demo workflow (workflows/, scripts/workflow_descriptions.py DEMO_WORKFLOW) into an API prompt with the server's own node schemas,
+queues it, draws a progress bar from the pack's `fluxlab.step` websocket events, and prints the run
+folder: LoRA, learning curve, checkpoints and the compare grid. Nothing is prepared beforehand: the
+workflow's `Demo Images` node writes its pictures into input/fluxlab_demo/, as it does when the
+template runs from a Manager install. The model is the tiny seeded Flux from FluxLabTinyModels
+(random weights) with its colour VAE, so the grid shows samples moving toward the three pictures.
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.comfy_server import HOST, REPO_ROOT, ComfyServer  # noqa: E402
-from scripts.demo_dataset import write_demo_dataset  # noqa: E402
-from scripts.workflow_descriptions import DEMO_FOLDER  # noqa: E402
+from scripts.workflow_descriptions import DEMO_STEPS, DEMO_WORKFLOW  # noqa: E402
 from scripts.workflow_prompt import ui_to_prompt  # noqa: E402
 from tests.harness.api import TERMINAL_EVENTS, ComfyClient  # noqa: E402
 
-WORKFLOW = REPO_ROOT / "workflows" / "fluxlab_demo_tiny_cpu.json"
+WORKFLOW = REPO_ROOT / "workflows" / f"{DEMO_WORKFLOW}.json"
 
 
 def progress_line(step: dict) -> str:
@@ -64,7 +65,6 @@ def main() -> int:
     base = args.base_dir.resolve()
     run_dir = base / "output" / "fluxlab" / "demo"
     shutil.rmtree(run_dir, ignore_errors=True)  # the demo shows a fresh run (re-queuing would resume it)
-    write_demo_dataset(base / "input" / DEMO_FOLDER)
     t0 = time.monotonic()
     with ComfyServer(base, log_path=base / "comfyui.log", threads=1) as server:
         print(f"[demo] ComfyUI {HOST.name} with Flux LoRA Lab at {server.url} (CPU), started in {server.startup_seconds:.1f} s")
@@ -73,7 +73,7 @@ def main() -> int:
             prompt = ui_to_prompt(json.loads(WORKFLOW.read_text()), client.object_info())
             start = len(client.stream.events)
             prompt_id = client.queue(prompt)
-            print(f"[demo] queued {WORKFLOW.relative_to(REPO_ROOT)}: tiny Flux.1-dev, 8 images, 40 steps, DOP on")
+            print(f"[demo] queued {WORKFLOW.relative_to(REPO_ROOT)}: tiny Flux.1-dev, 3 pictures, {DEMO_STEPS} steps")
             status = follow(client, prompt_id, start, args.timeout)
             grids = client.wait(prompt_id, timeout=60, start=start).images()  # history is stored after the end event
         finally:
@@ -87,7 +87,8 @@ def main() -> int:
     for checkpoint in sorted(run_dir.glob("checkpoint_*")):
         print(f"[demo]   {checkpoint}/  ({', '.join(sorted(p.name for p in checkpoint.iterdir()))})")
     for image in grids:
-        print(f"[demo]   compare grid: {base / 'output' / image['subfolder'] / image['filename']}")
+        if image.get("type") == "output":  # (the A/B widget's copies are temp files)
+            print(f"[demo]   compare grid: {base / 'output' / image['subfolder'] / image['filename']}")
     print(f"[demo] LoRA for stock loaders: {base / 'models' / 'loras' / 'fluxlab' / 'demo.safetensors'}")
     return 0
 

@@ -8,22 +8,28 @@ Astria's steps-per-image rules. File names are the ones ComfyUI's own Flux examp
 from __future__ import annotations
 
 from nodes._comfy.model_files import FP8_HINT, GGUF_HINT, KNOWN_FILES
+from nodes._demo_images import DEMO_FOLDER, demo_captions
 
-DEMO_FOLDER = "fluxlab_demo"  # under ComfyUI's input folder; `make demo` generates it
+DEMO_STEPS, DEMO_SAVE_EVERY = 400, 100
 
-DEMO_NOTE = """## Flux LoRA Lab demo (runs on CPU in about a minute)
+DEMO_NOTE = f"""## Flux LoRA Lab demo: train a LoRA on the CPU in a few minutes
 Everything here is **tiny and random**: `Tiny Flux Models` builds a seeded miniature Flux.1-dev from
-ComfyUI's own classes, so the pictures are noise. The point is the machinery you will use on a real
-model: the dataset report, training with live progress in the **Flux LoRA Lab** sidebar tab
-(loss curve, pause / save now / stop), checkpoints with previews, and the A/B grid.
+ComfyUI's own classes with random weights; it has never seen a picture. Its **colour** VAE turns each
+8 x 8 pixel block into one latent pixel and back, so you can see what the LoRA learns.
 
-1. Put a few images with same-name `.txt` captions in `ComfyUI/input/fluxlab_demo/` (`make demo`
-   generates them). Captions mention the trigger `ohwx`.
-2. Press **Queue**. Watch the sidebar tab. The run folder is `output/fluxlab/demo/`.
-3. `CompareCheckpoints` renders base / each checkpoint / final with the same seed per column.
+`Demo Images` writes three captioned pictures into `ComfyUI/input/fluxlab_demo/` (a solid red square,
+blue and white stripes, a yellow and black checkerboard). Press **Run** and watch the **Flux LoRA Lab**
+sidebar tab: loss curve, previews, pause / save now / stop. The run folder is `output/fluxlab/demo/`.
 
-Swap `Tiny Flux Models` for `Load Diffusion Model` + `DualCLIPLoader` + `Load VAE` to train for real
-(see the other bundled workflows)."""
+`CompareCheckpoints` samples each caption with ComfyUI's own sampler and the same seed per column:
+the **base** row is colourful noise (the random model), each checkpoint row moves toward the
+training pictures (colours first; a random model this small never gets them crisp). Settings:
+rank 64, all layers plus the modulation layers (`lora_train_modulation` on: without them a random
+base learns little more than an offset), learning rate 3e-3 with a cosine decay, the three pictures
+in one batch, {DEMO_STEPS} steps, high-noise (`style`) timesteps, no EMA, no DOP.
+
+To train for real, swap `Tiny Flux Models` for `Load Diffusion Model` + `DualCLIPLoader` + `Load VAE`
+and `Demo Images` for your own folder (see the other bundled workflows)."""
 
 _BFL_KLEIN_9B = "black-forest-labs/FLUX.2-klein-9B on Hugging Face, accept its licence first"
 FLUX1_FILES = ("flux1-dev.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors")
@@ -49,7 +55,7 @@ CHARACTER_NOTE = f"""## Flux.1-dev character LoRA with DOP
 Settings of ai-toolkit's community character template (seed guides):
 - **rank 32, alpha 32** (`linear` / `linear_alpha`): standard for characters; 64 for complex ones.
 - **learning rate 1e-4**: the Flux standard; 2e-4 learns faster but may overfit.
-- **steps**: left at -1 = the preset's rule, 27 per image with at least 300 (Astria 'portrait').
+- **steps**: left at 0 = the preset's rule: Astria's 27 images shown per image, at least 300 ('portrait'), divided by the gradient accumulation (4 here, seed 000).
 - **DOP** (differential output preservation) is on in the *character* preset: the caption with the
   trigger replaced by the **class word** (`woman` here) is trained to match the base model, so the
   character appears only with the trigger. `dop_every_n_steps` 4-8 saves time on big models.
@@ -132,9 +138,15 @@ def _train_chain(g, model, clip, vae, *, load, dataset, train, compare, column=1
     """LoadFluxForTraining -> DatasetFromFolder -> TrainLoRA -> CompareCheckpoints -> SaveImage."""
     trainer_model = g.add("LoadFluxForTraining", column, 0, **load)
     data = g.add("DatasetFromFolder", column, 1, **dataset)
+    advanced_names = set(g.info["TrainLoRAAdvanced"]["input"]["required"]) | set(
+        g.info["TrainLoRAAdvanced"]["input"].get("optional", {}))
+    advanced = {k: train.pop(k) for k in list(train) if k in advanced_names}
     trainer = g.add("TrainLoRA", column + 1, 0, **train)
+    if advanced:  # settings beyond TrainLoRA's essentials: on its advanced node, as a user would set them
+        settings = g.add("TrainLoRAAdvanced", column + 1, 1, **advanced)
+        g.link(settings, "advanced", trainer, "advanced")
     grid = g.add("CompareCheckpoints", column + 2, 0, **compare)
-    save = g.add("SaveImage", column + 3, 0, filename_prefix="fluxlab/compare")
+    save = g.add("SaveImage", column + 2, 1, filename_prefix="fluxlab/compare")
     g.link(model, "MODEL", trainer_model, "model")
     g.link(vae, "VAE", data, "vae")
     g.link(clip, "CLIP", data, "clip")
@@ -151,18 +163,24 @@ def _train_chain(g, model, clip, vae, *, load, dataset, train, compare, column=1
 
 def demo(g):
     g.note(DEMO_NOTE, -1, title="Read me")
-    tiny = g.add("FluxLabTinyModels", 0, 0, variant="flux1-dev", seed=0)
+    tiny = g.add("FluxLabTinyModels", 0, 0, variant="flux1-dev", seed=0, vae="colour")
+    images = g.add("FluxLabDemoImages", 0, 1)
+    captions = "\n".join(demo_captions())
     _train_chain(
         g, tiny, tiny, tiny,
-        load={"quantization": "none", "training_dtype": "fp32", "gradient_checkpointing": True},
-        dataset={"folder": DEMO_FOLDER, "resolutions": "64", "trigger": "ohwx", "class_word": "toy"},
-        train={"preset": "character", "run_name": "demo", "mode": "wait", "train_steps": 40, "lora_rank": 8,
-               "optim_learning_rate": 1e-3, "run_save_every": 10, "run_sample_every": 10,
-               "preview_prompts": "ohwx toy on a table\na toy on a table", "preview_width": 64,
-               "preview_height": 64, "preview_steps": 4},
-        compare={"prompts": "ohwx toy on a table\na toy on a table", "checkpoints": "all", "width": 64,
-                 "height": 64, "steps": 4, "seed": 7},
+        load={"quantization": "none", "training_dtype": "fp32", "gradient_checkpointing": False},
+        dataset={"folder": DEMO_FOLDER, "resolutions": "64", "trigger": "ohwx"},
+        train={"preset": "concept", "run_name": "demo", "mode": "wait", "train_steps": DEMO_STEPS, "lora_rank": 64,
+               "lora_targets": "all", "lora_train_modulation": "on", "optim_learning_rate": 3e-3, "train_ema": "off",
+               "train_batch_size": 3, "optim_lr_scheduler": "cosine", "flow_timestep_sampling": "style",
+               "flow_loss_weighting": "uniform", "dop_enabled": "off", "run_save_every": DEMO_SAVE_EVERY, "run_sample_every": DEMO_SAVE_EVERY,
+               "preview_prompts": captions, "preview_width": 64, "preview_height": 64, "preview_steps": 8,
+               "preview_guidance": 1.0},
+        compare={"prompts": captions, "checkpoints": "all", "width": 64, "height": 64, "steps": 8, "seed": 7,
+                 "guidance": 1.0},
     )
+    dataset = next(node for node in g.nodes if node["type"] == "DatasetFromFolder")
+    g.link(images, "folder", dataset, "folder")
 
 
 def flux1_character_dop(g):
@@ -174,7 +192,7 @@ def flux1_character_dop(g):
         dataset={"folder": "my_character", "resolutions": "512,768,1024", "trigger": "ohwx", "class_word": "woman",
                  "caption_dropout": 0.05},
         train={"preset": "character", "run_name": "my_character", "mode": "background", "lora_rank": 32,
-               "optim_learning_rate": 1e-4, "dop_enabled": "on", "run_save_every": 250, "run_sample_every": 250,
+               "optim_learning_rate": 1e-4, "dop_enabled": True, "run_save_every": 250, "run_sample_every": 250,
                "preview_prompts": "photo of ohwx woman in a cafe, natural light\nphoto of a woman in a cafe, natural light",
                "preview_width": 768, "preview_height": 1024},
         compare={"prompts": "photo of ohwx woman hiking, golden hour\nphoto of a woman hiking, golden hour",
@@ -189,7 +207,7 @@ def flux1_style(g):
         g, model, clip, vae,
         load={"quantization": "auto", "training_dtype": "bf16", "gradient_checkpointing": True},
         dataset={"folder": "my_style", "resolutions": "512,1024", "trigger": "xyz style"},
-        train={"preset": "style", "run_name": "my_style", "mode": "background", "dop_enabled": "off",
+        train={"preset": "style", "run_name": "my_style", "mode": "background", "dop_enabled": False,
                "preview_prompts": "a lighthouse at dusk, xyz style\na portrait of an old sailor, xyz style",
                "preview_width": 1024, "preview_height": 1024},
         compare={"prompts": "a city street in the rain, xyz style\na bowl of fruit, xyz style",
@@ -211,7 +229,7 @@ def flux2_subject(g):
         dataset={"folder": "cat_toy", "resolutions": "512", "trigger": "sks", "class_word": "cat"},
         train={"preset": "character", "run_name": "cat_toy", "mode": "background", "train_steps": 250,
                "lora_rank": 32, "lora_targets": "attention", "flow_timestep_sampling": "balanced",
-               "flow_loss_weighting": "bell_shaped", "dop_enabled": "on", "dop_every_n_steps": 2,
+               "dop_enabled": True, "dop_every_n_steps": 2,
                "run_save_every": 125, "run_sample_every": 125,
                "preview_prompts": "a photo of sks cat toy on a beach\na photo of a cat on a beach"},
         compare={"prompts": "a photo of sks cat toy in a garden\na photo of a cat in a garden",
@@ -228,7 +246,7 @@ def compare_existing_run(g):
     positive = g.add("CLIPTextEncode", 1, 1, text="photo of ohwx woman at the beach, candid")
     sample = g.add("SampleCheckpoint", 2, 1, run_name="my_character", checkpoint="latest", width=768, height=1024,
                    steps=20, seed=42)
-    save_grid = g.add("SaveImage", 3, 0, filename_prefix="fluxlab/compare")
+    save_grid = g.add("SaveImage", 2, 2, filename_prefix="fluxlab/compare")
     save_one = g.add("SaveImage", 3, 1, filename_prefix="fluxlab/sample")
     for target in (grid, sample):
         g.link(model, "MODEL", target, "model")
@@ -240,10 +258,13 @@ def compare_existing_run(g):
     g.link(sample, "image", save_one, "images")
 
 
+# File names are the template browser's card titles (ComfyUI lists a pack's templates by file name
+# and searches those names), so they are titles in words that name what users search for.
+DEMO_WORKFLOW = "Train a tiny Flux LoRA on the CPU (demo)"
 WORKFLOWS = {
-    "fluxlab_demo_tiny_cpu": demo,
-    "flux1_dev_character_lora_dop": flux1_character_dop,
-    "flux1_style_lora": flux1_style,
-    "flux2_subject_lora": flux2_subject,
-    "compare_checkpoints_of_a_run": compare_existing_run,
+    DEMO_WORKFLOW: demo,
+    "Train a Flux.1-dev character LoRA with DOP": flux1_character_dop,
+    "Train a Flux.1 style LoRA": flux1_style,
+    "Train a Flux.2 klein subject LoRA": flux2_subject,
+    "Compare the checkpoints of a Flux LoRA run": compare_existing_run,
 }

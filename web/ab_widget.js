@@ -1,16 +1,21 @@
 // A/B view for CompareCheckpoints: pick two checkpoints (rows of the node's grid) and one prompt
-// (a column), then flip or slide between the two images, rendered at the same prompt and seed.
-// "Use this one" copies the shown checkpoint's LoRA into the loras folder through our route.
-// It is display-only: the entry file mounts it as a DOM widget with serialize off, and the data
-// comes from the node's `executed` ui output, never from the workflow.
+// (a column), then compare the two images, rendered at the same prompt and seed, in one of two
+// modes: "Toggle" (one image; a click or Space shows the other) or "Slider" (A left, B right of a
+// divider you drag). "Swap A ⇄ B" exchanges the two picks. Under it the whole grid at the node's
+// width, full size on click. "Use …" copies the shown checkpoint's LoRA into the loras folder
+// through our route. It is display-only: the entry file mounts it as a DOM widget with serialize
+// off, and the data comes from the node's `executed` ui output, never from the workflow.
 
 /**
  * @typedef {{label: string, checkpoint: string, step: ?number, lora_path: ?string, run_id?: string}} CompareRow
  * @typedef {{rows: CompareRow[], columns: {prompt: string}[], seed: ?number,
- *            cells: import("./client.js").ImageRef[][], runId: ?string}} CompareData
+ *            cells: import("./client.js").ImageRef[][], runId: ?string,
+ *            grid: ?import("./client.js").ImageRef}} CompareData
  */
 
+import { ABStage } from "./ab_stage.js";
 import { h } from "./dom.js";
+import { openLightbox } from "./lightbox.js";
 
 const unwrap = (value) => (Array.isArray(value) && value.length === 1 && !Array.isArray(value[0]) ? value[0] : value);
 
@@ -23,7 +28,8 @@ export function parseCompareOutput(output) {
     const columns = data.columns;
     const cells = data.cells;
     if (!Array.isArray(rows) || !Array.isArray(columns) || !Array.isArray(cells) || !rows.length || !columns.length) return null;
-    return { rows, columns, cells, seed: unwrap(data.seed) ?? null, runId: unwrap(data.run_id) ?? null };
+    const grid = Array.isArray(output.images) ? output.images[0] ?? null : null;
+    return { rows, columns, cells, seed: unwrap(data.seed) ?? null, runId: unwrap(data.run_id) ?? null, grid };
 }
 
 /** The run a row's LoRA belongs to: its own run_id, the grid's, or the run folder in its path
@@ -38,6 +44,8 @@ export function runIdOf(row, data) {
 }
 
 const FLIP_KEYS = new Set([" ", "f", "F", "ArrowLeft", "ArrowRight", "a", "A", "b", "B"]);
+const MODES = [["toggle", "Toggle", "One image at a time: click it or press Space to show the other"],
+    ["slide", "Slider", "A left of the divider, B right of it: drag across the picture"]];
 
 export class ABCompare {
     /**
@@ -53,7 +61,7 @@ export class ABCompare {
         this.b = 1;
         this.column = 0;
         this.shown = "a";
-        this.mode = "flip";
+        this.mode = "toggle";
         this.split = 50;
         this.#build();
     }
@@ -73,8 +81,15 @@ export class ABCompare {
         this.render();
     }
 
+    /** Toggle mode: show the other image. */
     flip() {
         this.shown = this.shown === "a" ? "b" : "a";
+        this.render();
+    }
+
+    /** Exchange the checkpoints picked as A and B. */
+    swap() {
+        [this.a, this.b] = [this.b, this.a];
         this.render();
     }
 
@@ -95,27 +110,30 @@ export class ABCompare {
         const [bLabel, bSelect] = picker("b", "B");
         const [pLabel, pSelect] = picker("prompt", "Prompt");
         this.selects = { a: aSelect, b: bSelect, prompt: pSelect };
-        this.imgA = h("img", { className: "fluxlab-ab-img side-a", alt: "A", draggable: "false" });
-        this.imgB = h("img", { className: "fluxlab-ab-img side-b", alt: "B", draggable: "false" });
-        this.divider = h("div", { className: "fluxlab-ab-divider" });
-        this.stage = h("div", { className: "fluxlab-ab-stage", "data-testid": "fluxlab-ab-stage", title: "Click or press Space to flip" },
-            this.imgA, this.imgB, this.divider);
-        this.stage.addEventListener("pointerdown", (event) => this.#pointer(event, true));
-        this.stage.addEventListener("pointermove", (event) => this.#pointer(event, false));
-        this.stage.addEventListener("pointerup", () => { this.dragging = false; });
-        this.modeButtons = Object.fromEntries(["flip", "slide"].map((mode) => [mode, h("button",
-            { type: "button", className: "fluxlab-ab-mode", "data-mode": mode, onclick: () => this.setMode(mode) },
-            mode === "flip" ? "Flip" : "Slide")]));
+        this.stage = new ABStage();
+        const stage = this.stage.element;
+        stage.addEventListener("pointerdown", (event) => this.#pointer(event, true));
+        stage.addEventListener("pointermove", (event) => this.#pointer(event, false));
+        stage.addEventListener("pointerup", () => { this.dragging = false; });
+        this.modeButtons = Object.fromEntries(MODES.map(([mode, text, title]) => [mode, h("button",
+            { type: "button", className: "fluxlab-ab-mode", "data-mode": mode, role: "radio", title, onclick: () => this.setMode(mode) },
+            text)]));
         this.label = h("span", { className: "fluxlab-ab-label", "data-testid": "fluxlab-ab-label" });
         this.useButton = h("button", { type: "button", className: "fluxlab-ab-use", "data-testid": "fluxlab-ab-use",
             onclick: () => this.#use() }, "Use this one");
+        this.gridImg = h("img", { className: "fluxlab-ab-grid-img", "data-testid": "fluxlab-ab-grid", alt: "the compare grid",
+            title: "Rows: checkpoints, columns: prompts. Click for full size.", onclick: () => this.#openGrid() });
         this.hint = h("div", { className: "fluxlab-ab-hint" }, "Queue the graph to compare checkpoints here.");
         this.body = h("div", { className: "fluxlab-ab-body" },
             h("div", { className: "fluxlab-ab-pickers" }, aLabel, aSelect, bLabel, bSelect, pLabel, pSelect),
-            h("div", { className: "fluxlab-ab-toolbar" }, ...Object.values(this.modeButtons),
-                h("button", { type: "button", className: "fluxlab-ab-flip", "data-testid": "fluxlab-ab-flip", onclick: () => this.flip() }, "A ⇄ B")),
-            this.stage,
-            h("div", { className: "fluxlab-ab-footer" }, this.label, this.useButton));
+            h("div", { className: "fluxlab-ab-toolbar" },
+                h("div", { className: "fluxlab-ab-modes", role: "radiogroup", "aria-label": "Compare mode" },
+                    h("span", {}, "Mode:"), ...Object.values(this.modeButtons)),
+                h("button", { type: "button", className: "fluxlab-ab-swap", "data-testid": "fluxlab-ab-swap",
+                    title: "Exchange the checkpoints picked as A and B", onclick: () => this.swap() }, "Swap A ⇄ B")),
+            stage,
+            h("div", { className: "fluxlab-ab-footer" }, this.label, this.useButton),
+            h("div", { className: "fluxlab-ab-grid" }, this.gridImg));
         this.element = h("div", { className: "fluxlab-ab", tabindex: "0", "data-testid": "fluxlab-ab" }, this.hint, this.body);
         // Our keys flip; stop them before ComfyUI's window keybindings see them.
         this.element.addEventListener("keydown", (event) => {
@@ -132,16 +150,19 @@ export class ABCompare {
 
     #pointer(event, down) {
         if (!this.data) return;
-        if (this.mode === "flip") {
+        if (this.mode === "toggle") {
             if (down && event.button === 0) this.flip();
             return;
         }
         if (down) this.dragging = event.button === 0;
         if (!this.dragging) return;
-        const box = this.stage.getBoundingClientRect();
-        this.split = Math.max(0, Math.min(100, ((event.clientX - box.left) / box.width) * 100));
+        this.split = this.stage.splitFor(event);
         this.shown = this.split >= 50 ? "a" : "b"; // the side showing more is "this one"
         this.render();
+    }
+
+    #openGrid() {
+        if (this.data?.grid) openLightbox(this.client.viewUrl(this.data.grid), "compare grid: rows = checkpoints, columns = prompts");
     }
 
     #fillPickers() {
@@ -163,26 +184,18 @@ export class ABCompare {
         this.selects.a.value = String(this.a);
         this.selects.b.value = String(this.b);
         this.selects.prompt.value = String(this.column);
-        for (const [mode, button] of Object.entries(this.modeButtons)) button.classList.toggle("active", mode === this.mode);
-        const cell = (row) => data.cells[row]?.[this.column];
-        for (const [img, row] of [[this.imgA, this.a], [this.imgB, this.b]]) {
-            const ref = cell(row);
-            const src = ref ? this.client.viewUrl(ref) : "";
-            if (img.getAttribute("src") !== src) img.setAttribute("src", src);
-            img.alt = `${data.rows[row]?.label ?? "?"} — ${data.columns[this.column]?.prompt ?? ""}`;
+        for (const [mode, button] of Object.entries(this.modeButtons)) {
+            button.classList.toggle("active", mode === this.mode);
+            button.setAttribute("aria-checked", String(mode === this.mode));
         }
-        if (this.mode === "flip") {
-            this.imgA.hidden = this.shown !== "a";
-            this.imgB.hidden = this.shown !== "b";
-            this.imgB.style.clipPath = "";
-            this.divider.hidden = true;
-        } else {
-            this.imgA.hidden = false;
-            this.imgB.hidden = false;
-            this.imgB.style.clipPath = `inset(0 0 0 ${this.split}%)`; // A left of the divider, B right
-            this.divider.hidden = false;
-            this.divider.style.left = `${this.split}%`;
-        }
+        const name = (row) => data.rows[row]?.label ?? data.rows[row]?.checkpoint ?? "?";
+        const src = (row) => (data.cells[row]?.[this.column] ? this.client.viewUrl(data.cells[row][this.column]) : "");
+        const prompt = data.columns[this.column]?.prompt ?? "";
+        this.stage.show({ srcA: src(this.a), srcB: src(this.b), altA: `${name(this.a)} — ${prompt}`, altB: `${name(this.b)} — ${prompt}`,
+            labelA: name(this.a), labelB: name(this.b), mode: this.mode, shown: this.shown, split: this.split });
+        const gridSrc = data.grid ? this.client.viewUrl(data.grid) : "";
+        if (this.gridImg.getAttribute("src") !== gridSrc) this.gridImg.setAttribute("src", gridSrc);
+        this.gridImg.parentElement.hidden = !gridSrc;
         const row = data.rows[this.shown === "a" ? this.a : this.b];
         const seed = data.seed === null ? "" : ` · seed ${data.seed}`;
         this.label.textContent = `${this.shown.toUpperCase()}: ${row.label ?? row.checkpoint}${seed}`;

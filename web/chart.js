@@ -1,10 +1,12 @@
-// Loss chart: raw loss (faint) and its smoothed curve (strong) as an SVG, no libraries. Pure
-// functions of the points, so the panel can redraw on every step event without keeping state here.
+// Loss chart drawing: raw loss (faint) and its smoothed curve (strong) as an SVG with ticked axes
+// and a grid, no libraries. Drawn at the element's real pixel size (the viewBox is its box), so the
+// labels are never stretched when the panel or the chart is resized. Pure functions of the points
+// and options: the panel's LossChart (loss_chart.js) keeps the state and calls `drawLossChart`.
+
+import { logTicks, makeScale, niceTicks, tickLabel } from "./chart_scale.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-const WIDTH = 320;
-const HEIGHT = 160;
-const PAD = { left: 42, right: 8, top: 8, bottom: 20 };
+const PAD = { left: 46, right: 10, top: 8, bottom: 30 };
 
 /** Debiased exponential moving average (TensorBoard's smoothing): early points are not pulled
  * toward zero, so the smoothed curve starts where the raw one does. Non-finite values are skipped. */
@@ -19,70 +21,70 @@ export function smooth(values, weight = 0.9) {
     });
 }
 
-/** A smoothing weight that suits the number of points: none for a handful, 0.9+ for thousands. */
+/** A smoothing weight that suits the number of points: little for a handful, 0.9+ for thousands
+ * (the slider's "auto"). */
 export function smoothingFor(count) {
     if (count < 10) return 0.3;
     return Math.min(0.98, 1 - 4 / count ** 0.75);
 }
 
-function el(name, attrs = {}) {
+function el(name, attrs = {}, text = null) {
     const node = document.createElementNS(SVG_NS, name);
     for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+    if (text !== null) node.textContent = text;
     return node;
 }
 
-function niceNumber(value) {
-    if (!Number.isFinite(value)) return "";
-    const abs = Math.abs(value);
-    if (abs !== 0 && (abs < 0.001 || abs >= 10000)) return value.toExponential(1);
-    return value.toPrecision(3).replace(/\.?0+$/, "");
-}
-
-/** A new, empty chart element (the panel keeps it and calls `drawLossChart` on it). */
+/** A new, empty chart element (LossChart keeps it and calls `drawLossChart` on it). */
 export function createLossChart() {
-    const svg = el("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, class: "fluxlab-chart", role: "img" });
-    svg.setAttribute("preserveAspectRatio", "none");
-    return svg;
+    return el("svg", { class: "fluxlab-chart", role: "img", "data-testid": "fluxlab-chart" });
 }
 
-/** Draw `points` ([{step, loss}], step order) into `svg`; sets data-points for tests and tools. */
-export function drawLossChart(svg, points) {
+/**
+ * Draw `points` ([{step, loss}], step order) into `svg`, `width` × `height` pixels.
+ * @param {{width: number, height: number, log?: boolean, smoothing: number}} options
+ * Sets data-points, data-log, data-smoothing and data-y-ticks / data-x-ticks (the labels) for tests.
+ */
+export function drawLossChart(svg, points, { width, height, log = false, smoothing }) {
     svg.replaceChildren();
-    const finite = points.filter((p) => p.loss !== null && Number.isFinite(p.loss));
-    svg.dataset.points = String(finite.length);
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    svg.setAttribute("width", width);
+    svg.setAttribute("height", height);
+    const finite = points.filter((p) => p.loss !== null && Number.isFinite(p.loss) && (!log || p.loss > 0));
+    Object.assign(svg.dataset, { points: String(finite.length), log: String(log), smoothing: smoothing.toFixed(3) });
     svg.setAttribute("aria-label", finite.length ? `loss over ${finite.length} steps` : "no loss yet");
     if (!finite.length) {
-        const text = el("text", { x: WIDTH / 2, y: HEIGHT / 2, "text-anchor": "middle", class: "fluxlab-chart-empty" });
-        text.textContent = "waiting for the first step";
-        svg.append(text);
+        svg.dataset.yTicks = svg.dataset.xTicks = "";
+        svg.append(el("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "fluxlab-chart-empty" },
+            points.length && log ? "no loss above 0 to draw on a log scale" : "waiting for the first step"));
         return;
     }
-    const smoothed = smooth(finite.map((p) => p.loss), smoothingFor(finite.length));
     const steps = finite.map((p) => p.step);
     const losses = finite.map((p) => p.loss);
-    const [x0, x1] = [Math.min(...steps), Math.max(...steps)];
-    let [y0, y1] = [Math.min(...losses), Math.max(...losses)];
-    if (y1 - y0 < 1e-12) [y0, y1] = [y0 - 0.5 * Math.abs(y0 || 1), y1 + 0.5 * Math.abs(y1 || 1)];
-    const plotW = WIDTH - PAD.left - PAD.right;
-    const plotH = HEIGHT - PAD.top - PAD.bottom;
-    const sx = (step) => PAD.left + (x1 === x0 ? plotW / 2 : ((step - x0) / (x1 - x0)) * plotW);
-    const sy = (loss) => PAD.top + (1 - (loss - y0) / (y1 - y0)) * plotH;
-    const line = (ys) => finite.map((p, i) => `${sx(p.step).toFixed(1)},${sy(ys[i]).toFixed(1)}`).join(" ");
+    const smoothed = smooth(losses, smoothing);
+    const [left, right, top, bottom] = [PAD.left, width - PAD.right, PAD.top, height - PAD.bottom];
+    const x = makeScale(Math.min(...steps), Math.max(...steps), left, right);
+    const y = makeScale(Math.min(...losses), Math.max(...losses), bottom, top, log);
+    const yTicks = (log ? logTicks : niceTicks)(...y.domain, Math.max(2, Math.round((bottom - top) / 32)));
+    const xTicks = niceTicks(...x.domain, Math.max(2, Math.round((right - left) / 70)))
+        .filter((t) => Number.isInteger(t) && t >= 0);
 
-    svg.append(el("rect", { x: PAD.left, y: PAD.top, width: plotW, height: plotH, class: "fluxlab-chart-frame" }));
-    for (const [value, y] of [[y1, PAD.top + 8], [y0, PAD.top + plotH]]) {
-        const label = el("text", { x: PAD.left - 4, y, "text-anchor": "end", class: "fluxlab-chart-label" });
-        label.textContent = niceNumber(value);
-        svg.append(label);
+    svg.append(el("rect", { x: left, y: top, width: right - left, height: bottom - top, class: "fluxlab-chart-frame" }));
+    for (const tick of yTicks) {
+        const py = y.map(tick);
+        svg.append(el("line", { x1: left, x2: right, y1: py, y2: py, class: "fluxlab-chart-grid" }));
+        svg.append(el("text", { x: left - 4, y: py + 3, "text-anchor": "end", class: "fluxlab-chart-label" }, tickLabel(tick)));
     }
-    for (const [value, anchor, x] of [[x0, "start", PAD.left], [x1, "end", WIDTH - PAD.right]]) {
-        const label = el("text", { x, y: HEIGHT - 5, "text-anchor": anchor, class: "fluxlab-chart-label" });
-        label.textContent = `step ${value}`;
-        svg.append(label);
+    for (const tick of xTicks) {
+        const px = x.map(tick);
+        svg.append(el("line", { x1: px, x2: px, y1: top, y2: bottom, class: "fluxlab-chart-grid" }));
+        svg.append(el("text", { x: px, y: bottom + 12, "text-anchor": "middle", class: "fluxlab-chart-label" }, String(tick)));
     }
+    svg.append(el("text", { x: (left + right) / 2, y: height - 3, "text-anchor": "middle", class: "fluxlab-chart-axis" }, "step"));
+    svg.dataset.yTicks = yTicks.map(tickLabel).join(",");
+    svg.dataset.xTicks = xTicks.join(",");
+    const line = (ys) => finite.map((p, i) => `${x.map(p.step).toFixed(1)},${y.map(ys[i]).toFixed(1)}`).join(" ");
     svg.append(el("polyline", { points: line(losses), class: "fluxlab-chart-raw" }));
     svg.append(el("polyline", { points: line(smoothed), class: "fluxlab-chart-smooth" }));
-    if (finite.length === 1) {
-        svg.append(el("circle", { cx: sx(x0), cy: sy(losses[0]), r: 2.5, class: "fluxlab-chart-dot" }));
-    }
+    if (finite.length === 1) svg.append(el("circle", { cx: x.map(steps[0]), cy: y.map(losses[0]), r: 2.5, class: "fluxlab-chart-dot" }));
 }

@@ -58,6 +58,19 @@ export class FluxLabClient {
         return this.#json("POST", `${runPath(runId)}/use`, { checkpoint });
     }
 
+    /** Every preview step still on disk, with each image's prompt, and the run's trigger / class word.
+     * @returns {Promise<{steps: {step: number, images: {path: string, prompt: ?string}[]}[],
+     *                    trigger: ?string, class_word: ?string}>} */
+    async previews(runId) {
+        return this.#json("GET", `${runPath(runId)}/previews`);
+    }
+
+    /** The run's saved config by section, and each setting's doc ("lora.rank": "...").
+     * @returns {Promise<{config: ?Object<string, Object>, docs: Object<string, string>}>} */
+    async config(runId) {
+        return this.#json("GET", `${runPath(runId)}/config`);
+    }
+
     /** URL of a file in the run folder (previews); the route refuses paths outside it. */
     fileUrl(runId, relativePath) {
         return this.api.apiURL(`${runPath(runId)}/file?path=${encodeURIComponent(relativePath)}`);

@@ -1,16 +1,22 @@
 // Flux LoRA Lab front-end entry: the ONE file that touches ComfyUI's `app` and `api`. It wires the
-// feature modules (client, panel, A/B widget) into ComfyUI: the sidebar tab with its progress
-// badge, toasts, the websocket subscription, and the A/B widget on CompareCheckpoints nodes.
+// feature modules (client, panel, A/B widget, TrainLoRA's settings, node texts) into ComfyUI: the
+// sidebar tab with its progress badge, toasts, the websocket subscription, the A/B widget on
+// CompareCheckpoints nodes, the preset fill and old-workflow migration of TrainLoRA, and the text
+// TrainLoRA / DatasetFromFolder show after they run.
 // ComfyUI imports every .js file of this folder; only this one registers anything.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { FluxLabClient } from "./client.js";
 import { FluxLabPanel } from "./panel.js";
 import { ABCompare } from "./ab_widget.js";
+import { outputText, showText } from "./node_text.js";
+import { applyPreset, followRank, isLegacy, migrateLegacy, presetTable, setWidgets, widgetDefaults } from "./train_settings.js";
 
 const TAB_ID = "fluxlab";
 const COMPARE_NODE = "CompareCheckpoints";
 const TRAIN_NODE = "TrainLoRA";
+const ADVANCED_NODE = "TrainLoRAAdvanced";
+const DATASET_NODE = "DatasetFromFolder";
 const AB_WIDGET = "fluxlab_ab"; // display-only: never serialized into the workflow or the prompt
 
 function toast(severity, summary, detail) {
@@ -98,8 +104,79 @@ client.subscribe(
     () => panel?.handleReconnect(), // before setup there is nothing to refresh: setup lists the runs
 );
 
+let advancedDefaults = {}; // TrainLoRAAdvanced's widget defaults (its node definition)
+const pendingAdvanced = []; // [TrainLoRA node, values] from migrated workflows: nodes to add once the graph is loaded
+
+/** Chain `fn` after a node prototype's method. */
+function after(proto, method, fn) {
+    const original = proto[method];
+    proto[method] = function () {
+        const result = original?.apply(this, arguments);
+        fn.apply(this, arguments);
+        return result;
+    };
+}
+
+/** TrainLoRA / DatasetFromFolder: the text after a run, old-layout migration, TrainLoRA's preset fill. */
+function wireSettingsNode(nodeType, nodeData) {
+    const table = presetTable(nodeData);
+    after(nodeType.prototype, "onExecuted", function (output) {
+        const text = outputText(output);
+        if (text) showText(this, text);
+    });
+    after(nodeType.prototype, "onConfigure", function (info) {
+        if (!isLegacy(nodeData.name, info?.widgets_values)) return;
+        const current = (this.widgets ?? []).filter((w) => w.serialize !== false).map((w) => w.name);
+        const { widgets, advanced } = migrateLegacy(nodeData.name, info.widgets_values, current, table, advancedDefaults);
+        setWidgets(this, widgets);
+        this.setSize([this.size[0], this.computeSize()[1]]); // the old layout's saved height was for 48 widgets
+        if (Object.keys(advanced).length) pendingAdvanced.push([this, advanced]);
+    });
+    if (nodeData.name !== TRAIN_NODE) return;
+    after(nodeType.prototype, "onNodeCreated", function () {
+        const node = this;
+        for (const w of node.widgets ?? []) { // frontend 1.32 does not label widgets with the input's display_name
+            const label = nodeData.input?.required?.[w.name]?.[1]?.display_name;
+            if (label && (!w.label || w.label === w.name)) w.label = label;
+        }
+        const preset = widgetOf(node, "preset");
+        const rank = widgetOf(node, "lora_rank");
+        const presetChanged = preset?.callback;
+        if (preset) preset.callback = function (value) {
+            applyPreset(node, table, value);
+            node.fluxlabRank = widgetOf(node, "lora_rank")?.value;
+            app.graph?.setDirtyCanvas(true, true);
+            return presetChanged?.apply(this, arguments);
+        };
+        const rankChanged = rank?.callback;
+        if (rank) rank.callback = function (value) {
+            followRank(node, node.fluxlabRank ?? value, value);
+            node.fluxlabRank = value;
+            return rankChanged?.apply(this, arguments);
+        };
+    });
+}
+
+/** The advanced node a migrated TrainLoRA needs (its old workflow changed advanced settings), below it. */
+function addMigratedAdvancedNodes() {
+    for (const [train, values] of pendingAdvanced.splice(0)) {
+        if (!train.graph) continue;
+        const extra = globalThis.LiteGraph.createNode(ADVANCED_NODE);
+        train.graph.add(extra);
+        setWidgets(extra, values);
+        extra.pos = [train.pos[0], train.pos[1] + train.size[1] + 60];
+        extra.connect(0, train, train.findInputSlot("advanced"));
+        toast("info", "Migrated an old TrainLoRA", `its changed advanced settings (${Object.keys(values).join(", ")}) `
+            + `are now on an '${extra.title}' node connected to it`);
+    }
+}
+
 app.registerExtension({
     name: "FluxLoRALab.Core",
+
+    async afterConfigureGraph() {
+        addMigratedAdvancedNodes();
+    },
 
     async setup() {
         loadStyle();
@@ -118,6 +195,8 @@ app.registerExtension({
     },
 
     async beforeRegisterNodeDef(nodeType, nodeData) {
+        if (nodeData.name === ADVANCED_NODE) advancedDefaults = widgetDefaults(nodeData);
+        if (nodeData.name === TRAIN_NODE || nodeData.name === DATASET_NODE) wireSettingsNode(nodeType, nodeData);
         if (nodeData.name !== COMPARE_NODE) return;
         const onNodeCreated = nodeType.prototype.onNodeCreated;
         nodeType.prototype.onNodeCreated = function () {
@@ -128,7 +207,7 @@ app.registerExtension({
                 hideOnZoom: false,
                 getValue: () => undefined,
                 setValue: () => {},
-                getMinHeight: () => 320,
+                getMinHeight: () => 520, // pickers, the picture and the grid under it
             });
             widget.serialize = false; // widget.serialize: left out of the workflow's widgets_values
             this.fluxlabAB = view;

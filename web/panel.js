@@ -3,15 +3,17 @@
 // FluxLabClient and reports toasts and progress through callbacks, so it never touches ComfyUI's
 // app. Its state is display-only and lives in memory; nothing of it goes into a workflow.
 
-import { createLossChart, drawLossChart } from "./chart.js";
 import { FluxLabError } from "./client.js";
+import { ConfigView } from "./config_view.js";
 import { ContinueOffer } from "./continue_offer.js";
 import { h } from "./dom.js";
 import { emptyState } from "./empty_state.js";
-import { PreviewStrip } from "./previews.js";
+import { Gallery } from "./gallery.js";
+import { LossChart } from "./loss_chart.js";
 import { renderDatasetReport } from "./report.js";
 import { RunList } from "./run_list.js";
-import { RunState, allowedActions, formatDuration, formatMemory, formatNumber } from "./runs.js";
+import { RunStats } from "./run_stats.js";
+import { RunState, allowedActions } from "./runs.js";
 
 const CATCH_UP_MS = 2000;
 const ACTIONS = [
@@ -44,6 +46,7 @@ export class FluxLabPanel {
         this.looseReport = null; // a dataset_report sent outside any run (DatasetFromFolder)
         this.looseRendered = null;
         this.lastRecordAt = 0;
+        this.savesAsked = new Set(); // runs whose "Save now" awaits its checkpoint record
         this.#build();
         // Websocket messages can be lost (measured on ComfyUI 0.3.75: a second browser tab took the
         // first tab's run events). While the selected run is live and quiet, fetch what it missed.
@@ -105,7 +108,11 @@ export class FluxLabPanel {
             this.toast("success", `Training ${what}`, `${runId} ${what} at step ${record.step ?? "?"}${lora}`);
         } else if (record.kind === "failed") {
             this.toast("error", "Training failed", `${runId}: ${record.message}`);
+        } else if (record.kind === "checkpoint" && this.savesAsked.delete(runId)) {
+            // The checkpoint record comes once the folder is complete on disk (core/run/rundir.py).
+            this.toast("success", "Checkpoint saved", `${runId}: step ${record.step} is on disk at ${record.path}`);
         }
+        if (record.kind === "finished" || record.kind === "failed") this.savesAsked.delete(runId);
         this.#changed();
     }
 
@@ -161,13 +168,18 @@ export class FluxLabPanel {
         if (!run) return;
         this.actionPending = action;
         this.#changed();
+        // Before the request: the checkpoint record may come over the socket before the answer does.
+        if (action === "checkpoint") this.savesAsked.add(run.runId);
         try {
             const answer = await this.client.control(run.runId, action);
             // The run's own records may have ended it before this answer arrived (a stop takes effect
             // within a step; measured: the page stayed "stopping" on a loaded 2-core machine).
             if (answer.status) run.setServerSummary({ status: answer.status });
-            if (action === "checkpoint") this.toast("info", "Saving a checkpoint", `${run.runId}: at the end of this step`);
+            if (action === "checkpoint" && this.savesAsked.has(run.runId)) {
+                this.toast("info", "Saving a checkpoint", `${run.runId}: at the end of this step`);
+            }
         } catch (error) {
+            this.savesAsked.delete(run.runId);
             const detail = error instanceof FluxLabError ? error.message : String(error);
             this.toast("error", `Could not ${action} ${run.runId}`, detail);
             this.refreshRuns();
@@ -189,7 +201,9 @@ export class FluxLabPanel {
     }
 
     #build() {
-        this.chart = createLossChart();
+        this.chart = new LossChart();
+        this.gallery = new Gallery(this.client);
+        this.config = new ConfigView(this.client);
         this.listEl = h("ul", { className: "fluxlab-runs", "data-testid": "fluxlab-runs" });
         this.emptyEl = emptyState();
         this.errorEl = h("div", { className: "fluxlab-error", "data-testid": "fluxlab-error" });
@@ -199,28 +213,23 @@ export class FluxLabPanel {
         this.buttons = Object.fromEntries(ACTIONS.map(([action, label, icon]) => [action,
             h("button", { className: "fluxlab-button", "data-action": action, type: "button", onclick: () => this.#act(action) },
                 h("i", { className: icon }), ` ${label}`)]));
-        const stat = (name, label) => {
-            const value = h("dd", { "data-testid": `fluxlab-${name}` }, "–");
-            this[`${name}El`] = value;
-            return [h("dt", {}, label), value];
-        };
+        this.stats = new RunStats();
         this.titleEl = h("span", { className: "fluxlab-run-title", "data-testid": "fluxlab-run-title" });
         this.statusEl = h("span", { className: "fluxlab-status", "data-testid": "fluxlab-status" });
         this.barEl = h("div", { className: "fluxlab-progress-fill" });
         this.messageEl = h("div", { className: "fluxlab-message", "data-testid": "fluxlab-message" });
-        this.previews = new PreviewStrip(this.client);
         this.reportEl = h("div", { className: "fluxlab-report", "data-testid": "fluxlab-dataset" });
         this.detailEl = h("section", { className: "fluxlab-detail", "data-testid": "fluxlab-detail" },
             h("div", { className: "fluxlab-detail-head" }, this.titleEl, this.statusEl),
             h("div", { className: "fluxlab-progress" }, this.barEl),
-            h("dl", { className: "fluxlab-stats" },
-                ...stat("step", "Step"), ...stat("loss", "Loss"), ...stat("lr", "Learning rate"),
-                ...stat("its", "Speed"), ...stat("eta", "ETA"), ...stat("memory", "Memory")),
+            this.stats.element,
             h("div", { className: "fluxlab-controls" }, ...Object.values(this.buttons)),
             this.messageEl, this.offer.element,
-            h("h4", {}, "Loss ", h("span", { className: "fluxlab-legend" }, "raw · smoothed")),
-            this.chart,
-            this.previews.titleEl, this.previews.element,
+            h("h4", {}, "Loss ", h("span", { className: "fluxlab-legend" },
+                h("span", { className: "legend-raw" }, "raw"), " · ", h("span", { className: "legend-smooth" }, "smoothed"))),
+            this.chart.element,
+            this.gallery.titleEl, this.gallery.element,
+            this.config.element,
             h("details", { className: "fluxlab-report-box" }, h("summary", {}, "Dataset report"), this.reportEl));
         this.element = h("div", { className: "fluxlab-panel", "data-testid": "fluxlab-panel" },
             h("div", { className: "fluxlab-head" }, h("h3", {}, "Flux LoRA Lab"),
@@ -251,20 +260,13 @@ export class FluxLabPanel {
     }
 
     #renderDetail(run) {
-        const latest = run.latestStep;
         this.titleEl.textContent = run.runId;
         this.statusEl.textContent = run.status;
         this.statusEl.className = `fluxlab-status status-${run.status}`;
         this.detailEl.dataset.status = run.status;
         this.detailEl.dataset.runId = run.runId;
         this.barEl.style.width = `${run.percent ?? 0}%`;
-        this.stepEl.textContent = run.totalSteps ? `${run.step ?? 0} / ${run.totalSteps}` : String(run.step ?? "–");
-        this.stepEl.dataset.step = String(run.step ?? 0);
-        this.lossEl.textContent = formatNumber(run.summary.loss);
-        this.lrEl.textContent = formatNumber(latest?.lr, 3);
-        this.itsEl.textContent = latest?.its ? `${latest.its.toFixed(2)} it/s` : "–";
-        this.etaEl.textContent = run.live ? formatDuration(latest?.eta_s) : "–";
-        this.memoryEl.textContent = formatMemory(latest?.memory);
+        this.stats.render(run);
         const allowed = allowedActions(run);
         for (const [action, button] of Object.entries(this.buttons)) {
             button.disabled = !allowed.has(action) || this.actionPending !== null;
@@ -272,8 +274,9 @@ export class FluxLabPanel {
         this.messageEl.textContent = this.#message(run);
         this.messageEl.className = `fluxlab-message${run.status === "failed" ? " fluxlab-error" : ""}`;
         this.offer.render(run);
-        drawLossChart(this.chart, run.losses);
-        this.previews.render(run);
+        this.chart.render(run.losses);
+        this.gallery.render(run);
+        this.config.render(run);
         this.reportEl.replaceChildren(renderDatasetReport(run.datasetReport));
     }
 

@@ -202,15 +202,16 @@ export function formatDuration(seconds) {
     return `${s}s`;
 }
 
-/** Memory fields of a step record (MB) as "RAM 812 MB · GPU 3.1 GB (peak 3.4 GB)". */
-export function formatMemory(memory) {
-    if (!memory) return "–";
-    const mb = (v) => (v >= 1024 ? `${(v / 1024).toFixed(1)} GB` : `${Math.round(v)} MB`);
-    const parts = [];
-    if (memory.gpu_mb !== undefined && memory.gpu_mb !== null) {
-        const peak = memory.gpu_peak_mb ? ` (peak ${mb(memory.gpu_peak_mb)})` : "";
-        parts.push(`GPU ${mb(memory.gpu_mb)}${peak}`);
-    }
-    if (memory.ram_mb !== undefined && memory.ram_mb !== null) parts.push(`RAM ${mb(memory.ram_mb)}`);
-    return parts.join(" · ") || "–";
+const mb = (v) => (v >= 1024 ? `${(v / 1024).toFixed(1)} GB` : `${Math.round(v)} MB`);
+
+/** The process's RAM of a step record's memory (MB) as "812 MB", "–" when not reported. */
+export function formatRam(memory) {
+    return memory?.ram_mb === undefined || memory?.ram_mb === null ? "–" : mb(memory.ram_mb);
+}
+
+/** GPU memory of a step record as "3.1 GB (peak 3.4 GB)"; null when the run has no GPU (a CPU
+ * run reports no gpu_mb at all: core/run/progress.py), so the panel shows nothing rather than 0. */
+export function formatGpuMemory(memory) {
+    if (memory?.gpu_mb === undefined || memory?.gpu_mb === null) return null;
+    return `${mb(memory.gpu_mb)}${memory.gpu_peak_mb ? ` (peak ${mb(memory.gpu_peak_mb)})` : ""}`;
 }

@@ -77,6 +77,9 @@ class FluxTrainingAdapter:
         if mode == "auto":
             raise ValueError("model.quantize 'auto' must be settled before the run builds its model "
                              "(core/train/memory_plan.choose picks the mode)")
+        if t.gradient_checkpointing and t.checkpoint_every_n_blocks is None:
+            raise ValueError("an auto train.checkpoint_every_n_blocks must be settled before the run builds its "
+                             "model (core/train/memory_plan.choose picks the interval)")
         adapter = cls.adopt(owner, checkpointing=t.gradient_checkpointing, checkpoint_every=t.checkpoint_every_n_blocks)
         quant.quantize_base(adapter.module, mode, device=device, compute_dtype=COMPUTE_DTYPES[t.mixed_precision])
         own_leaves(adapter.module, owner, device, copy=copy_weights)

@@ -140,7 +140,11 @@ def _positions(arch: FluxArch, n_txt: int, hp: int, wp: int, device, dtype) -> T
     """RoPE rotations for [text; image] tokens, (1, 1, L, D/2, 2, 2).
 
     Ids as ComfyUI builds them: text at 0 (Flux.2: token index on axis 3), image at (0, row, col[, 0]).
-    Angles are computed in float64 and kept in float32 (ComfyUI) unless the model runs in float64.
+    Angles are computed in float64, then kept in the activations' dtype: float32 and float64 as
+    ComfyUI, and bf16 under bf16 autocast, where ComfyUI rotates in float32. A float32 table would
+    cast every query and key to float32 and back (and again in backward), 4 casts per attention;
+    rotating in bf16 costs at most a few bf16 ulps per element, which
+    tests/core/model/test_flux_bf16.py bounds against ComfyUI's own bf16 forward.
     """
     n_axes = len(arch.axes_dim)
     txt_ids = torch.zeros(n_txt, n_axes, dtype=torch.float64, device=device)
@@ -159,4 +163,4 @@ def _positions(arch: FluxArch, n_txt: int, hp: int, wp: int, device, dtype) -> T
         cos, sin = torch.cos(angle), torch.sin(angle)
         parts.append(torch.stack([cos, -sin, sin, cos], dim=-1).view(*angle.shape, 2, 2))
     pe = torch.cat(parts, dim=-3)[None, None]  # broadcasts over batch and heads
-    return pe.to(torch.float64 if dtype == torch.float64 else torch.float32)
+    return pe.to(dtype)

@@ -109,7 +109,8 @@ def _heads(qkv: Tensor, num_heads: int) -> tuple:
 
 
 def _attention(q: Tensor, k: Tensor, v: Tensor, pe: Tensor) -> Tensor:
-    """RoPE (as ComfyUI's math.apply_rope, computed in pe's dtype) then SDPA; returns (B, L, H*D)."""
+    """RoPE (as ComfyUI's math.apply_rope, computed in pe's dtype: the activations', core/model/flux.py) then SDPA;
+    returns (B, L, H*D)."""
     q, k = _rope(q, pe), _rope(k, pe)
     out = F.scaled_dot_product_attention(q, k, v)
     b, h, n, d = out.shape

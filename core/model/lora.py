@@ -58,8 +58,8 @@ class LoraWeights:
         return (self.up.double() @ self.down.double()) * (float(self.alpha) / self.rank)
 
 
-def attach_lora(module: nn.Module, spec: LoraSettings, dtype: torch.dtype = torch.float32,
-                names: list | None = None) -> list:
+def attach_lora(module: nn.Module, spec: LoraSettings, dtype: torch.dtype = torch.float32, *,
+                under_autocast: bool = False, names: list | None = None) -> list:
     """Attach `spec.network`'s adapter (peft LoRA, or our LoKr: core/model/lokr.py) on `spec`'s
     targets of `module` (or on `names`) in place; return their names.
 
@@ -67,6 +67,13 @@ def attach_lora(module: nn.Module, spec: LoraSettings, dtype: torch.dtype = torc
     weights shared with the owner). LoRA weights are kept in `dtype` (float32 by default, also
     under a bf16 base): peft casts the input to the LoRA dtype and the result back. Quantize the
     base (core/model/quant.py) before attaching, never after.
+
+    `under_autocast`: the module will only run inside `torch.autocast` (bf16 training). Autocast
+    computes the LoRA's matmuls in bf16 whatever peft does, so peft's cast of every bf16 input to
+    the fp32 LoRA dtype is a round trip: an fp32 copy of the activation that autocast casts straight
+    back, and both again in backward (the largest casts of a bf16 step: its wide MLP inputs). It is
+    turned off; autocast casts the fp32 LoRA weights once per forward (cached) and the
+    activations stay bf16. Outside autocast the inputs would then meet fp32 weights: leave it off.
     """
     if lora_layers(module) or lokr.lokr_layers(module):
         raise ValueError("this module already carries LoRA layers; attach once per training tree")
@@ -89,6 +96,7 @@ def attach_lora(module: nn.Module, spec: LoraSettings, dtype: torch.dtype = torc
     for name, layer in lora_layers(module).items():
         layer.lora_A[ADAPTER].to(dtype)
         layer.lora_B[ADAPTER].to(dtype)
+        layer.cast_input_dtype_enabled = not under_autocast
         object.__setattr__(layer, "merge", _refuse_merge(name))
     attached = list(lora_layers(module))
     if attached != names:

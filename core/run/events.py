@@ -53,11 +53,13 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class Preview:
-    """Preview images for `step`; paths are relative to the run folder (served by the routes)."""
+    """Preview images for `step`; paths are relative to the run folder (served by the routes).
+    `prompts[i]` is the text `images[i]` was rendered from (the gallery's captions)."""
 
     kind: ClassVar[str] = "preview"
     step: int
     images: tuple = ()
+    prompts: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,10 @@ def event_from_payload(payload: Mapping[str, Any]) -> Event:
         raise ValueError(f"unknown event kind {payload.get('kind')!r}")
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: v for k, v in payload.items() if k in names}
-    if cls is Preview and "images" in kwargs:
-        kwargs["images"] = tuple(kwargs["images"])
+    if cls is Preview:
+        for name in ("images", "prompts"):
+            if name in kwargs:
+                kwargs[name] = tuple(kwargs[name])
     return cls(**kwargs)
 
 

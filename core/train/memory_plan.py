@@ -72,7 +72,8 @@ class RunShape:
     batch: int
     tokens: int
     """Largest image tokens + text tokens of any batch."""
-    checkpoint_every: int  # 0 = off
+    checkpoint_every: int | None
+    """0 = off, k = every k-th block, None = auto: `choose` picks the least recompute that fits."""
     blocks_to_swap: int = 0
 
 
@@ -102,6 +103,8 @@ class MemoryPlan:
 
 
 def plan(model: ModelShape, run: RunShape) -> MemoryPlan:
+    if run.checkpoint_every is None:
+        raise ValueError("checkpoint_every None (auto) has no plan until `choose` settles the interval")
     element = 2 if run.compute == "bf16" else 4
     per_block = ACTIVATION_BYTES[(model.family, run.compute)]
     token_units = run.batch * run.tokens * model.hidden * element
@@ -138,29 +141,47 @@ class Choice:
     reason: str
 
 
-def choose(model: ModelShape, run: RunShape, available: dict[str, int]) -> Choice | None:
-    """The least lossy way to fit `run` in memory, with why; None when nothing fits.
+def checkpoint_intervals(model: ModelShape) -> list[int]:
+    """The checkpoint intervals auto tries, least recompute first: 0 (none), then the intervals that
+    checkpoint 1, 2, 3, ... of the model's blocks (`index % k == 0`, core/model/flux.py), down to 1
+    (every block). Each checkpointed block runs its forward twice; the others keep their activations."""
+    blocks = model.double_blocks + model.single_blocks
+    by_count: dict[int, int] = {}
+    for every in range(blocks, 0, -1):
+        by_count.setdefault(-(-blocks // every), every)  # the largest interval giving that many checkpoints
+    return [0] + [by_count[count] for count in sorted(by_count)]
+
+
+def choose(model: ModelShape, run: RunShape, available: dict[str, int],
+           quantizations: tuple = AUTO_QUANTIZATION) -> Choice | None:
+    """The least lossy, then fastest, way to fit `run` in memory, with why; None when nothing fits.
 
     `available[mode]` is what the plan's peak may use with quantization `mode` (the caller knows what
     the device holds: a run on ComfyUI's resident weights reuses them, a quantized run frees them by
-    offloading). Tried in order: quantization as in AUTO_QUANTIZATION, each with gradient
-    checkpointing as asked and then on every block (exact, about 30 % slower), and last int4 with
-    block swap of more and more single blocks (exact, slower again). The first that fits wins.
+    offloading). `quantizations`: the modes to try, in order (AUTO_QUANTIZATION for quantization
+    auto, `(run.quantization,)` for a fixed one). For each, the checkpoint intervals: with
+    `run.checkpoint_every` None (auto) those of `checkpoint_intervals`, from no recompute to every
+    block, so a run with room to spare pays no recompute; with a fixed interval that one and then
+    every block (exact, about 30 % slower). Last int4 with block swap of more and more single blocks
+    (exact, slower again), when int4 is among the modes. The first that fits wins.
     """
+    if run.checkpoint_every is None:
+        intervals = checkpoint_intervals(model)
+    else:
+        intervals = [run.checkpoint_every] + ([1] if run.checkpoint_every != 1 else [])
     tried = []
-    candidates = []
-    for mode in AUTO_QUANTIZATION:
-        candidates.append(replace(run, quantization=mode))
-        if run.checkpoint_every != 1:
-            candidates.append(replace(run, quantization=mode, checkpoint_every=1))
-    for swap in range(max(run.blocks_to_swap, 2) + 2, model.single_blocks + 1, 2):
-        candidates.append(replace(run, quantization="qint4", checkpoint_every=1, blocks_to_swap=swap))
+    candidates = [replace(run, quantization=mode, checkpoint_every=every) for mode in quantizations for every in intervals]
+    if "qint4" in quantizations:
+        candidates += [replace(run, quantization="qint4", checkpoint_every=1, blocks_to_swap=swap)
+                       for swap in range(max(run.blocks_to_swap, 2) + 2, model.single_blocks + 1, 2)]
     for candidate in candidates:
         planned = plan(model, candidate)
         budget = available[candidate.quantization]
         label = _label(candidate)
         if planned.peak <= budget:
             why = f"auto: {label} ({gib(planned.peak)} of {gib(budget)} available)"
+            if len(tried) > 4:  # auto intervals try up to one per block: name the first and the last
+                tried = tried[:2] + [f"{len(tried) - 3} more"] + tried[-1:]
             return Choice(candidate, planned, why + (f"; did not fit: {'; '.join(tried)}" if tried else ""))
         tried.append(f"{label} needs {gib(planned.peak)} of {gib(budget)}")
     return None

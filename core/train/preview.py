@@ -67,6 +67,8 @@ class PreviewPrompt:
     """File-name stem: `prompt_<i>`, or the prompt library's nickname ("portrait: a photo of ohwx")."""
     context: torch.Tensor  # (T, D)
     pooled: torch.Tensor | None  # (P,) or None
+    text: str = ""
+    """What was encoded: the caption of its images in the panel's gallery."""
     no_trigger: "PreviewPrompt | None" = None
     """The same prompt without the trigger (the class word in its place when there is one): rendered
     beside it at every step, seed 002's `progression/` (does the LoRA stay out of prompts without it?)."""
@@ -131,10 +133,18 @@ def progression_files(step: int, spec: PreviewSpec, images: dict[str, bytes]) ->
     return out
 
 
+def image_prompts(spec: PreviewSpec | None) -> dict[str, str]:
+    """{file name: the prompt text it is rendered from} for every file `render_previews` writes."""
+    if spec is None:
+        return {}
+    return {preview_file_name(p, size, suffix): (p if suffix == "" else p.no_trigger).text
+            for p in spec.prompts for size in spec.sizes
+            for suffix in ("", "_notrigger")[: 2 if p.no_trigger is not None else 1]}
+
+
 def expected_files(spec: PreviewSpec) -> list[str]:
     """Every file `render_previews` writes for `spec`."""
-    return [preview_file_name(p, size, suffix) for p in spec.prompts for size in spec.sizes
-            for suffix in ("", "_notrigger")[: 2 if p.no_trigger is not None else 1]]
+    return list(image_prompts(spec))
 
 
 @torch.no_grad()

@@ -27,8 +27,7 @@ from ..model import lora, lora_format
 from ..model.lora_random import init_lora, use_seeded_dropout
 from ..run.control import RunControl
 from ..run.curve import write_svg
-from ..run.events import (Checkpoint, DatasetReport, EvalLoss, Event, Finished, Info, Paused, Preview, Resumed, Started,
-                          Step)
+from ..run.events import Checkpoint, DatasetReport, EvalLoss, Event, Finished, Info, Paused, Resumed, Started, Step
 from ..run.progress import Throughput, memory_snapshot
 from .checkpoint import (
     LORA_FILE,
@@ -45,7 +44,7 @@ from .flow import add_noise, flow_loss, image_seq_len, sample_sigmas
 from .job import TrainingJob
 from .length import resolve_length, run_length_report
 from .optim import LoraEMA, build_optimizer, build_scheduler
-from .preview import expected_files, progression_files, render_previews
+from .preview_writer import PreviewWriter
 from .resume import check_resume, trained_on
 from .text_encoder import TextEncoderTraining, param_groups, pooled_for, text_lora_disabled, trainable
 
@@ -78,7 +77,7 @@ class _Loop:
     # -- set-up -----------------------------------------------------------------------------------
     def attach(self) -> None:
         spec = self.cfg.lora
-        lora.attach_lora(self.module, spec)
+        lora.attach_lora(self.module, spec, under_autocast=self.autocast)
         init_lora(self.module, spec, seeding.stream_seed(self.cfg.train.seed, "lora init", 0))
         self.step_seed = use_seeded_dropout(self.module, spec.dropout)
         if self.cfg.lora.init_lora:
@@ -95,6 +94,8 @@ class _Loop:
         scheduler = build_scheduler(optimizer, self.cfg.optim, self.total)
         ema = LoraEMA(named, self.cfg.train.ema_decay) if self.cfg.train.ema else None
         self.state = TrainingState(self.module, optimizer, scheduler, ema, self.text and self.text.module)
+        self.previews = PreviewWriter(self.job.previews, self.adapter, self.state, self.job.run_dir, self.emit,
+                                      device=self.device, autocast=self.autocast)
         self.params = params
 
     def resume(self) -> None:
@@ -160,36 +161,6 @@ class _Loop:
         return f"the checkpoint of step {latest.step} ({latest.path})" if latest else "no checkpoint yet"
 
     # -- outputs ---------------------------------------------------------------------------------
-    def render(self, *, lora_on: bool = True) -> dict[str, bytes]:
-        spec = self.job.previews
-        if spec is None:
-            return {}
-        kwargs = dict(device=self.device, dtype=torch.float32, autocast=self.autocast, patch_size=self.adapter.patch_size)
-        weights = user_weights_swapped_in(self.state) if lora_on else lora.lora_disabled(self.module)
-        with weights:
-            return render_previews(self.adapter, spec, **kwargs)
-
-    def baseline(self) -> None:
-        """Seed 002's `baseline/`: the prompts without the LoRA, rendered once before step 1."""
-        spec = self.job.previews
-        if spec is None:
-            return
-        if all((self.job.run_dir.baseline_dir / name).is_file() for name in expected_files(spec)):
-            return  # a resumed run keeps the baseline it rendered before step 1
-        images = self.render(lora_on=False)
-        self.write_files("baseline", images)
-        self.write_progression(0, images)
-        self.emit(Preview(step=0, images=tuple(f"baseline/{name}" for name in images)))
-
-    def write_files(self, folder: str, files: dict[str, bytes]) -> None:
-        for name, data in files.items():
-            self.job.run_dir.write_file(f"{folder}/{name}", lambda path, data=data: path.write_bytes(data))
-
-    def write_progression(self, step: int, images: dict[str, bytes]) -> None:
-        """Seed 002's progression/: trigger and no-trigger renders of the step side by side by name."""
-        if images:
-            self.write_files(".", progression_files(step, self.job.previews, images))
-
     def evaluate(self, step: int) -> None:
         """The eval loss of the LoRA as it would be saved (EMA weights when on); at step 0 of the base."""
         if self.job.eval_data is None or not self.cfg.run.eval_timesteps:
@@ -204,7 +175,7 @@ class _Loop:
         self.emit(EvalLoss(step=step, loss=loss))
 
     def save_checkpoint(self, step: int) -> Path:
-        previews = self.render()
+        previews = self.previews.render()
         self.evaluate(step)
         info = self.job.run_dir.write_checkpoint(
             step, checkpoint_writers(self.state, self.file_info, step, previews),
@@ -214,17 +185,8 @@ class _Loop:
         self.job.run_dir.prune(self.cfg.run.max_step_saves_to_keep)
         self.write_curve()
         self.emit(Checkpoint(step=step, path=str(info.path)))
-        if previews:
-            self.write_progression(step, previews)
-            self.emit(Preview(step=step, images=tuple(f"{info.path.name}/{name}" for name in previews)))
+        self.previews.announce(step, info.path.name, previews)
         return info.path / LORA_FILE
-
-    def save_previews(self, step: int) -> None:
-        images = self.render()
-        folder = f"samples/step_{step:06d}"
-        self.write_files(folder, images)
-        self.write_progression(step, images)
-        self.emit(Preview(step=step, images=tuple(f"{folder}/{name}" for name in images)))
 
     def write_curve(self) -> None:
         if self.losses:
@@ -257,7 +219,7 @@ class _Loop:
             self.emit(Finished(step=self.step, lora_path=str(self.job.run_dir.final_lora_path)))
             return self.job.run_dir.final_lora_path
         self.module.train()
-        self.baseline()
+        self.previews.baseline()
         if self.step == 0:
             self.evaluate(0)
         throughput = Throughput(self.total, self.step)
@@ -291,7 +253,7 @@ class _Loop:
             if saving:
                 latest_lora, last_saved = self.save_checkpoint(self.step), self.step
             elif cfg.run.sample_every and self.step % cfg.run.sample_every == 0:
-                self.save_previews(self.step)
+                self.previews.samples(self.step)
         final = self.write_final(self.step)
         self.write_curve()
         self.emit(Finished(step=self.step, lora_path=str(final)))

@@ -32,7 +32,8 @@ def _shape(transformer: nn.Module, family: str):
 def _run(tree: nn.Module, names: list[str], rank: int, quantization: str, mixed_precision: str, checkpointing: bool,
          checkpoint_every: int, tokens: int, optimizer: str = "adamw", ema: bool = False, batch: int = 1,
          blocks_to_swap: int = 0) -> RunShape:
-    """A RunShape from settings as TrainConfig spells them (`mixed_precision` "bf16" / "no")."""
+    """A RunShape from settings as TrainConfig spells them (`mixed_precision` "bf16" / "no"); an auto
+    interval (None) stays None for memory_plan.choose to settle."""
     return RunShape(quantization=quantization, compute="bf16" if mixed_precision == "bf16" else "fp32",
                     lora_params=memory_plan.lora_parameter_count(tree, names, rank), optimizer=optimizer, ema=ema,
                     batch=batch, tokens=tokens, checkpoint_every=checkpoint_every if checkpointing else 0,
@@ -55,14 +56,15 @@ def estimate_memory(handle) -> str:
     stored = shape.block_weight_bytes + shape.other_bytes
     lines = [f"{flux_family.family(family).display_name}: {sum(v.numel() for v in state.values()) / 1e9:.2f} B parameters stored as "
              f"{'/'.join(dtypes)} ({gib(stored)}), training on {handle.device}."]
-    if quantize == "auto":
-        choice = memory_plan.choose(shape, run, _available(handle))
+    if quantize == "auto" or run.checkpoint_every is None:
+        choice = memory_plan.choose(shape, run, _available(handle), _modes(quantize))
         if choice is None:
-            lines.append("Quantization auto: even int4 with block swap does not fit this run now; TrainLoRA "
-                         "decides with its own settings.")
+            lines.append("Auto: even int4 with block swap does not fit this run now; TrainLoRA decides with its "
+                         "own settings.")
             return "\n".join(lines)
         run = choice.run
-        lines.append(f"Quantization {choice.reason}. TrainLoRA picks again for its own settings when a run starts.")
+        lines.append(f"Quantization / checkpointing {choice.reason}. TrainLoRA picks again for its own settings "
+                     "when a run starts.")
     parts = memory_plan.plan(shape, run).parts
     if run.quantization == "none":
         lines.append(f"Base weights: {gib(parts['base weights'])}, ComfyUI's loaded weights shared as they are (no copy).")
@@ -103,19 +105,21 @@ def _run_shape(tree: nn.Module, config: TrainConfig, data) -> RunShape:
 def fit_run(handle, config: TrainConfig, data) -> tuple:
     """(config, plan, note) for a run that fits the training device, or RunWillNotFit with the plan and
     what to change. With `model.quantize` 'auto' the config comes back with the least lossy
-    quantization / checkpointing / block swap that fits (`memory_plan.choose`), and the note says what
-    was picked and why; otherwise it comes back as given, and the note is None."""
+    quantization / checkpointing / block swap that fits (`memory_plan.choose`); with an auto
+    checkpoint interval (`train.checkpoint_every_n_blocks` empty) with the least recompute that fits,
+    so a run with room to spare pays none; the note says what was picked and why. Otherwise it comes
+    back as given, and the note is None."""
     tree, shape = _shape(handle.transformer, handle.family)
     run = _run_shape(tree, config, data)
     available = _available(handle)
-    if config.model.quantize != "auto":
+    if config.model.quantize != "auto" and run.checkpoint_every is not None:
         planned = memory_plan.plan(shape, run)
         if planned.peak > available[run.quantization]:
             raise RunWillNotFit(f"TrainLoRA: run {config.run.name!r} will not fit on {handle.device}: "
                                 f"{planned.advice(available[run.quantization])} Or quantization 'auto' on "
                                 f"LoadFluxForTraining.\n{planned.describe()}")
         return config, planned, None
-    choice = memory_plan.choose(shape, run, available)  # tries every quantization itself
+    choice = memory_plan.choose(shape, run, available, _modes(config.model.quantize))
     if choice is None:
         smallest = memory_plan.plan(shape, dataclasses.replace(run, quantization="qint4", checkpoint_every=1,
                                                                blocks_to_swap=shape.single_blocks))
@@ -128,6 +132,11 @@ def fit_run(handle, config: TrainConfig, data) -> tuple:
                          "checkpoint_every_n_blocks": max(picked.checkpoint_every, 1),
                          "blocks_to_swap": picked.blocks_to_swap}}
     return config.with_overrides(settled), choice.plan, choice.reason
+
+
+def _modes(quantize: str) -> tuple:
+    """The quantizations 'auto' may pick from, or the one the user chose."""
+    return memory_plan.AUTO_QUANTIZATION if quantize == "auto" else (quantize,)
 
 
 def _available(handle) -> dict[str, int]:

@@ -50,7 +50,7 @@ def model_sections(quantization: str, training_dtype: str, gradient_checkpointin
     return TrainConfig().with_overrides({
         "model": {"quantize": QUANTIZATION[quantization]},
         "train": {"mixed_precision": TRAINING_DTYPES[training_dtype], "gradient_checkpointing": gradient_checkpointing,
-                  "checkpoint_every_n_blocks": checkpoint_every_n_blocks},
+                  "checkpoint_every_n_blocks": checkpoint_every_n_blocks or None},  # 0: auto
     })
 
 

@@ -69,8 +69,9 @@ def build_preview_spec(prompts: Sequence[tuple[str, str]], clip, vae, family: st
     def encoded(name: str, text: str) -> PreviewPrompt:
         twin = None
         if trigger and mentions(text, trigger):
-            twin = PreviewPrompt(f"{name}_notrigger", *encoder.encode(without_trigger(text, trigger, class_word)))
-        return PreviewPrompt(name, *encoder.encode(text), no_trigger=twin)
+            plain = without_trigger(text, trigger, class_word)
+            twin = PreviewPrompt(f"{name}_notrigger", *encoder.encode(plain), text=plain)
+        return PreviewPrompt(name, *encoder.encode(text), text=text, no_trigger=twin)
 
     negative = PreviewPrompt("negative", *encoder.encode(negative_prompt)) if real_guidance != 1.0 else None
     sizes = tuple(PreviewSize(w, h, w // ratio, h // ratio) for w, h in pixel_sizes)

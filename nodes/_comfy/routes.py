@@ -17,7 +17,9 @@ from typing import Callable, Optional
 
 from aiohttp import web
 
+from ...core.config import TrainConfig
 from ...core.model.lora_format import saved_step
+from ...core.run.gallery import preview_steps, saved_config, trigger_words
 from ...core.run.runner import RunError, RunHandle, check_run_id
 from . import host, runs
 
@@ -103,12 +105,28 @@ class RunRoutes:
     @_json_errors
     async def get_sub(self, request: web.Request) -> web.StreamResponse:
         what = request.match_info["what"]
-        if what != "file":
-            verb = "POST" if what in (*ACTIONS, "use") else "GET .../file?path="
+        readers = {"file": self._file, "previews": self._previews, "config": self._config}
+        if what not in readers:
+            verb = "POST" if what in (*ACTIONS, "use") else "GET .../file?path=, .../previews or .../config"
             return _error(405 if what in (*ACTIONS, "use") else 404, f"no GET route {what!r}; use {verb}")
         handle = self._run(request)
         if isinstance(handle, web.Response):
             return handle
+        return readers[what](request, handle)
+
+    def _previews(self, request: web.Request, handle: RunHandle) -> web.Response:
+        """The gallery: every preview step on disk with its prompts, and the words that pair them."""
+        records = handle.events.history()
+        trigger, class_word = trigger_words(saved_config(records))
+        return web.json_response({"run_id": handle.run_id, "trigger": trigger, "class_word": class_word,
+                                  "steps": preview_steps(handle.run_dir, records)})
+
+    def _config(self, request: web.Request, handle: RunHandle) -> web.Response:
+        """The latest session's config by section, with each setting's doc for the tooltips."""
+        docs = {key: info.get("doc", "") for key, info in TrainConfig.describe().items()}
+        return web.json_response({"run_id": handle.run_id, "config": saved_config(handle.events.history()), "docs": docs})
+
+    def _file(self, request: web.Request, handle: RunHandle) -> web.StreamResponse:
         relative = request.query.get("path", "")
         problem = relative_path_problem(relative)
         if problem:

@@ -8,7 +8,8 @@ works here meets the same module names and tensor layouts as the real models.
 
 Beyond the bare transformer, `build_tiny_flux_models` gives what a checkpoint loader gives a graph:
 a MODEL (ModelPatcher around comfy's Flux / Flux2 model with the real latent format and sampling),
-a CLIP (bundled tokenizers, tiny CLIP-L/T5) and a VAE (tiny KL autoencoder), all seeded, on CPU.
+a CLIP (bundled tokenizers, tiny CLIP-L/T5) and a VAE (tiny KL autoencoder, or for Flux.1 the colour
+VAE of tiny_colour_vae.py), all seeded, on CPU.
 comfy is imported inside the builders only, never at import time.
 """
 
@@ -16,6 +17,8 @@ import functools
 from dataclasses import dataclass
 
 import torch
+
+from .tiny_colour_vae import build_tiny_colour_vae
 
 # Conditioning widths of the tiny text encoders (real Flux.1: T5-XXL 4096 / CLIP-L pooled 768).
 TINY_CONTEXT_DIM = 64
@@ -217,12 +220,21 @@ def build_tiny_vae(variant: str, seed: int = 0):
     return vae
 
 
-def build_tiny_flux_models(variant: str, seed: int = 0) -> TinyFluxModels:
+VAE_KINDS = ("random", "colour")
+"""random: the seeded KL autoencoder above (noise pictures). colour: Flux.1 only, the hand-set TAESD
+of tiny_colour_vae.py, whose decode of an encoded picture resembles it."""
+
+
+def build_tiny_flux_models(variant: str, seed: int = 0, vae: str = "random") -> TinyFluxModels:
     """MODEL, CLIP and VAE for one variant, seeded with seed, seed + 1 and seed + 2."""
+    if vae not in VAE_KINDS:
+        raise ValueError(f"unknown tiny VAE {vae!r}; choose one of {list(VAE_KINDS)}")
+    if vae == "colour" and TinyFluxSpec(variant).config()["image_model"] != "flux":
+        raise ValueError(f"the colour tiny VAE makes Flux.1 latents (16 channels); {variant!r} needs vae 'random'")
     return TinyFluxModels(
         model=build_tiny_model_patcher(TinyFluxSpec(variant, seed=seed)),
         clip=build_tiny_clip(variant, seed=seed + 1),
-        vae=build_tiny_vae(variant, seed=seed + 2),
+        vae=build_tiny_colour_vae(seed=seed + 2) if vae == "colour" else build_tiny_vae(variant, seed=seed + 2),
     )
 
 

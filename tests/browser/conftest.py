@@ -5,7 +5,8 @@ real: no runs exist until these tests make them), one chromium process, and a fr
 (a fresh profile: no cookies, storage or cache) per test. Each test gets a `UiPage` that records
 console messages, page errors and failed requests; at teardown the test fails if any of them comes
 from our extension (our files, our routes, or text naming fluxlab). Screenshots go to
-<repo>/test-artifacts/browser/ (git-ignored), named by step.
+<repo>/test-artifacts/browser/<host>/ (git-ignored; <host> is the ComfyUI under test, e.g. 0.33.0, so the two
+frontends' screenshots sit side by side), named by step.
 
 Needs Debian's chromium and the playwright package (scripts/setup_browser.sh installs both; never
 `playwright install`, which downloads browser builds). Without them the tests are skipped, unless
@@ -23,13 +24,14 @@ from pathlib import Path
 import pytest
 
 from scripts.comfy_server import REPO_ROOT
+from scripts.hosts import selected
 from tests.harness.api import ComfyClient
 from tests.harness.server import start_server
 
 from .ui import CHROMIUM_ARGS, UiPage
 
 CHROMIUM = Path(os.environ.get("FLUXLAB_CHROMIUM", "/usr/bin/chromium"))
-ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser" / selected().name
 
 
 def _missing_tools() -> str | None:
@@ -54,7 +56,7 @@ def browser_tools():
 
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
-    """Fresh per session, so the folder only ever shows this session's screenshots."""
+    """Fresh per session and host, so the folder only ever shows this session's screenshots."""
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
     return ARTIFACTS

@@ -9,7 +9,6 @@ import re
 
 import pytest
 
-from scripts.comfy_server import PACK_DIRNAME
 
 from .test_templates import open_template
 
@@ -23,7 +22,7 @@ DOWNLOAD = re.compile(r"^\s*Download( \(.*\))?\s*$")  # 1.58: "Download"; 1.32: 
 def test_a_real_workflow_lists_its_missing_model_files_with_a_download(open_ui):
     ui = open_ui()
     ui.allow(r"workflow_templates/.+\.(jpg|jpeg|png|webp)")
-    open_template(ui, PACK_DIRNAME, "flux1_dev_character_lora_dop")
+    open_template(ui, "Train a Flux.1-dev character LoRA with DOP")
     ui.wait_for("() => window.app.graph.nodes.some((n) => n.type === 'UNETLoader')")
     details = ui.page.get_by_role("button", name="View details")
     ui.wait_for("() => /Missing Models|issues? found/i.test(document.body.innerText)")

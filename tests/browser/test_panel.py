@@ -87,10 +87,14 @@ def test_past_run_history(open_ui, browser_server):
     assert ui.text("fluxlab-step") == f"{PAST_STEPS} / {PAST_STEPS}"
     assert ui.text("fluxlab-status") == "finished"
     assert "lora_final.safetensors" in ui.text("fluxlab-message")
-    # Previews come through the run's file route and really load.
-    ui.wait_for("() => [...document.querySelectorAll('[data-testid=fluxlab-previews] img')]"
+    # Previews come through the run's file route and really load (a record without prompts: the
+    # gallery captions them by their file).
+    panel.locator("[data-testid=fluxlab-gallery]").scroll_into_view_if_needed()  # tiles load lazily
+    ui.wait_for("() => [...document.querySelectorAll('[data-testid=fluxlab-gallery] img')]"
                 ".filter(img => img.complete && img.naturalWidth === 64).length === 2")
-    panel.locator("[data-testid=fluxlab-detail] .fluxlab-report-box summary").click()
+    assert panel.locator("[data-testid=fluxlab-gallery] figcaption").all_inner_texts() == [
+        f"checkpoint_{PAST_STEPS:06d}/preview_0.png", f"checkpoint_{PAST_STEPS:06d}/preview_1.png"]
+    panel.locator("[data-testid=fluxlab-detail] summary", has_text="Dataset report").click()
     report = ui.text("fluxlab-dataset")
     assert "3 images" in report and "Rejected broken.png" in report and "No caption file for c.png" in report
     # A finished run offers no controls.
@@ -170,8 +174,11 @@ def test_live_run_pause_resume_stop(open_ui, browser_server, browser_client):
     ui = open_ui()
     panel = ui.open_panel()
     # Long enough never to end by itself within the test; the panel's Stop ends it.
-    prompt_id = browser_client.queue(training_graph(browser_client, LIVE_RUN, mode="background", steps=100000,
-                                                    run_save_every=10, previews=True, run_sample_every=10))
+    graph = training_graph(browser_client, LIVE_RUN, mode="background", steps=100000, run_save_every=1000,
+                           previews=True, run_sample_every=10)
+    # A trigger prompt and its no-trigger twin (the gallery shows them side by side), and one more.
+    graph["train"]["inputs"]["preview_prompts"] = "a photo of ohwx\na photo of\na red fox"
+    prompt_id = browser_client.queue(graph)
     browser_client.wait(prompt_id, timeout=120)  # background mode: the prompt ends once training is under way
     panel.locator(f".fluxlab-run[data-run-id={LIVE_RUN}]").wait_for()
     panel.locator(f".fluxlab-run[data-run-id={LIVE_RUN}]").click()
@@ -180,12 +187,26 @@ def test_live_run_pause_resume_stop(open_ui, browser_server, browser_client):
     first_step, first_points = ui.evaluate(STEP), ui.evaluate(POINTS)
     ui.wait_for(f"() => ({STEP})() >= {first_step + 5} && ({POINTS})() >= {first_points + 5}")
     assert ui.text("fluxlab-status") == "running"
-    assert "it/s" in ui.text("fluxlab-its") and ui.text("fluxlab-eta") != "–" and "RAM" in ui.text("fluxlab-memory")
+    assert "it/s" in ui.text("fluxlab-its") and ui.text("fluxlab-eta") != "–" and ui.text("fluxlab-memory").endswith("B")
     assert ui.text("fluxlab-step").endswith("/ 100000")
+    # This machine trains on the CPU: the step records carry no GPU memory, so no GPU row shows.
+    assert not panel.locator("[data-testid=fluxlab-gpu]").is_visible()
     ui.wait_badge(r"^\d+%$")  # the tab's badge shows the live run's progress
-    ui.wait_for("() => document.querySelectorAll('[data-testid=fluxlab-previews] img').length > 0")
+    # The gallery follows the run: baseline, then the steps it renders (sample_every 10).
+    ui.wait_for("() => (document.querySelector('[data-testid=fluxlab-gallery]').dataset.steps ?? '').split(',').length >= 2")
+    captions = panel.locator("[data-testid=fluxlab-gallery] .fluxlab-gallery-step").first.locator("figcaption").all_inner_texts()
+    assert captions == ["a photo of ohwx", "a photo of", "a red fox"], captions
+    assert panel.locator("[data-testid=fluxlab-gallery] .fluxlab-gallery-step").first.locator(".fluxlab-gallery-pair").count() == 1
     assert panel.locator("[data-action=pause]").is_enabled() and panel.locator("[data-action=resume]").is_disabled()
     ui.shot("03_live_training")
+
+    # "Save now": a toast once the requested checkpoint is on disk, naming its step and folder.
+    panel.locator("[data-action=checkpoint]").click()
+    saved = ui.wait_toast("Checkpoint saved")
+    step = int(saved.split("step ")[1].split()[0])
+    assert (browser_server.base_dir / "output" / "fluxlab" / LIVE_RUN / f"checkpoint_{step:06d}" / "lora.safetensors").is_file()
+    assert f"checkpoint_{step:06d}" in saved
+    ui.shot("03b_save_now_checkpoint_saved_toast")
 
     # A page opened while the run broadcasts its steps: step events reach it before ComfyUI calls
     # our setup. None may be dropped (the teardown fails the test on "Unknown message type

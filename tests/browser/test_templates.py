@@ -1,46 +1,119 @@
-"""The bundled demo workflow, as a user meets it: opened from ComfyUI's template browser
-(Extensions -> this pack -> the demo card), queued with the Run button, watched in the panel until
-its run finishes, and its compare grid shown in the A/B widget."""
+"""The bundled workflows as a user meets them in ComfyUI's template browser: the pack listed as
+"Flux LoRA Lab", a card per workflow with its thumbnail (no 404) and its title in words, found by
+"train", "lora" and "flux"; each workflow opens with its note in view and no node covering another;
+and the demo, on a server that holds nothing but the pack, queued with the Run button, watched in
+the panel until its run finishes, its compare grid shown in the A/B widget."""
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
+import itertools
+import urllib.parse
+
 from scripts.comfy_server import PACK_DIRNAME, REPO_ROOT
-from scripts.demo_dataset import write_demo_dataset
-from scripts.workflow_descriptions import DEMO_FOLDER
+from scripts.workflow_descriptions import DEMO_WORKFLOW, WORKFLOWS
 
 from .ui import NOTICES_JS
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow]
 
-WORKFLOWS = REPO_ROOT / "workflows"
+WORKFLOWS_DIR = REPO_ROOT / "workflows"
 STEP = "() => Number(document.querySelector('[data-testid=fluxlab-step]')?.dataset.step ?? 0)"
 
 
-def demo_workflow() -> Path:
-    demos = sorted(WORKFLOWS.glob("*demo*.json"))
-    if not demos:
-        pytest.skip(f"no bundled demo workflow (workflows/*demo*.json) in {WORKFLOWS} yet")
-    return demos[0]
+PACK_TITLE = "Flux LoRA Lab"  # locales/en/main.json names the pack's template category
 
 
-def open_template(ui, pack: str, name: str) -> None:
-    """Workflow templates dialog -> the pack's entry under Extensions -> the workflow's card.
-    The dialog is the one that lists the pack as a button (its title differs between frontends:
-    "Templates" / "Get Started With A Template"); the card is the frontend's
-    `template-workflow-<name>` test id (the same in 1.32 and 1.58)."""
+def open_templates(ui):
+    """The workflow templates dialog on the pack's entry; the dialog. It is the one that lists the
+    pack as a button (its title differs between frontends: "Templates" / "Get Started With A Template")."""
     ui.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
-    entry = ui.page.get_by_role("button", name=pack, exact=True)
+    entry = ui.page.get_by_role("button", name=PACK_TITLE, exact=True)
     dialog = ui.page.get_by_role("dialog").filter(has=entry)
     dialog.wait_for()
-    dialog.get_by_role("button", name=pack, exact=True).click()
-    dialog.locator(f"[data-testid='template-workflow-{name}']").click()
+    dialog.get_by_role("button", name=PACK_TITLE, exact=True).click()
+    return dialog
+
+
+def card(dialog, name: str):
+    """A workflow's card: the frontend's `template-workflow-<name>` test id (1.32 and 1.58)."""
+    return dialog.locator(f"[data-testid='template-workflow-{name}']")
+
+
+def open_template(ui, name: str) -> None:
+    dialog = open_templates(ui)
+    card(dialog, name).click()
     dialog.wait_for(state="hidden")  # loading the workflow closes it (1.32 removes it, 1.58 may keep it closed)
+
+
+# A card's picture has loaded (1.58 shows it from a blob: URL, 1.32 from the thumbnail's own URL;
+# which file it came from is checked on the network).
+THUMBNAIL_LOADED = "(card) => [...card.querySelectorAll('img')].some((img) => img.complete && img.naturalWidth > 0)"
+
+
+def test_template_cards_show_thumbnails_titles_and_are_found(open_ui, browser_client):
+    listed = browser_client.get_json("/api/workflow_templates")
+    assert sorted(listed.get(PACK_DIRNAME, [])) == sorted(WORKFLOWS)
+    thumbnails: dict[str, int] = {}  # url -> HTTP status; any 404 also fails the page's teardown check
+
+    def watch(page):
+        page.on("response", lambda r: thumbnails.__setitem__(urllib.parse.unquote(r.url), r.status)
+                if "/workflow_templates/" in r.url and r.url.endswith(".jpg") else None)
+
+    ui = open_ui(before_open=watch)
+    dialog = open_templates(ui)
+    for name in WORKFLOWS:
+        card(dialog, name).wait_for()
+        card(dialog, name).scroll_into_view_if_needed()
+        ui.page.wait_for_function(THUMBNAIL_LOADED, arg=card(dialog, name).element_handle(), timeout=30_000)
+        assert name in card(dialog, name).inner_text(), (name, card(dialog, name).inner_text())
+    ui.shot("20_template_cards_with_thumbnails")
+    expected = {f"/workflow_templates/{PACK_DIRNAME}/{name}.jpg" for name in WORKFLOWS}
+    assert {url.split("/api", 1)[-1] for url, status in thumbnails.items() if status == 200} >= expected, thumbnails
+    assert all(status == 200 for status in thumbnails.values()), thumbnails
+
+    search = dialog.get_by_role("textbox").first
+    for word in ("train", "lora", "flux"):
+        search.fill(word)
+        wanted = [name for name in WORKFLOWS if word in name.lower()]
+        for name in wanted:
+            card(dialog, name).wait_for(timeout=15_000)
+        ui.shot(f"21_template_search_{word}")
+
+
+FRAMING_JS = """() => {
+    const canvas = window.app.canvas, ds = canvas.ds, box = canvas.canvas.getBoundingClientRect();
+    const screen = (x, y) => [(x + ds.offset[0]) * ds.scale + box.left, (y + ds.offset[1]) * ds.scale + box.top];
+    const nodes = window.app.graph.nodes.map((n) => ({type: n.type, id: n.id, rect: [...n.getBounding()]}));
+    const note = window.app.graph.nodes.find((n) => n.type === 'MarkdownNote' || n.type === 'Note');
+    const [x, y, w, h] = note.getBounding();
+    const [left, top] = screen(x, y), [right, bottom] = screen(x + w, y + h);
+    const [tx, ty] = screen(x + w / 2, y + 10);  // the note's title bar: drawn on the canvas, so hit-testing
+    const hit = document.elementFromPoint(tx, ty);  // there finds the canvas unless a menu covers it
+    return {nodes, note: [left, top, right, bottom], titleHit: hit && hit.tagName, window: [innerWidth, innerHeight]};
+}"""
+
+
+@pytest.mark.parametrize("name", list(WORKFLOWS))
+def test_workflow_opens_framed_with_no_node_covering_another(name, open_ui):
+    ui = open_ui()
+    open_template(ui, name)
+    ui.wait_for("(n) => window.app.graph.nodes.length === n", arg=len(json.loads((WORKFLOWS_DIR / f"{name}.json").read_text())["nodes"]))
+    framing = ui.evaluate(FRAMING_JS)
+    left, top, right, bottom = framing["note"]
+    width, height = framing["window"]
+    assert 0 <= left and right <= width and 0 <= top and bottom <= height, framing["note"]
+    assert framing["titleHit"] == "CANVAS", f"the note's title bar is covered by {framing['titleHit']}"
+    # The sizes the frontend gives the nodes (it may grow a node to fit its widgets), title bars included.
+    covered = [(a["type"], b["type"]) for a, b in itertools.combinations(framing["nodes"], 2)
+               if a["rect"][0] < b["rect"][0] + b["rect"][2] and b["rect"][0] < a["rect"][0] + a["rect"][2]
+               and a["rect"][1] < b["rect"][1] + b["rect"][3] and b["rect"][1] < a["rect"][1] + a["rect"][3]]
+    assert not covered, (name, covered)
+    ui.shot(f"22_opened_{name}")
 
 
 # Words with which the frontend says a loaded workflow has problems (toasts in 1.32; in 1.58 a
@@ -60,20 +133,17 @@ NEW_RUN_OR_ERROR = f"""(before) => {{
 
 
 def test_demo_from_template_browser_trains_in_the_panel(open_ui, browser_server, browser_client):
-    demo = demo_workflow()
-    write_demo_dataset(browser_server.base_dir / "input" / DEMO_FOLDER)  # as `make demo` does
+    """Nothing is prepared: the demo's own Demo Images node writes its pictures, as on a Manager install."""
+    demo = WORKFLOWS_DIR / f"{DEMO_WORKFLOW}.json"
     listed = browser_client.get_json("/api/workflow_templates")
     assert demo.stem in listed.get(PACK_DIRNAME, []), f"template browser does not list {demo.stem}: {listed}"
     before = {run["run_id"] for run in browser_client.get_json("/fluxlab/runs")["runs"]}
 
     ui = open_ui()
-    # The template browser asks for a <name>.jpg thumbnail beside each workflow and shows a
-    # placeholder when there is none: cosmetic, not an error of the extension.
-    ui.allow(r"workflow_templates/.+\.(jpg|jpeg|png|webp)")
     # What the frontend already complains about belongs to its default workflow (1.58 flags its
     # missing models): those notices must go when the demo replaces it, and no new one may come.
     default_complaints = [t for t in ui.toasts() if COMPLAINT.search(t)]
-    open_template(ui, PACK_DIRNAME, demo.stem)
+    open_template(ui, demo.stem)
     ui.wait_for("() => window.app.graph.nodes.some((n) => n.type === 'TrainLoRA')")
     if default_complaints:  # a notice still there after this is named by the assertion below
         ui.wait_until(f"(old) => !({NOTICES_JS})().some((n) => old.includes(n.innerText))",
@@ -101,7 +171,7 @@ def test_demo_from_template_browser_trains_in_the_panel(open_ui, browser_server,
     ui.shot("12_demo_training_in_panel")
     # The demo is short: let it finish (the run's toast), then its compare grid fills the A/B widget.
     ui.wait_for("() => document.querySelector('[data-testid=fluxlab-detail]').dataset.status === 'finished'",
-                timeout_ms=180_000)
+                timeout_ms=480_000)
     assert new_run in ui.wait_toast("Training finished")
     summary = next(r for r in browser_client.get_json("/fluxlab/runs")["runs"] if r["run_id"] == new_run)
     assert summary["status"] == "finished" and summary["step"] == summary["total_steps"]

@@ -1,7 +1,10 @@
-"""The panel's pure modules (web/runs.js, web/chart.js, web/ab_widget.js) imported as ES modules
-in chromium, on cases the end-to-end tests do not reach: records arriving twice or with a gap,
-a resumed session overwriting steps, a control answer that arrives after the run ended, smoothing
-that starts where the raw curve starts, and the compare-grid shapes ComfyUI can deliver."""
+"""The panel's pure modules (web/runs.js, web/chart.js, web/chart_scale.js, web/gallery_pairs.js,
+web/ab_stage.js, web/ab_widget.js, web/config_view.js) imported as ES modules in chromium, on cases
+the end-to-end tests do not reach: records arriving twice or with a gap, a resumed session
+overwriting steps, a control answer that arrives after the run ended, smoothing that starts where
+the raw curve starts, axis ticks on linear and log scales, which preview prompts pair up as
+trigger / no-trigger, the A/B picture's fitted box and divider, and the compare-grid shapes ComfyUI
+can deliver."""
 
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ CASES = """async (base) => {
     out.runIdFromPath = ab.runIdOf({ lora_path: "C:\\\\out\\\\fluxlab\\\\r2\\\\checkpoint_000010\\\\lora.safetensors" }, { runId: null });
     out.runIdFinal = ab.runIdOf({ lora_path: "/out/fluxlab/r3/lora_final.safetensors" }, { runId: null });
     out.notAGrid = ab.parseCompareOutput({ images: [{ filename: "x.png" }] });
+    out.grid = parsed.grid;
     return out;
 }"""
 
@@ -79,3 +83,74 @@ def test_pure_modules(chromium, browser_server):
     assert out["parsed"] == [2, 7, "r1"]
     assert out["runIdFromPath"] == "r2" and out["runIdFinal"] == "r3"
     assert out["notAGrid"] is None
+    assert out["grid"] == {"filename": "grid.png"}, "the grid image comes with the compare data"
+
+
+MORE_CASES = """async (base) => {
+    const scale = await import(`${base}/chart_scale.js`);
+    const pairs = await import(`${base}/gallery_pairs.js`);
+    const stage = await import(`${base}/ab_stage.js`);
+    const config = await import(`${base}/config_view.js`);
+    const runs = await import(`${base}/runs.js`);
+    const out = {};
+    out.linear = scale.niceTicks(0.13, 0.61, 5);
+    out.steps = scale.niceTicks(1, 1000, 5);
+    out.single = scale.niceTicks(3, 3);
+    out.logWide = scale.logTicks(0.004, 2.5);
+    out.logTwo = scale.logTicks(0.05, 0.9);
+    out.logNarrow = scale.logTicks(0.18, 0.31, 4);
+    out.labels = [0.3, 0.00012, 250000, 2].map(scale.tickLabel);
+    const lin = scale.makeScale(0, 10, 0, 100);
+    const log = scale.makeScale(0.01, 1, 100, 0, true);
+    out.maps = [lin.map(5), log.map(0.1), log.map(1), log.map(0), log.map(-1), log.map(null)];
+    const flat = scale.makeScale(2, 2, 0, 100);
+    out.flat = [flat.map(2), flat.domain];
+    const img = (prompt, path = prompt) => ({ path, prompt });
+    const show = (rows) => rows.map((r) => (r.single ? [r.single.prompt] : [r.trigger.prompt, r.plain.prompt]));
+    out.pairDropped = show(pairs.pairPrompts([img("a photo of ohwx"), img("a photo of"), img("a red fox")], "ohwx"));
+    out.pairClass = show(pairs.pairPrompts([img("ohwx cat on a sofa"), img("cat on a sofa")], "ohwx", "cat"));
+    out.pairPlainFirst = show(pairs.pairPrompts([img("a red fox"), img("ohwx, in the snow"), img("a red fox, ohwx")], "ohwx"));
+    out.pairNoTrigger = show(pairs.pairPrompts([img("a photo of ohwx"), img("a photo of")], null));
+    out.pairNoPrompt = show(pairs.pairPrompts([{ path: "x.png", prompt: null }, img("ohwx")], "ohwx"));
+    out.notAWord = [pairs.hasTrigger("ohwxy dog", "ohwx"), pairs.hasTrigger("(ohwx) dog", "ohwx"), pairs.hasTrigger("x", "")];
+    out.fitWide = stage.fitBox(400, 200, 64, 64);
+    out.fitTall = stage.fitBox(100, 300, 64, 32);
+    out.fitNoImage = stage.fitBox(100, 80, 0, 0);
+    out.split = [stage.splitAt(150, 100, 200), stage.splitAt(90, 100, 200), stage.splitAt(390, 100, 200), stage.splitAt(5, 0, 0)];
+    out.values = [config.configValue([0.9, 0.999]), config.configValue(""), config.configValue(null), config.configValue(false), config.configValue([])];
+    out.gpu = [runs.formatGpuMemory({ ram_mb: 800 }), runs.formatGpuMemory({ gpu_mb: 3174.4, gpu_peak_mb: 3481.6 }), runs.formatGpuMemory(null),
+               runs.formatGpuMemory({ gpu_mb: 0 })];
+    out.ram = [runs.formatRam({ ram_mb: 812.2 }), runs.formatRam({}), runs.formatRam(undefined)];
+    return out;
+}"""
+
+
+def test_chart_gallery_and_ab_maths(chromium, browser_server):
+    page = chromium.new_page()
+    try:
+        page.goto(f"{browser_server.url}/extensions/{PACK_DIRNAME}/icon.svg")
+        out = page.evaluate(MORE_CASES, f"{browser_server.url}/extensions/{PACK_DIRNAME}")
+    finally:
+        page.close()
+    assert out["linear"] == [0.2, 0.3, 0.4, 0.5, 0.6]
+    assert out["steps"] == [200, 400, 600, 800, 1000]
+    assert out["single"] == [3]
+    assert out["logWide"] == [0.01, 0.1, 1], "a log axis over 3 decades ticks its powers of ten"
+    assert out["logTwo"] == [0.05, 0.1, 0.2, 0.5], "under two decades: 1, 2, 5 x 10^k"
+    assert out["logNarrow"] and all(0.18 <= t <= 0.31 for t in out["logNarrow"]), "under a decade: linear ticks inside"
+    assert out["labels"] == ["0.3", "1e-4", "3e5", "2"]
+    assert out["maps"][:3] == pytest.approx([50, 50, 0]) and out["maps"][3:] == [None, None, None]
+    assert out["flat"][0] == pytest.approx(50) and out["flat"][1] == [1, 3], "one value still gets an axis around it"
+    assert out["pairDropped"] == [["a photo of ohwx", "a photo of"], ["a red fox"]]
+    assert out["pairClass"] == [["ohwx cat on a sofa", "cat on a sofa"]]
+    assert out["pairPlainFirst"] == [["a red fox, ohwx", "a red fox"], ["ohwx, in the snow"]]
+    assert out["pairNoTrigger"] == [["a photo of ohwx"], ["a photo of"]], "no trigger known: nothing pairs"
+    assert out["pairNoPrompt"] == [[None], ["ohwx"]]
+    assert out["notAWord"] == [False, True, False]
+    assert out["fitWide"] == {"left": 100, "top": 0, "width": 200, "height": 200}
+    assert out["fitTall"] == {"left": 0, "top": 125, "width": 100, "height": 50}
+    assert out["fitNoImage"] == {"left": 0, "top": 0, "width": 100, "height": 80}
+    assert out["split"] == [25, 0, 100, 50], "the divider follows the picture, clamped at its edges"
+    assert out["values"] == ["0.9, 0.999", '""', "none", "false", "[]"]
+    assert out["gpu"] == [None, "3.1 GB (peak 3.4 GB)", None, "0 MB"], "no GPU: nothing (a real GPU at 0 MB still shows)"
+    assert out["ram"] == ["812 MB", "–", "–"]

@@ -104,7 +104,8 @@ def test_load_node_leaves_stock_sampling_bit_identical(comfy_client):
 
 
 def test_training_leaves_stock_sampling_bit_identical(comfy_client, comfy_server):
-    from tests.e2e.test_training import make_dataset, training_graph  # TrainLoRA's own graph helpers
+    from tests.e2e.test_training import make_dataset  # TrainLoRA's own dataset helper
+    from tests.harness.graphs import training_graph
 
     sampling = tiny_sampling_graph(VARIANT, seed=0, width=64, height=64, steps=2, prefix="h7_train")
     before = comfy_client.run(sampling, timeout=180)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.test_training import (fluxlab_events, make_dataset, post, run_folder, training_graph, wait_event,
-                                     wait_summary)
+from tests.e2e.test_training import fluxlab_events, make_dataset, post, run_folder, wait_event, wait_summary
+from tests.harness.graphs import training_graph
 
 pytestmark = pytest.mark.e2e
 

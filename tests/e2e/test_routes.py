@@ -10,7 +10,8 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.test_training import make_dataset, run_folder, training_graph
+from tests.e2e.test_training import make_dataset, run_folder
+from tests.harness.graphs import training_graph
 
 pytestmark = pytest.mark.e2e
 
@@ -112,3 +113,26 @@ def test_use_copies_a_checkpoint_into_the_loras_folder(comfy_client, comfy_serve
     assert "no complete checkpoint" in error_of(comfy_client, "POST", url, 404, {"checkpoint": "../../x"})
     assert "checkpoint" in error_of(comfy_client, "POST", url, 400, {"step": 2})
     assert "JSON" in error_of(comfy_client, "POST", url, 400, raw=b"{not json")
+
+
+def test_previews_and_config_come_from_the_run_folder(comfy_client, comfy_server, trained):
+    """The panel's gallery and config view: TrainLoRA's preview prompts reach the route with the
+    images they were rendered from (baseline and each checkpoint), and the saved config by section."""
+    run = "e2e_gallery"
+    comfy_client.run(training_graph(comfy_client, run, steps=2, run_save_every=2, previews=True), timeout=60)
+    answer = comfy_client.get_json(f"/fluxlab/runs/{run}/previews")
+    assert answer["trigger"] == "ohwx" and answer["class_word"] is None
+    assert [s["step"] for s in answer["steps"]] == [0, 2]
+    for step, folder in zip(answer["steps"], ("baseline", "checkpoint_000002")):
+        assert step["images"] == [{"path": f"{folder}/prompt_0_64x64.png", "prompt": "a photo of ohwx"},
+                                  {"path": f"{folder}/prompt_0_64x64_notrigger.png", "prompt": "a photo of"},
+                                  {"path": f"{folder}/prompt_1_64x64.png", "prompt": "a red fox"}]
+        status, body, content_type = call(comfy_client, "GET", file_url(step["images"][0]["path"], run))
+        assert status == 200 and content_type == "image/png" and body.startswith(b"\x89PNG")
+    assert comfy_client.get_json(f"/fluxlab/runs/{RUN}/previews")["steps"] == [], "a run without preview prompts"
+
+    config = comfy_client.get_json(f"/fluxlab/runs/{run}/config")
+    assert config["config"]["lora"]["rank"] == 4 and config["config"]["run"]["trigger"] == "ohwx"
+    assert "rank" in config["docs"]["lora.rank"].lower()
+    assert "unknown run" in error_of(comfy_client, "GET", "/fluxlab/runs/no_such_run/previews", 404)
+    assert "/previews" in error_of(comfy_client, "GET", f"/fluxlab/runs/{RUN}/gallery", 404)

@@ -158,7 +158,8 @@ def test_a_trained_run_through_the_run_socket_matches_stock_comfyui(comfy_client
     """TrainLoRA (wait, 4 steps) -> SampleCheckpoint / CompareCheckpoints over the FLUXLAB_RUN socket;
     the final LoRA that TrainLoRA published to loras/fluxlab/ gives the same pixels in a stock graph,
     in either Flux.1 file layout."""
-    from tests.e2e.test_training import make_dataset, training_graph
+    from tests.e2e.test_training import make_dataset
+    from tests.harness.graphs import training_graph
 
     run_name = f"e2e_sample_trained_{variant}_{lora_format}"
     make_dataset(comfy_server)

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from tests.harness.api import ComfyAPIError
-from tests.harness.graphs import node_inputs, tiny_sampling_graph
+from tests.harness.graphs import node_inputs, tiny_sampling_graph, training_graph
 from tests.harness.server import ComfyServer
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +27,7 @@ VARIANT = "flux1-dev"
 DATASET = "fluxlab_train_e2e"
 
 
-# -- helpers (also used by test_routes.py) ---------------------------------------------------------
+# -- helpers (also used by test_routes.py; the prompt itself: tests/harness/graphs.py) ----------------------
 def make_dataset(server, name: str = DATASET, count: int = 3) -> str:
     """`count` 64 px images with captions in <input>/<name>/; returns the folder name DatasetFromFolder takes."""
     folder = server.base_dir / "input" / name
@@ -38,24 +38,6 @@ def make_dataset(server, name: str = DATASET, count: int = 3) -> str:
         Image.fromarray(pixels).save(folder / f"img_{i}.png")
         (folder / f"img_{i}.txt").write_text(f"a photo of ohwx, pattern {i}")
     return name
-
-
-def training_graph(client, run_name: str, *, mode: str = "wait", steps: int = 8, previews: bool = False,
-                   dataset: str = DATASET, variant: str = VARIANT, **settings) -> dict:
-    chosen = dict(model=["load", 0], dataset=["data", 0], preset="custom", run_name=run_name, mode=mode,
-                  train_steps=steps, lora_rank=4, run_save_every=4, run_sample_every=0, preview_width=64,
-                  preview_height=64, preview_steps=2)
-    train = node_inputs(client, "TrainLoRA", **{**chosen, **settings})
-    train["preview_prompts"] = "a photo of ohwx\na red fox" if previews else ""
-    return {
-        "models": {"class_type": "FluxLabTinyModels", "inputs": {"variant": variant, "seed": 0}},
-        "load": {"class_type": "LoadFluxForTraining", "inputs": node_inputs(
-            client, "LoadFluxForTraining", model=["models", 0], training_dtype="fp32", gradient_checkpointing=False)},
-        "data": {"class_type": "DatasetFromFolder", "inputs": node_inputs(
-            client, "DatasetFromFolder", folder=dataset, vae=["models", 2], clip=["models", 1], resolutions="64",
-            trigger="ohwx")},
-        "train": {"class_type": "TrainLoRA", "inputs": train},
-    }
 
 
 def fluxlab_events(client, run_name: str, start: int = 0, kind: str | None = None) -> list[dict]:
@@ -131,6 +113,7 @@ def test_wait_mode_trains_and_the_lora_loads_in_stock_comfyui(comfy_client, comf
     assert published.read_bytes() == (folder / "lora_final.safetensors").read_bytes()
     assert result.outputs("train")["images"], "the loss curve is shown on the node"
 
+
     log_start = len(comfy_server.log_text())
     graph = tiny_sampling_graph(VARIANT, prefix="fluxlab_e2e_trained")
     graph["lora"] = {"class_type": "LoraLoaderModelOnly",
@@ -147,6 +130,51 @@ def test_wait_mode_trains_and_the_lora_loads_in_stock_comfyui(comfy_client, comf
     assert [e["data"]["step"] for e in fluxlab_events(comfy_client, run, mark, "step")] == [9, 10]
     assert (folder / "checkpoint_000010" / "lora.safetensors").is_file()
 
+
+def test_the_nodes_show_the_runs_settings_its_memory_plan_and_the_dataset_report(comfy_client, comfy_server):
+    """What TrainLoRA and DatasetFromFolder put under themselves (web/node_text.js shows a ui output's text). A
+    dataset of its own, so DatasetFromFolder really runs (ComfyUI's cache would answer for a known folder)."""
+    run = "e2e_node_texts"
+    graph = training_graph(comfy_client, run, steps=2, dataset=make_dataset(comfy_server, "e2e_node_texts", count=3),
+                           preset="style", train_steps=0, lora_rank=8, optim_learning_rate=2e-4, run_save_every=0)
+    result = comfy_client.run(graph, timeout=120)
+    (text,) = result.outputs("train")["text"]
+    assert text.startswith("Run 'e2e_node_texts', preset style:"), text
+    for words in ("300 steps (style: 100 per image x 3 images, at least 300)", "LoRA rank 8, alpha 8 on 'all'",
+                  "adamw, learning rate 0.0002", "Memory plan for these settings (estimate):", "peak: "):
+        assert words in text, text
+    (report,) = result.outputs("data")["text"]
+    assert "Dataset: 3 images" in report and "Suggested steps: character 75, concept 300, style 300." in report, report
+
+
+# -- prompts written for the first layout --------------------------------------------------------------
+def _first_layout_inputs() -> dict:
+    """TrainLoRA's inputs as the first layout's /object_info gave them (captured before the change)."""
+    return dict(json.loads((Path(__file__).parent.parent / "fixtures" / "old_trainlora_widgets.json").read_text()))
+
+
+def test_a_prompt_of_the_first_layout_is_refused_naming_what_to_change(comfy_client, dataset):
+    """All of its -1 numbers are refused when queued, by ComfyUI's minimum check, naming the widgets."""
+    graph = training_graph(comfy_client, "e2e_first_layout", steps=4)
+    graph["train"]["inputs"] = {**_first_layout_inputs(), "model": ["load", 0], "dataset": ["data", 0],
+                                "run_name": "e2e_first_layout", "preset": "custom"}
+    with pytest.raises(ComfyAPIError) as refused:
+        comfy_client.queue(graph)
+    for name in ("lora_rank", "lora_alpha", "optim_learning_rate", "train_batch_size"):
+        assert name in str(refused.value), str(refused.value)
+    assert not run_folder_exists(comfy_client, "e2e_first_layout")
+
+
+def test_a_setting_of_the_first_layout_is_not_dropped_silently(comfy_client, dataset):
+    """ComfyUI drops inputs a node does not declare: a first-layout prompt that set an advanced setting on
+    TrainLoRA (valid otherwise) would train without it. It is refused, saying where the setting went."""
+    graph = training_graph(comfy_client, "e2e_moved_setting", steps=4)
+    graph["train"]["inputs"].update({"optim_beta1": 0.8, "flow_shift": 2.0})
+    stage, message = comfy_client.refusal(graph, timeout=60)
+    assert stage == "node", message
+    for words in ("first layout", "flow_shift, optim_beta1", "TrainLoRAAdvanced", "'advanced' input"):
+        assert words in message, message
+    assert not run_folder_exists(comfy_client, "e2e_moved_setting")
 
 # -- background mode and control ---------------------------------------------------------------------
 def test_background_run_leaves_the_queue_free_and_obeys_the_routes(comfy_client, comfy_server, dataset):
@@ -269,27 +297,30 @@ def test_cancel_in_wait_mode_saves_a_checkpoint_and_requeue_resumes(comfy_client
 # -- bad inputs ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("settings, words", [
     ({"lora_rank": 0}, ("lora_rank", "lora.rank", "range")),
-    ({"train_steps": 0}, ("train_steps", "train.steps", "range")),
+    ({"train_steps": -1}, ("train_steps", "train.steps", "range")),  # 0 is the preset's rule
     ({"run_name": "../escape"}, ("run_name", "not a safe folder name")),
-    ({"preset": "character"}, ("class_word", "DOP")),
+    ({"dop_enabled": True}, ("class_word", "DOP", "DatasetFromFolder")),
     ({"optim_optimizer": "sgd"}, ("optim_optimizer", "'sgd' is not one of")),
     ({"flow_timestep_sampling": "balance"}, ("flow_timestep_sampling", "did you mean 'balanced'")),
     # NaN passes every comparison (ComfyUI's min/max checks too): refused by name, not in the thread.
     ({"optim_learning_rate": float("nan")}, ("optim_learning_rate", "not a finite number")),
     # Measured before: init_lora read any file of the server, unlike every other LoRA input.
     ({"lora_init_lora": "/etc/hostname"}, ("lora_init_lora", "absolute paths must lie in ComfyUI's output or loras")),
+    ({"optim_warmup_steps": 10}, ("optim_warmup_steps", "on its Advanced LoRA training settings node", "less than")),
     ({"lora_init_lora": "no_such.safetensors"}, ("lora_init_lora", "not a name in the loras folder")),
 ])
 def test_bad_settings_fail_with_a_message_naming_them(comfy_client, dataset, settings, words):
     """Refused by the node with our words, or (combo values on hosts that check them when a prompt
     is queued) by the server with a message that names the widget and the value."""
-    graph = training_graph(comfy_client, "e2e_bad", steps=4)
-    graph["train"]["inputs"].update(settings)
-    stage, message = comfy_client.refusal(graph, timeout=60)
     (widget, value), = settings.items()
+    if widget == "run_name":
+        graph = training_graph(comfy_client, value, steps=4)
+    else:
+        graph = training_graph(comfy_client, "e2e_bad", steps=4, **settings)  # TrainLoRA's or the advanced node's
+    stage, message = comfy_client.refusal(graph, timeout=60)
     assert widget in message, message
-    if stage == "queue":
-        assert f"'{value}'" in message and "not in" in message, message
+    if stage == "queue":  # a combo value, or a number under the widget's minimum (the setting's own bound)
+        assert (f"'{value}'" in message and "not in" in message) or f"Value {value} smaller than min" in message, message
     else:
         for word in words:
             assert word in message, message

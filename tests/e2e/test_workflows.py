@@ -2,14 +2,14 @@
 is valid in the running server, and the demo workflow trains end to end."""
 
 import json
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from scripts.comfy_server import PACK_DIRNAME, REPO_ROOT
-from scripts.demo_dataset import write_demo_dataset
-from scripts.workflow_descriptions import DEMO_FOLDER, WORKFLOWS
+from scripts.workflow_descriptions import DEMO_SAVE_EVERY, DEMO_STEPS, DEMO_WORKFLOW, WORKFLOWS
 from flux_lora_lab.nodes._comfy.model_files import LOADER_WIDGETS
 from scripts.workflow_prompt import FRONTEND_ONLY, ui_to_prompt, widget_inputs
 from tests.harness.api import ComfyAPIError
@@ -31,7 +31,7 @@ def test_every_bundled_workflow_is_listed_by_the_template_browser(comfy_client):
     assert sorted(listed[PACK_DIRNAME]) == sorted(path.stem for path in WORKFLOW_FILES)
     assert sorted(path.stem for path in WORKFLOW_FILES) == sorted(WORKFLOWS), "regenerate: scripts/build_workflows.py"
     for path in WORKFLOW_FILES:
-        url = f"{comfy_client.base_url}/api/workflow_templates/{PACK_DIRNAME}/{path.name}"
+        url = f"{comfy_client.base_url}/api/workflow_templates/{PACK_DIRNAME}/{urllib.parse.quote(path.name)}"
         with urllib.request.urlopen(url, timeout=30) as response:
             assert json.load(response) == json.loads(path.read_text())
 
@@ -54,14 +54,13 @@ def test_every_node_and_widget_value_is_valid_in_the_server(path, comfy_server, 
 
 @pytest.mark.slow
 def test_the_demo_workflow_trains_and_compares(comfy_server, comfy_client):
-    write_demo_dataset(comfy_server.base_dir / "input" / DEMO_FOLDER)
-    workflow = json.loads((REPO_ROOT / "workflows" / "fluxlab_demo_tiny_cpu.json").read_text())
+    workflow = json.loads((REPO_ROOT / "workflows" / f"{DEMO_WORKFLOW}.json").read_text())
     result = comfy_client.run(ui_to_prompt(workflow, comfy_client.object_info()), timeout=300)
     steps = [e["data"]["step"] for e in result.events if e["type"] == "fluxlab.step" and e["data"]["run_id"] == "demo"]
-    assert steps == list(range(1, 41))
+    assert steps == list(range(1, DEMO_STEPS + 1))
     run = Path(comfy_server.base_dir) / "output" / "fluxlab" / "demo"
     assert (run / "lora_final.safetensors").is_file() and (run / "learning_curve.svg").is_file()
-    assert sorted(p.name for p in run.glob("checkpoint_*")) == [f"checkpoint_{s:06d}" for s in (10, 20, 30, 40)]
+    assert sorted(p.name for p in run.glob("checkpoint_*")) == [f"checkpoint_{s:06d}" for s in range(DEMO_SAVE_EVERY, DEMO_STEPS + 1, DEMO_SAVE_EVERY)]
     grid = [image for image in result.images() if image["filename"].startswith("compare")]
     assert len(grid) == 1, result.images()
 
@@ -78,7 +77,7 @@ def test_an_unknown_run_name_gives_one_message_per_node_and_internal_folders_are
     cache = comfy_server.base_dir / "output" / "fluxlab" / ".dataset_cache"
     (cache / ".latent_cache").mkdir(parents=True, exist_ok=True)
     (cache / "events.jsonl").touch()  # even a folder that looks like a run is not one when its name is internal
-    workflow = json.loads((REPO_ROOT / "workflows" / "compare_checkpoints_of_a_run.json").read_text())
+    workflow = json.loads((REPO_ROOT / "workflows" / "Compare the checkpoints of a Flux LoRA run.json").read_text())
     prompt = ui_to_prompt(workflow, comfy_client.object_info())
     named = [node_id for node_id, node in prompt.items() if "run_name" in node["inputs"]]
     assert len(named) == 2
@@ -123,7 +122,7 @@ def test_a_missing_model_file_is_named_with_its_folder_and_source_before_comfyui
     """ComfyUI refuses a loader value it does not list ("not in [...]") before any node runs; the pack's
     pre-flight has already said, in the log and to the client as `fluxlab.missing_models`, which
     file is missing, where it goes and where to get it."""
-    workflow = json.loads((REPO_ROOT / "workflows" / "flux1_dev_character_lora_dop.json").read_text())
+    workflow = json.loads((REPO_ROOT / "workflows" / "Train a Flux.1-dev character LoRA with DOP.json").read_text())
     prompt = ui_to_prompt(workflow, comfy_client.object_info(), check=False)
     (unet,) = [node for node in prompt.values() if node["class_type"] == "UNETLoader"]
     unet["inputs"]["unet_name"] = "flux1-krea-dev.safetensors"  # a known file no test ever places

@@ -44,3 +44,31 @@ def node_inputs(client, node: str, **given) -> dict:
                 for name, spec in info.get(section, {}).items()
                 if len(spec) > 1 and isinstance(spec[1], dict) and "default" in spec[1]}
     return {**defaults, **given}
+
+
+def training_graph(client, run_name: str, *, mode: str = "wait", steps: int = 8, previews: bool = False,
+                   dataset: str = "fluxlab_train_e2e", variant: str = "flux1-dev", **settings) -> dict:
+    """FluxLabTinyModels -> LoadFluxForTraining -> DatasetFromFolder -> TrainLoRA, the custom preset at rank 4 (alpha
+    4) for a few steps: the prompt every training test queues. `settings` are widgets of TrainLoRA or of its advanced
+    node; a TrainLoRAAdvanced node ("adv") is added when one of its widgets is given."""
+    advanced_names = set(client.object_info("TrainLoRAAdvanced")["TrainLoRAAdvanced"]["input"]["required"])
+    advanced = {k: settings.pop(k) for k in list(settings) if k in advanced_names}
+    settings.setdefault("lora_alpha", float(settings.get("lora_rank", 4)))  # alpha = rank, as the browser keeps it
+    chosen = dict(model=["load", 0], dataset=["data", 0], preset="custom", run_name=run_name, mode=mode,
+                  train_steps=steps, lora_rank=4, run_save_every=4, run_sample_every=0, preview_width=64,
+                  preview_height=64, preview_steps=2)
+    train = node_inputs(client, "TrainLoRA", **{**chosen, **settings})
+    train["preview_prompts"] = "a photo of ohwx\na red fox" if previews else ""
+    graph = {
+        "models": {"class_type": "FluxLabTinyModels", "inputs": {"variant": variant, "seed": 0}},
+        "load": {"class_type": "LoadFluxForTraining", "inputs": node_inputs(
+            client, "LoadFluxForTraining", model=["models", 0], training_dtype="fp32", gradient_checkpointing=False)},
+        "data": {"class_type": "DatasetFromFolder", "inputs": node_inputs(
+            client, "DatasetFromFolder", folder=dataset, vae=["models", 2], clip=["models", 1], resolutions="64",
+            trigger="ohwx")},
+        "train": {"class_type": "TrainLoRA", "inputs": train},
+    }
+    if advanced:
+        graph["adv"] = {"class_type": "TrainLoRAAdvanced", "inputs": node_inputs(client, "TrainLoRAAdvanced", **advanced)}
+        train["advanced"] = ["adv", 0]
+    return graph

@@ -98,8 +98,9 @@ def test_widgets_map_to_the_engine_config():
     assert model_sections("auto", "bf16", True, 1).model.quantize == "auto"
     with pytest.raises(ValueError, match="quantization='int2'.*auto, none, int8, fp8, int4"):
         model_sections("int2", "bf16", True, 1)
+    assert model_sections("none", "bf16", True, 0).train.checkpoint_every_n_blocks is None, "0 = auto"
     with pytest.raises(ValueError, match="checkpoint_every_n_blocks"):
-        model_sections("none", "bf16", True, 0)
+        model_sections("none", "bf16", True, -1)
 
 
 @pytest.mark.parametrize("variant,family", [("flux1-dev", "flux1"), ("flux2-dev", "flux2")])

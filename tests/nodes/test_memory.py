@@ -37,7 +37,7 @@ def _peaks(models, config, data):
     for mode, node in (("none", "none"), ("qfloat8", "fp8"), ("qint4", "int4")):
         for every in (0, 1):
             cfg = config.with_overrides({"model": {"quantize": mode},
-                                         "train": {"gradient_checkpointing": every == 1}})
+                                         "train": {"gradient_checkpointing": every == 1, "checkpoint_every_n_blocks": 1}})
             peaks[node, every] = memory.run_plan(handle, cfg, data).peak
     return peaks
 
@@ -97,3 +97,20 @@ def test_a_quantized_run_may_use_the_memory_its_offload_frees(setup, monkeypatch
     available = memory._available(handle)
     assert available["qint8"] == available["qint4"] == available["none"] == 1000 + resident
     assert memory_plan.QUANT_BYTES.keys() == available.keys()
+
+
+def test_an_auto_checkpoint_interval_recomputes_only_what_the_memory_needs(setup, monkeypatch):
+    """LoadFluxForTraining's checkpoint_every_n_blocks 0 (auto): with room to spare the run pays no
+    recompute; with just enough for checkpointing every block it checkpoints every block."""
+    models, data, config = setup
+    handle = _handle(models, "none", checkpointing=True)
+    auto = config.with_overrides(model_overrides(model_sections("none", "fp32", True, 0)))
+    peaks = _peaks(models, auto, data)
+    assert auto.train.checkpoint_every_n_blocks is None and auto.train.gradient_checkpointing
+    _free(monkeypatch, models, 10 * peaks["none", 0])
+    settled, plan, note = memory.fit_run(handle, auto, data)
+    assert not settled.train.gradient_checkpointing and note.startswith("auto: the loaded weights, no checkpointing")
+    _free(monkeypatch, models, peaks["none", 1])
+    settled, plan, note = memory.fit_run(handle, auto, data)
+    assert (settled.train.gradient_checkpointing, settled.train.checkpoint_every_n_blocks) == (True, 1)
+    assert settled.model.quantize == "none" and plan.peak == peaks["none", 1], "a fixed quantization stays fixed"

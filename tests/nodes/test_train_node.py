@@ -1,15 +1,20 @@
 """TrainLoRA's widgets and config, and the run wiring of nodes/_comfy/runs.py, in-process.
 
-The widgets are compiled from the engine's settings (nodes/setting_widgets.py); these tests pin what that promises: every
-engine setting is a widget or is owned by another node, untouched widgets give exactly the preset,
-changed ones override it, and errors name the widget. The run wiring is tested with a stand-in
-train_fn on the real runner: websocket forwarding per session, LoRA publishing, live-name refusal,
-and the interrupt guard that keeps ComfyUI's per-op interrupt check away from training threads.
+The widgets are compiled from the engine's settings (nodes/setting_widgets.py); these tests pin what that
+promises: every engine setting is a widget of TrainLoRA or of its advanced node or is owned by another
+node, every widget holds a real value (the values are written out here, as the README documents them,
+not read from the code under test), the preset table fills TrainLoRA with each preset's values, an
+untouched advanced node trains what the preset alone does, changed widgets override, errors name the
+widget, and prompts of the first layout are refused with what to change. The run wiring is tested with
+a stand-in train_fn on the real runner: websocket forwarding per session, LoRA publishing, live-name
+refusal, and the interrupt guard that keeps ComfyUI's per-op interrupt check away from training threads.
 """
 
+import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,81 +26,124 @@ import_comfy()
 import comfy.model_management as mm  # noqa: E402
 
 from flux_lora_lab.core.config import TrainConfig  # noqa: E402
+from flux_lora_lab.core.presets import PRESETS  # noqa: E402
 from flux_lora_lab.core.run.events import Checkpoint, Finished, Started, Step  # noqa: E402
-from flux_lora_lab.core.presets import apply_preset  # noqa: E402
 from flux_lora_lab.core.run.runner import RunError  # noqa: E402
 from flux_lora_lab.nodes import setting_widgets as widgets  # noqa: E402
-from flux_lora_lab.nodes import train  # noqa: E402
+from flux_lora_lab.nodes import train, train_advanced  # noqa: E402
 from flux_lora_lab.nodes._comfy import routes, runs  # noqa: E402
+from flux_lora_lab.nodes.legacy_inputs import legacy_problem  # noqa: E402
 
 NAMES = dict(run_name="r1", trigger="ohwx", class_word="woman", n_images=5)
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+# What a user sees on a fresh TrainLoRA (the concept preset) and what each preset fills in.
+FRESH = {"train_steps": 0, "lora_rank": 32, "lora_alpha": 32.0, "optim_learning_rate": 1e-4, "optim_optimizer": "adamw",
+         "train_batch_size": 1, "optim_gradient_accumulation": 1, "lora_targets": "all", "flow_timestep_sampling": "balanced", "dop_enabled": False,
+         "dop_every_n_steps": 1, "run_save_every": 250, "run_sample_every": 250, "train_seed": 42}
+PRESET_FILL = {
+    "character": {**FRESH, "optim_optimizer": "adamw8bit", "optim_gradient_accumulation": 4,
+                  "flow_timestep_sampling": "content", "dop_enabled": True},
+    "style": {**FRESH, "lora_rank": 64, "lora_alpha": 64.0, "optim_learning_rate": 1.5e-4,
+              "flow_timestep_sampling": "style"},
+    "concept": FRESH,
+    "custom": {**FRESH, "train_steps": 1000, "lora_rank": 16, "lora_alpha": 16.0},
+}
+# The advanced node's starting values: what every named preset uses (the engine default where no preset sets it).
+ADVANCED_SHOWN = {"train_ema": True, "train_ema_decay": 0.999, "train_blocks_to_swap": 0, "lora_dropout": 0.0,
+                  "lora_init": "default", "lora_train_modulation": False, "lora_blocks": "", "optim_beta1": 0.9,
+                  "optim_beta2": 0.999, "optim_weight_decay": 1e-4, "optim_lr_scheduler": "constant",
+                  "optim_max_grad_norm": 1.0, "flow_loss_weighting": "bell_shaped",
+                  "flow_guidance": 1.0, "flow_shift": 3.0, "dop_multiplier": 1.0, "run_max_step_saves_to_keep": 12,
+                  "run_lora_format": "kohya", "preview_seed": 0, "preview_guidance": 3.5}
 
 
-def widget_defaults() -> dict:
-    return {i.id: i.default for i in widgets.setting_widgets()}
+def defaults(node) -> dict:
+    """{widget: default} of a node's schema."""
+    return {i.id: i.default for i in node.define_schema().inputs if getattr(i, "default", None) is not None}
+
+
+def essentials(preset: str = "concept", **changed) -> dict:
+    return {**PRESET_FILL[preset], **changed}
 
 
 # -- widgets and config ---------------------------------------------------------------------------
-def test_every_setting_is_a_widget_or_owned_by_another_node():
+def test_every_setting_is_a_widget_of_one_node_or_owned_by_another():
     described = TrainConfig.describe()
-    ids = {i.id for i in widgets.setting_widgets()}
-    covered = {k for k in described if widgets.widget_name(k) in ids} | {"optim.betas"}
+    on_train, on_advanced = defaults(train.TrainLoRA), defaults(train_advanced.TrainLoRAAdvanced)
+    assert not set(on_train) & set(on_advanced), "a setting lives on one node"
+    covered = {k for k in described if widgets.widget_name(k) in {**on_train, **on_advanced}} | {"optim.betas"}
     assert covered | set(widgets.NOT_WIDGETS) == set(described)
-    assert {"optim_beta1", "optim_beta2"} <= ids
-    for widget in widgets.setting_widgets():
-        assert widget.id.isidentifier() and "." not in widget.id
-        assert widget.default in (widgets.UNSET, widgets.USE_PRESET, ""), widget.id
-        assert "Preset values" in widget.tooltip and "preset" in widget.tooltip
-    rank = next(w for w in widgets.setting_widgets() if w.id == "lora_rank")
-    assert described["lora.rank"]["doc"] in rank.tooltip and "character: 32" in rank.tooltip
+    assert {"optim_beta1", "optim_beta2"} <= set(on_advanced)
+    rank = next(i for i in train.TrainLoRA.define_schema().inputs if i.id == "lora_rank")
+    assert described["lora.rank"]["doc"] in rank.tooltip and "character: 32" in rank.tooltip and "style: 64" in rank.tooltip
 
 
-def test_every_number_widget_has_its_settings_upper_bound():
-    """lr 1e6 or rank 100000 are refused by ComfyUI when queued, not found out in the thread."""
-    described = TrainConfig.describe()
-    for key in widgets.setting_widget_map():
-        meta = described[key]
-        if meta["type"] in ("int", "float", "float | None") and "choices" not in meta:
-            widget = next(w for w in widgets.setting_widgets() if w.id == widgets.widget_name(key))
-            assert widget.max is not None and widget.max == meta.get("le", meta.get("lt")), key
-    rank = next(w for w in widgets.setting_widgets() if w.id == "lora_rank")
-    assert rank.max == 1024
+def test_trainlora_shows_the_essentials_as_real_values_and_nothing_else():
+    shown = defaults(train.TrainLoRA)
+    assert {k: shown[k] for k in FRESH} == FRESH
+    assert list(shown) == ["preset", "run_name", "mode", "train_steps", "lora_rank", "lora_alpha", "optim_learning_rate",
+                           "optim_optimizer", "train_batch_size", "optim_gradient_accumulation", "lora_targets", "flow_timestep_sampling", "dop_enabled",
+                           "dop_every_n_steps", "run_save_every", "run_sample_every", "train_seed", "preview_prompts",
+                           "preview_width", "preview_height", "preview_steps", "on_existing_run"]
+    for node in (train.TrainLoRA, train_advanced.TrainLoRAAdvanced):
+        # lora_lokr_factor -1 is LyCORIS' own value (the largest factor), not a 'use the preset' marker
+        markers = [k for k, v in defaults(node).items() if v in (-1, "preset") and k != "lora_lokr_factor"]
+        assert not markers, "no 'use the preset' markers"
+    advanced = defaults(train_advanced.TrainLoRAAdvanced)
+    assert {k: advanced[k] for k in ADVANCED_SHOWN} == ADVANCED_SHOWN
+
+
+def test_the_preset_table_in_the_schema_fills_each_presets_values():
+    preset = next(i for i in train.TrainLoRA.define_schema().inputs if i.id == "preset")
+    table = preset.as_dict()["fluxlab_preset_values"]
+    assert table == PRESET_FILL
+    assert json.loads(json.dumps(table)) == table, "it travels in /object_info"
+
+
+def test_named_presets_agree_on_every_advanced_setting():
+    """The advanced node shows one value per setting, so a preset may differ only in TrainLoRA's essentials."""
+    for key, widget in widgets.setting_widget_map().items():
+        if widget.node == widgets.ADVANCED_NODE:
+            values = {repr(getattr(getattr(widgets.preset_config(p), key.split(".")[0]), key.split(".")[1])) for p in PRESETS}
+            assert len(values) == 1, f"presets differ on {key}: {values}; make it an essential or agree"
 
 
 @pytest.mark.parametrize("preset, rank, sampling, lr, dop", [
     ("character", 32, "content", 1e-4, True), ("style", 64, "style", 1.5e-4, False), ("concept", 32, "balanced", 1e-4, False),
 ])
-def test_untouched_widgets_give_exactly_the_preset(preset, rank, sampling, lr, dop):
-    """The values are written out here (the presets the README documents), not read from core."""
-    config = widgets.build_config(preset, widget_defaults(), **NAMES)
-    assert (config.lora.rank, config.lora.effective_alpha, config.lora.targets) == (rank, float(rank), "all")
-    assert (config.flow.timestep_sampling, config.optim.learning_rate, config.dop.enabled) == (sampling, lr, dop)
-    assert config.train.steps == max(300, (100 if preset == "style" else 27) * 5) // (4 if preset == "character" else 1)
-    assert (config.run.save_every, config.run.max_step_saves_to_keep, config.run.sample_every) == (250, 12, 250)
-    expected = apply_preset(preset, {"run": {"name": "r1", "trigger": "ohwx"}, "dop": {"class_word": "woman"}}, n_images=5)
-    assert config == expected, "every other setting is the engine's preset"
+def test_a_presets_fill_trains_the_preset_with_or_without_an_untouched_advanced_node(preset, rank, sampling, lr, dop):
+    alone = widgets.build_config(preset, essentials(preset), **NAMES)
+    assert (alone.lora.rank, alone.lora.effective_alpha, alone.lora.targets) == (rank, float(rank), "all")
+    assert (alone.flow.timestep_sampling, alone.optim.learning_rate, alone.dop.enabled) == (sampling, lr, dop)
+    assert alone.train.steps == max(300, (100 if preset == "style" else 27) * 5) // (4 if preset == "character" else 1)
+    assert (alone.run.save_every, alone.run.max_step_saves_to_keep, alone.run.sample_every) == (250, 12, 250)
+    assert (alone.train.ema, alone.train.ema_decay, alone.flow.loss_weighting) == (True, 0.999, "bell_shaped")
+    advanced = {k: v for k, v in defaults(train_advanced.TrainLoRAAdvanced).items() if not k.startswith("preview_")}
+    assert widgets.build_config(preset, {**essentials(preset), **advanced}, **NAMES) == alone
 
 
 def test_custom_is_the_engine_defaults():
-    config = widgets.build_config("custom", widget_defaults(), **NAMES)
-    assert config == TrainConfig().with_overrides({"run": {"name": "r1", "trigger": "ohwx"}, "dop": {"class_word": "woman"}})
+    config = widgets.build_config("custom", essentials("custom"), **NAMES)
+    assert config == TrainConfig().with_overrides({"run": {"name": "r1", "trigger": "ohwx"}, "dop": {"class_word": "woman"},
+                                                   "lora": {"alpha": 16.0}})
+    assert (config.train.steps, config.lora.rank, config.train.ema, config.run.max_step_saves_to_keep) == (1000, 16, False, 4)
 
 
 def test_changed_widgets_override_the_preset():
-    values = {**widget_defaults(), "lora_rank": 8, "optim_beta2": 0.99, "train_ema": "off", "lora_blocks": "double:0",
-              "flow_timestep_sampling": "sigmoid", "optim_learning_rate": 3e-4, "train_steps": 12}
+    values = {**essentials("character", lora_rank=8, lora_alpha=4.0, optim_learning_rate=3e-4, train_steps=12,
+                           flow_timestep_sampling="sigmoid"),
+              "optim_beta1": 0.9, "optim_beta2": 0.99, "train_ema": False, "lora_blocks": "double:0"}
     config = widgets.build_config("character", values, **NAMES)
-    assert config.lora.rank == 8 and config.lora.effective_alpha == 8.0, "alpha follows rank as in the preset"
+    assert (config.lora.rank, config.lora.effective_alpha, config.lora.scale) == (8, 4.0, 0.5)
     assert config.optim.betas == (0.9, 0.99) and config.train.ema is False and config.lora.blocks == "double:0"
     assert config.flow.timestep_sampling == "sigmoid" and config.optim.learning_rate == 3e-4
     assert config.train.steps == 12 and config.dop.enabled is True, "what was not changed stays the preset's"
-    assert widgets.build_config("custom", {"lora_alpha": 0.0, "lora_rank": 4}, **NAMES).lora.alpha is None
-    assert widgets.build_config("custom", {"lora_alpha": 2.0}, **NAMES).lora.alpha == 2.0
+    assert config.run.max_step_saves_to_keep == 12, "an advanced setting without its widget is the preset's"
 
 
 def test_settings_of_other_nodes_win():
     model = {"train": {"mixed_precision": "no", "gradient_checkpointing": False}, "model": {"quantize": "qint8"}}
-    config = widgets.build_config("style", {}, model_overrides=model, **NAMES)
+    config = widgets.build_config("style", essentials("style"), model_overrides=model, **NAMES)
     assert (config.train.mixed_precision, config.train.gradient_checkpointing, config.model.quantize) == ("no", False, "qint8")
     assert (config.run.trigger, config.dop.class_word) == ("ohwx", "woman")
 
@@ -103,14 +151,15 @@ def test_settings_of_other_nodes_win():
 @pytest.mark.parametrize("preset, values, words", [
     ("custom", {"lora_rank": 0}, ("widget 'lora_rank'", "lora.rank", "[1, 1024]")),
     ("custom", {"optim_optimizer": "sgd"}, ("widget 'optim_optimizer'", "'sgd' is not one of")),
-    ("custom", {"optim_warmup_steps": 50, "train_steps": 10}, ("optim_warmup_steps", "less than")),
+    ("custom", {"optim_warmup_steps": 50, "train_steps": 10}, ("optim_warmup_steps", "on its Advanced LoRA training settings node", "less than")),
+    ("custom", {"optim_beta1": 1.0, "optim_beta2": 0.999}, ("widget 'optim_beta1' / 'optim_beta2' on its Advanced LoRA training settings node", "optim.betas")),
     ("character", {}, ("DatasetFromFolder", "class word")),
     ("sketch", {}, ("preset", "unknown preset")),
 ])
 def test_bad_values_name_the_widget(preset, values, words):
     names = dict(NAMES, class_word="") if preset == "character" else NAMES
     with pytest.raises(ValueError) as error:
-        widgets.build_config(preset, values, **names)
+        widgets.build_config(preset, {**essentials(preset if preset in PRESET_FILL else "custom"), **values}, **names)
     for word in words:
         assert word in str(error.value)
 
@@ -119,6 +168,16 @@ def test_validation_checks_preset_and_mode():
     assert train.TrainLoRA.validate_inputs(preset="style", mode="background") is True
     assert "unknown preset" in train.TrainLoRA.validate_inputs(preset="portrait", mode="wait")
     assert "unknown mode" in train.TrainLoRA.validate_inputs(preset="style", mode="later")
+
+
+def test_prompts_of_the_first_layout_are_refused_with_what_to_change():
+    """The first TrainLoRA's inputs (its defaults, captured before the change) and one with a moved setting."""
+    old = dict(json.loads((FIXTURES / "old_trainlora_widgets.json").read_text()))
+    problem = legacy_problem(old)
+    assert "optim_beta1" in problem and "preview_guidance" in problem and "TrainLoRAAdvanced" in problem
+    assert "'advanced' input" in problem and "lora_targets" in problem and "'preset' no longer means" in problem
+    assert legacy_problem(defaults(train.TrainLoRA)) is None
+    assert "flow_shift" in legacy_problem({**defaults(train.TrainLoRA), "flow_shift": 2.0})
 
 
 # -- run wiring ------------------------------------------------------------------------------------
@@ -271,7 +330,9 @@ def test_one_map_names_the_widgets_of_every_setting_for_errors_too():
     """The map that builds the widgets also reads them back and names them in errors (a pair too)."""
     table = widgets.setting_widget_map()
     assert table["optim.betas"].names == ("optim_beta1", "optim_beta2") and table["optim.betas"].kind == "pair"
-    assert (table["lora.alpha"].kind, table["train.ema"].kind, table["lora.targets"].kind) == ("optional_float", "switch", "choice")
-    assert widgets.overrides_from_widgets({"optim_beta2": 0.95}) == {"optim": {"betas": [0.9, 0.95]}}
-    with pytest.raises(ValueError, match=r"TrainLoRA widget 'optim_beta1' / 'optim_beta2': optim.betas"):
-        widgets.build_config("custom", {"optim_beta1": 1.0}, **NAMES)
+    assert (table["lora.alpha"].kind, table["train.ema"].kind, table["lora.targets"].kind) == ("float", "switch", "choice")
+    assert (table["lora.rank"].node, table["optim.betas"].node) == ("TrainLoRA", "Advanced LoRA training settings")
+    assert widgets.overrides_from_widgets({"optim_beta1": 0.8, "optim_beta2": 0.95, "train_steps": 0}) == \
+        {"optim": {"betas": [0.8, 0.95]}}, "a pair needs both widgets; steps 0 is the preset's rule"
+    with pytest.raises(ValueError, match=r"TrainLoRA widget 'lora_alpha': lora.alpha"):
+        widgets.build_config("custom", essentials("custom", lora_alpha=0.0), **NAMES)

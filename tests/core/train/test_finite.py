@@ -66,8 +66,8 @@ def test_an_infinite_gradient_with_a_finite_loss_stops_the_run_too(tmp_path, mon
 
     original_attach = lora.attach_lora
 
-    def attach_and_poison(module, spec):
-        original_attach(module, spec)
+    def attach_and_poison(module, spec, **options):
+        original_attach(module, spec, **options)
         next(p for _, p in lora.trainable_parameters(module)).register_hook(poison)
 
     monkeypatch.setattr(lora, "attach_lora", attach_and_poison)

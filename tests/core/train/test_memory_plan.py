@@ -35,7 +35,7 @@ def saved_bytes(variant, hidden, double, single, side, compute):
     for p in owner.parameters():
         torch.nn.init.normal_(p, std=0.02)
     adapter = FluxTrainingAdapter.adopt(owner, checkpointing=False)
-    lora.attach_lora(adapter.module, LoraSettings(rank=16, targets="all"))
+    lora.attach_lora(adapter.module, LoraSettings(rank=16, targets="all"), under_autocast=compute == "bf16")  # as the trainer
     p = owner.params
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(1, p.in_channels, side, side, generator=g).to(dtype)
@@ -151,3 +151,49 @@ def test_auto_weighs_what_each_mode_may_use():
     assert memory_plan.choose(model, wanted, budgets).run.quantization == "none"
     budgets["none"] -= 1
     assert memory_plan.choose(model, wanted, budgets).run.quantization == "qfloat8"
+
+
+def test_auto_checkpointing_tries_least_recompute_first():
+    intervals = memory_plan.checkpoint_intervals(shape())  # 19 + 38 = 57 blocks
+    assert intervals[:4] == [0, 57, 56, 28] and intervals[-2:] == [2, 1]  # 0, 1, 2, 3 checkpointed ... 29, 57
+    checkpointed = [-(-57 // every) for every in intervals[1:]]
+    assert checkpointed == sorted(set(checkpointed)) and checkpointed[0] == 1 and checkpointed[-1] == 57
+    with pytest.raises(ValueError, match="auto"):
+        memory_plan.plan(shape(), run(checkpoint_every=None))
+
+
+def test_auto_checkpointing_recomputes_nothing_with_room_and_every_block_when_tight():
+    model, auto, fixed = shape(), run(checkpoint_every=None), ("none",)
+    roomy = memory_plan.choose(model, auto, _everywhere(200 * 2**30), quantizations=fixed)
+    assert roomy.run.checkpoint_every == 0 and "no checkpointing" in roomy.reason
+    every_block = memory_plan.plan(model, run(checkpoint_every=1)).peak
+    tight = memory_plan.choose(model, auto, _everywhere(every_block), quantizations=fixed)
+    assert tight.run.checkpoint_every == 1 and tight.run.quantization == "none"
+    assert "checkpointing every block" in tight.reason and "more" in tight.reason  # long list shortened
+    assert memory_plan.choose(model, auto, _everywhere(every_block - 1), quantizations=fixed) is None
+
+
+def test_auto_checkpointing_in_between_takes_the_least_recompute_that_fits():
+    model, auto = shape(), run(checkpoint_every=None)
+    peaks = {every: memory_plan.plan(model, run(checkpoint_every=every)).peak for every in memory_plan.checkpoint_intervals(model)}
+    budget = (peaks[0] + peaks[2]) // 2  # intervals cannot express counts between 29 (every 2nd) and 57
+    choice = memory_plan.choose(model, auto, _everywhere(budget), quantizations=("none",))
+    every = choice.run.checkpoint_every
+    assert every not in (0, 1) and choice.plan.peak <= budget
+    order = memory_plan.checkpoint_intervals(model)
+    assert all(peaks[e] > budget for e in order[:order.index(every)])  # nothing with less recompute fits
+
+
+def test_auto_quantization_with_auto_checkpointing_keeps_quality_first():
+    """The loaded weights with every block checkpointed beat fp8 without checkpointing: quality, then speed."""
+    model, auto = shape(), run(checkpoint_every=None)
+    budget = memory_plan.plan(model, run(checkpoint_every=1)).peak
+    choice = memory_plan.choose(model, auto, _everywhere(budget))
+    assert (choice.run.quantization, choice.run.checkpoint_every) == ("none", 1)
+
+
+def test_checkpoint_interval_is_auto_by_default():
+    from flux_lora_lab.core.sections import TrainSettings
+
+    assert TrainSettings().checkpoint_every_n_blocks is None and TrainSettings().gradient_checkpointing
+    assert TrainSettings(checkpoint_every_n_blocks=2).checkpoint_every_n_blocks == 2

@@ -77,6 +77,18 @@ class LoraSettings(Section):
                                      "half its larger side, as in LyCORIS.")
     lokr_decompose_both: bool = setting(False, "LoKr only (LyCORIS 'decompose_both'): also make w1 a "
                                         "rank-lora.rank product when the rank is under half its larger side.")
+    train_text_encoder: bool = setting(False, "Also train a LoRA on the text encoder's CLIP-L (kohya "
+                                       "train_text_encoder; Flux.1 only), same rank and alpha: captions are "
+                                       "then encoded through it in every step. Flux.1's context comes from T5, "
+                                       "which stays frozen and cached; CLIP-L gives only the pooled (global) "
+                                       "vector, so this LoRA shapes the global conditioning. Start off; turn "
+                                       "on if prompts are followed weakly. Saved in the same file "
+                                       "(lora_te1_ keys: apply with LoraLoader's strength_clip). In-training "
+                                       "previews, eval loss and SampleCheckpoint / CompareCheckpoints show the "
+                                       "transformer part only; sample with LoraLoader to see both.")
+    text_encoder_lr: float = setting(5e-5, "Learning rate of the CLIP-L LoRA (kohya text_encoder_lr), used "
+                                     "with train_text_encoder; usually half the transformer's or less.",
+                                     gt=0.0, le=10.0)
 
     def _check(self) -> None:
         for name in ("blocks", "exclude_blocks"):

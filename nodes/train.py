@@ -24,6 +24,7 @@ from ..core.train.trainer import TrainingJob, train
 from . import types
 from ._comfy import memory, previews, runs, sampling
 from ._comfy.model import model_overrides
+from ._comfy.text_encoder import ComfyClipL
 from .legacy_inputs import refuse_first_layout
 from .run_text import run_text
 from .setting_widgets import (DEFAULT_PRESET, PRESET_CHOICES, TRAIN_NODE, build_config, preset_table, setting_widgets,
@@ -161,7 +162,9 @@ class TrainLoRA(io.ComfyNode):
                     emit(Info(message=note))
             runs.leave_inference_mode(model.transformer)
             with model.run_lifetime(config):
-                job = TrainingJob(config=config, adapter=model.new_adapter(config), data=data,
+                adapter = model.new_adapter(config)
+                job = TrainingJob(config=config, adapter=adapter, data=data,
+                                  text_encoder=ComfyClipL.for_run(config, dataset.clip, adapter),
                                   run_dir=RunDir(control.run_dir), base_fingerprint=model.base_fingerprint,
                                   dataset_fingerprint=data.fingerprint,
                                   eval_data=None if eval_dataset is None else eval_dataset.dataset, previews=spec,

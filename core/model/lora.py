@@ -59,9 +59,9 @@ class LoraWeights:
 
 
 def attach_lora(module: nn.Module, spec: LoraSettings, dtype: torch.dtype = torch.float32, *,
-                under_autocast: bool = False) -> list:
+                under_autocast: bool = False, names: list | None = None) -> list:
     """Attach `spec.network`'s adapter (peft LoRA, or our LoKr: core/model/lokr.py) on `spec`'s
-    targets of `module` in place; return their BFL names.
+    targets of `module` (or on `names`) in place; return their names.
 
     Everything else in `module` is frozen (requires_grad=False, peft's rule; that includes base
     weights shared with the owner). LoRA weights are kept in `dtype` (float32 by default, also
@@ -77,7 +77,7 @@ def attach_lora(module: nn.Module, spec: LoraSettings, dtype: torch.dtype = torc
     """
     if lora_layers(module) or lokr.lokr_layers(module):
         raise ValueError("this module already carries LoRA layers; attach once per training tree")
-    names = target_names(module, spec)
+    names = target_names(module, spec) if names is None else names
     if spec.network == "lokr":
         lokr.attach_lokr(module, names, rank=spec.rank, alpha=spec.effective_alpha, factor=spec.lokr_factor,
                          full_matrix=spec.lokr_full_matrix, decompose_both=spec.lokr_decompose_both, dtype=dtype)

@@ -30,7 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..run.atomic import atomic_write
-from . import lokr_format, lora_diffusers
+from . import lokr_format, lora_diffusers, text_lora
 from .flux_family import FAMILIES as _FAMILY_TABLE
 from .flux_family import family as _family
 from .lokr import LokrWeights
@@ -131,12 +131,14 @@ def save_lora(
     extra_metadata: Mapping = None,
     dtype: torch.dtype = None,
     layout: str = "kohya",
+    text_tensors: Mapping = None,
 ) -> Path:
     """Write `weights` ({BFL name: LoraWeights}) to `path` atomically; return the path.
 
     `config` (a dict or JSON string) is stored whole under `fluxlab.config`; `extra_metadata`
     values that are not strings are JSON-encoded. `dtype` casts down/up (None keeps them); kohya
     alphas are float32 scalars. `layout` picks the Flux.1 key layout (LAYOUTS); Flux.2 has one.
+    `text_tensors` (core/model/text_lora.py's `lora_te1_` keys) go into the same file, as kohya's do.
     """
     _family(family)  # names the families when it is none of them
     if layout not in LAYOUTS:
@@ -160,6 +162,7 @@ def save_lora(
         tensors = lora_diffusers.to_tensors(weights, dtype)
     else:
         tensors = _bfl_tensors(weights, family, dtype)
+    tensors.update(text_tensors or {})
     metadata = {k: _metadata_value(k, v) for k, v in (extra_metadata or {}).items()}
     metadata.update({
         "fluxlab.format_version": FORMAT_VERSION,
@@ -248,7 +251,8 @@ def load_lora(path, family: str = None, rank: int = None) -> LoraFile:
         raise FileNotFoundError(f"LoRA file {path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            # A CLIP-L LoRA in the same file (text_lora.KEY_PREFIX) is not the transformer's: skip it here.
+            tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(text_lora.KEY_PREFIX)}
             metadata = dict(f.metadata() or {})
     except Exception as err:  # safetensors' own error names no file ("header too large")
         raise ValueError(f"LoRA file {path} ({path.stat().st_size} bytes) cannot be read as .safetensors: empty, "

@@ -19,12 +19,13 @@ from typing import Any, Mapping
 
 import torch
 
-from ..model import lora, lora_format
+from ..model import lora, lora_format, text_lora
 from ..run.atomic import Writer, bytes_writer
 from ..run.rundir import CheckpointInfo
 from .finite import require_finite_weights, require_in_fp16_range
 from .optim import LoraEMA, averaged_weights_swapped_in
 from .state_io import load_state, save_state
+from .text_encoder import trainable
 
 LORA_FILE = "lora.safetensors"
 RESUME_FILE = "optimizer_state.safetensors"
@@ -40,6 +41,8 @@ class TrainingState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     ema: LoraEMA | None
+    text_module: torch.nn.Module | None = None
+    """The CLIP-L carrying a text-encoder LoRA (lora.train_text_encoder), else None."""
 
 
 @dataclass(frozen=True)
@@ -54,15 +57,17 @@ class LoraFileInfo:
     dtype: str = "fp32"
     """`run.save_dtype`: the precision of the file only; resume reads the fp32 weights of RESUME_FILE."""
 
-    def write(self, path: Path, weights: Mapping, step: int) -> Path:
-        tensors = {f"{name}.{part}": t for name, w in weights.items() for part, t in w.tensors().items()}
+    def write(self, path: Path, weights: Mapping, step: int, text_weights: Mapping | None = None) -> Path:
+        tensors = {f"{name}.{part}": t for name, w in {**weights, **(text_weights or {})}.items()
+                   for part, t in w.tensors().items()}
         require_finite_weights(tensors, str(path))
         dtype = SAVE_DTYPES[self.dtype]
         if dtype == torch.float16:
             require_in_fp16_range(tensors, str(path))
         return lora_format.save_lora(path, weights, self.family, step=step, trigger=self.trigger or None,
                                      base_fingerprint=self.base_fingerprint, config=dict(self.config),
-                                     layout=self.layout, dtype=dtype)
+                                     layout=self.layout, dtype=dtype,
+                                     text_tensors=text_lora.text_tensors(text_weights or {}, dtype))
 
 
 def user_weights_swapped_in(state: TrainingState):
@@ -73,24 +78,28 @@ def user_weights_swapped_in(state: TrainingState):
     return averaged_weights_swapped_in(state.optimizer)
 
 
-def user_weights(state: TrainingState) -> dict:
-    """The LoRA weights users get (EMA average when EMA is on, else the trained weights), cloned."""
+def user_weights(state: TrainingState, text: bool = False) -> dict:
+    """The LoRA weights users get (EMA average when EMA is on, else the trained weights), cloned:
+    the transformer's, or with `text` the CLIP-L's ({} when the run trains none)."""
+    module = state.text_module if text else state.module
+    if module is None:
+        return {}
     with user_weights_swapped_in(state):
-        return {name: w.clone() for name, w in lora.lora_state_dict(state.module).items()}
+        return {name: w.clone() for name, w in lora.lora_state_dict(module).items()}
 
 
 def checkpoint_writers(state: TrainingState, info: LoraFileInfo, step: int,
                        previews: Mapping[str, bytes]) -> dict[str, Writer]:
     """Writers for one checkpoint folder (file name -> function that writes it)."""
-    weights = user_weights(state)
+    weights, text_weights = user_weights(state), user_weights(state, text=True)
     resume_state = {
-        "lora_raw": {name: p.detach().clone() for name, p in lora.trainable_parameters(state.module)},
+        "lora_raw": {name: p.detach().clone() for name, p in trainable(state.module, state.text_module)},
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
         "ema": state.ema.state_dict() if state.ema is not None else None,
     }
     writers: dict[str, Writer] = {
-        LORA_FILE: lambda path: info.write(path, weights, step),
+        LORA_FILE: lambda path: info.write(path, weights, step, text_weights),
         RESUME_FILE: lambda path: save_state(path, resume_state),
     }
     writers.update({name: bytes_writer(data) for name, data in previews.items()})
@@ -100,12 +109,13 @@ def checkpoint_writers(state: TrainingState, info: LoraFileInfo, step: int,
 def restore(state: TrainingState, checkpoint: CheckpointInfo) -> None:
     """Load a checkpoint's resume state into the live objects (LoRA attached with the same targets)."""
     saved = load_state(checkpoint.file(RESUME_FILE))
-    params = dict(lora.trainable_parameters(state.module))
+    params = dict(trainable(state.module, state.text_module))
     raw = saved["lora_raw"]
     if set(raw) != set(params):
         missing, extra = sorted(set(params) - set(raw)), sorted(set(raw) - set(params))
         raise ValueError(f"{checkpoint.path} was trained with other LoRA targets (missing {missing[:3]}, "
-                         f"extra {extra[:3]}); resume with the same lora.targets / blocks, or use a new run name")
+                         f"extra {extra[:3]}); resume with the same lora.targets / blocks / train_text_encoder, "
+                         "or use a new run name")
     with torch.no_grad():
         for name, param in params.items():
             if raw[name].shape != param.shape:

@@ -10,6 +10,7 @@ import torch
 
 from ..config import TrainConfig
 from ..model.adapter import TrainingAdapter
+from ..model.text_lora import TextEncoderAdapter
 from ..run.rundir import RunDir
 from .preview import PreviewSpec
 
@@ -22,6 +23,8 @@ class Batch(Protocol):
     dop_pooled: Optional[torch.Tensor]
     loss_weights: Optional[torch.Tensor]
     """(B,) per-sample loss weights (the folder's loss_weight); None: all 1."""
+    # With lora.train_text_encoder the step encodes these instead of reading `pooled` / `dop_pooled`:
+    # captions: Sequence[str]; dop_captions: Optional[Sequence[str]] (core/data's Batch has both).
 
 
 class TrainingData(Protocol):
@@ -48,4 +51,6 @@ class TrainingJob:
     eval_data: Optional[TrainingData] = None
     """Scored by run.eval_timesteps before step 1 and at every checkpoint (core/train/evaluation.py);
     it also needs `steps_per_epoch(batch_size)`."""
+    text_encoder: Optional[TextEncoderAdapter] = None
+    """Flux.1's CLIP-L, private to the run: lora.train_text_encoder trains a LoRA on it (core/train/text_encoder.py)."""
 

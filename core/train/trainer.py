@@ -46,6 +46,7 @@ from .length import resolve_length, run_length_report
 from .optim import LoraEMA, build_optimizer, build_scheduler
 from .preview_writer import PreviewWriter
 from .resume import check_resume, trained_on
+from .text_encoder import TextEncoderTraining, param_groups, pooled_for, text_lora_disabled, trainable
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +84,16 @@ class _Loop:
             source = lora_format.load_lora(self.cfg.lora.init_lora, self.adapter.family, self.cfg.lora.rank)
             lora.load_lora_state_dict(self.module, source.weights, source=str(source.path))
             log.info("initialised the LoRA from %s (%d layers)", source.path, len(source.weights))
-        named = lora.trainable_parameters(self.module)
+        self.text = TextEncoderTraining.for_run(self.job, self.device)  # None unless lora.train_text_encoder
+        named = trainable(self.module, self.text and self.text.module)
         params = [p for _, p in named]
         for p in params:
             p.requires_grad_(True)
         self.adapter.swap_blocks(self.cfg.train.blocks_to_swap, self.device)
-        optimizer = build_optimizer(self.cfg.optim, params)
+        optimizer = build_optimizer(self.cfg.optim, param_groups(named, self.cfg.lora.text_encoder_lr))
         scheduler = build_scheduler(optimizer, self.cfg.optim, self.total)
         ema = LoraEMA(named, self.cfg.train.ema_decay) if self.cfg.train.ema else None
-        self.state = TrainingState(self.module, optimizer, scheduler, ema)
+        self.state = TrainingState(self.module, optimizer, scheduler, ema, self.text and self.text.module)
         self.previews = PreviewWriter(self.job.previews, self.adapter, self.state, self.job.run_dir, self.emit,
                                       device=self.device, autocast=self.autocast)
         self.params = params
@@ -119,7 +121,7 @@ class _Loop:
         batch = self.job.data.batch((step - 1) * accumulation + micro, cfg.train.batch_size, cfg.train.seed)
         x = batch.latents.to(self.device, torch.float32)
         context = batch.context.to(self.device)
-        pooled = None if batch.pooled is None else batch.pooled.to(self.device)
+        pooled = pooled_for(self.text, batch, self.device)
         generator = seeding.generator(cfg.train.seed, "noise and sigmas", (step, micro))
         noise = torch.randn(x.shape, generator=generator).to(self.device)
         seq_len = image_seq_len(x.shape[-2], x.shape[-1], self.adapter.patch_size)
@@ -135,10 +137,9 @@ class _Loop:
         dop = cfg.dop
         if dop.enabled and step % dop.every_n_steps == 0 and batch.dop_context is not None:
             dop_context = batch.dop_context.to(self.device)
-            dop_pooled = None if batch.dop_pooled is None else batch.dop_pooled.to(self.device)
-            with torch.no_grad(), lora.lora_disabled(self.module):
-                prior = self.predict(noisy, sigmas, dop_context, dop_pooled).float()
-            dop_pred = self.predict(noisy, sigmas, dop_context, dop_pooled)
+            with torch.no_grad(), lora.lora_disabled(self.module), text_lora_disabled(self.text):  # base CLIP too
+                prior = self.predict(noisy, sigmas, dop_context, pooled_for(self.text, batch, self.device, True)).float()
+            dop_pred = self.predict(noisy, sigmas, dop_context, pooled_for(self.text, batch, self.device, True))
             dop_loss = flow_loss(dop_pred, prior, sigmas, "uniform", mask=mask, sample_weights=weights)
             (dop.multiplier * dop_loss / accumulation).backward()
         return loss.item()
@@ -194,7 +195,7 @@ class _Loop:
 
     def write_final(self, step: int) -> Path:
         path = self.job.run_dir.final_lora_path
-        self.file_info.write(path, user_weights(self.state), step)
+        self.file_info.write(path, user_weights(self.state), step, user_weights(self.state, text=True))
         return path
 
     # -- the loop --------------------------------------------------------------------------------

@@ -1,0 +1,75 @@
+"""A LoRA on Flux.1's CLIP-L text encoder (kohya's `train_text_encoder`), saved under kohya's `lora_te1_` keys.
+
+Flux.1's context is T5's; CLIP-L gives only the pooled vector (the transformer's `vector_in`), so a
+CLIP-L LoRA shapes the global conditioning. The host hands the encoder in as a `TextEncoderAdapter`
+(nodes/_comfy/text_encoder.py builds it from ComfyUI's CLIP), the same way the transformer comes in as
+a TrainingAdapter. The layers trained are the attention and MLP linears of every encoder layer, the
+six that ComfyUI's loader maps for `lora_te1_` keys (comfy/lora.py LORA_CLIP_MAP, both hosts).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping, Protocol, Sequence
+
+import torch
+from torch import nn
+
+from ..sections import LoraSettings
+from . import lora
+
+CLIP_LINEARS = {
+    "self_attn.q_proj": "self_attn_q_proj",
+    "self_attn.k_proj": "self_attn_k_proj",
+    "self_attn.v_proj": "self_attn_v_proj",
+    "self_attn.out_proj": "self_attn_out_proj",
+    "mlp.fc1": "mlp_fc1",
+    "mlp.fc2": "mlp_fc2",
+}
+"""HF CLIP linear name -> kohya key part: ComfyUI's LORA_CLIP_MAP."""
+
+_LAYER = re.compile(r"(?:.*\.)?text_model\.encoder\.layers\.(\d+)\.(" + "|".join(map(re.escape, CLIP_LINEARS)) + r")")
+KEY_PREFIX = "lora_te1_text_model_encoder_layers_"
+
+
+class TextEncoderAdapter(Protocol):
+    """The CLIP-L a run trains: `module` is private to the run (the LoRA is injected into it in place)."""
+
+    module: nn.Module
+
+    def encode_pooled(self, captions: Sequence[str]) -> torch.Tensor:
+        """(B, P) pooled vectors of the captions, differentiable with respect to `module`'s LoRA."""
+        ...
+
+
+def clip_targets(module: nn.Module) -> list[str]:
+    """Names of the CLIP encoder linears a `lora_te1_` file can address, in module order."""
+    names = [name for name, sub in module.named_modules() if isinstance(sub, nn.Linear) and _LAYER.fullmatch(name)]
+    if not names:
+        raise ValueError(f"{type(module).__name__} has no CLIP encoder layers (text_model.encoder.layers.N."
+                         "self_attn.q_proj ...); lora.train_text_encoder needs Flux.1's CLIP-L")
+    return names
+
+
+def attach_text_lora(module: nn.Module, spec: LoraSettings) -> list[str]:
+    """A LoRA of `spec`'s rank, alpha and dropout on every CLIP-L encoder linear of `module`."""
+    return lora.attach_lora(module, spec, names=clip_targets(module))
+
+
+def kohya_key(name: str) -> str:
+    """`...text_model.encoder.layers.3.self_attn.q_proj` -> `lora_te1_text_model_encoder_layers_3_self_attn_q_proj`."""
+    match = _LAYER.fullmatch(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a CLIP-L encoder linear a lora_te1_ key can name")
+    return f"{KEY_PREFIX}{match.group(1)}_{CLIP_LINEARS[match.group(2)]}"
+
+
+def text_tensors(weights: Mapping[str, lora.LoraWeights], dtype: torch.dtype | None = None) -> dict:
+    """kohya tensors for the CLIP-L LoRA ({module name: LoraWeights}): lora_down / lora_up / alpha."""
+    tensors = {}
+    for name, w in weights.items():
+        key = kohya_key(name)
+        tensors[f"{key}.lora_down.weight"] = w.down.detach().to("cpu", dtype or w.down.dtype).contiguous()
+        tensors[f"{key}.lora_up.weight"] = w.up.detach().to("cpu", dtype or w.up.dtype).contiguous()
+        tensors[f"{key}.alpha"] = torch.tensor(float(w.alpha), dtype=torch.float32)
+    return tensors

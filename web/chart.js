@@ -1,4 +1,5 @@
-// Loss chart drawing: raw loss (faint) and its smoothed curve (strong) as an SVG with ticked axes
+// Loss chart drawing: raw loss (faint), its smoothed curve (strong) and the eval loss of the
+// held-out set (dots joined, unsmoothed: one score per checkpoint) as an SVG with ticked axes
 // and a grid, no libraries. Drawn at the element's real pixel size (the viewBox is its box), so the
 // labels are never stretched when the panel or the chart is resized. Pure functions of the points
 // and options: the panel's LossChart (loss_chart.js) keeps the state and calls `drawLossChart`.
@@ -41,17 +42,22 @@ export function createLossChart() {
 }
 
 /**
- * Draw `points` ([{step, loss}], step order) into `svg`, `width` × `height` pixels.
- * @param {{width: number, height: number, log?: boolean, smoothing: number}} options
- * Sets data-points, data-log, data-smoothing and data-y-ticks / data-x-ticks (the labels) for tests.
+ * Draw `points` ([{step, loss}], step order) and the eval loss `evals` (same shape) into `svg`,
+ * `width` × `height` pixels; both share the axes, so the eval scores read against the training loss.
+ * @param {{width: number, height: number, log?: boolean, smoothing: number, evals?: Array}} options
+ * Sets data-points, data-eval-points, data-log, data-smoothing and data-y-ticks / data-x-ticks
+ * (the labels) for tests.
  */
-export function drawLossChart(svg, points, { width, height, log = false, smoothing }) {
+export function drawLossChart(svg, points, { width, height, log = false, smoothing, evals = [] }) {
     svg.replaceChildren();
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
     svg.setAttribute("width", width);
     svg.setAttribute("height", height);
-    const finite = points.filter((p) => p.loss !== null && Number.isFinite(p.loss) && (!log || p.loss > 0));
-    Object.assign(svg.dataset, { points: String(finite.length), log: String(log), smoothing: smoothing.toFixed(3) });
+    const drawable = (p) => p.loss !== null && Number.isFinite(p.loss) && (!log || p.loss > 0);
+    const finite = points.filter(drawable);
+    const scored = evals.filter(drawable);
+    Object.assign(svg.dataset, { points: String(finite.length), evalPoints: String(scored.length), log: String(log),
+        smoothing: smoothing.toFixed(3) });
     svg.setAttribute("aria-label", finite.length ? `loss over ${finite.length} steps` : "no loss yet");
     if (!finite.length) {
         svg.dataset.yTicks = svg.dataset.xTicks = "";
@@ -63,8 +69,11 @@ export function drawLossChart(svg, points, { width, height, log = false, smoothi
     const losses = finite.map((p) => p.loss);
     const smoothed = smooth(losses, smoothing);
     const [left, right, top, bottom] = [PAD.left, width - PAD.right, PAD.top, height - PAD.bottom];
-    const x = makeScale(Math.min(...steps), Math.max(...steps), left, right);
-    const y = makeScale(Math.min(...losses), Math.max(...losses), bottom, top, log);
+    // The base model's score sits at step 0, before the first training step: the x axis takes it in.
+    const allSteps = steps.concat(scored.map((p) => p.step));
+    const allLosses = losses.concat(scored.map((p) => p.loss));
+    const x = makeScale(Math.min(...allSteps), Math.max(...allSteps), left, right);
+    const y = makeScale(Math.min(...allLosses), Math.max(...allLosses), bottom, top, log);
     const yTicks = (log ? logTicks : niceTicks)(...y.domain, Math.max(2, Math.round((bottom - top) / 32)));
     const xTicks = niceTicks(...x.domain, Math.max(2, Math.round((right - left) / 70)))
         .filter((t) => Number.isInteger(t) && t >= 0);
@@ -87,4 +96,12 @@ export function drawLossChart(svg, points, { width, height, log = false, smoothi
     svg.append(el("polyline", { points: line(losses), class: "fluxlab-chart-raw" }));
     svg.append(el("polyline", { points: line(smoothed), class: "fluxlab-chart-smooth" }));
     if (finite.length === 1) svg.append(el("circle", { cx: x.map(steps[0]), cy: y.map(losses[0]), r: 2.5, class: "fluxlab-chart-dot" }));
+    if (!scored.length) return;
+    svg.append(el("polyline", { class: "fluxlab-chart-eval",
+        points: scored.map((p) => `${x.map(p.step).toFixed(1)},${y.map(p.loss).toFixed(1)}`).join(" ") }));
+    for (const p of scored) {
+        const dot = el("circle", { cx: x.map(p.step), cy: y.map(p.loss), r: 3, class: "fluxlab-chart-eval-dot" });
+        dot.append(el("title", {}, `eval loss ${tickLabel(p.loss)} at step ${p.step}`));
+        svg.append(dot);
+    }
 }

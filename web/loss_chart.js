@@ -8,6 +8,7 @@ import { h } from "./dom.js";
 export class LossChart {
     constructor() {
         this.points = [];
+        this.evals = [];
         this.log = false;
         this.smoothing = null; // null: smoothingFor(the number of points)
         this.svg = createLossChart();
@@ -33,10 +34,12 @@ export class LossChart {
         new ResizeObserver(() => this.#draw()).observe(this.box);
     }
 
-    /** Show `points` ([{step, loss}]); redraws only when they or the box changed. */
-    render(points) {
-        if (points === this.points && points.length === this.drawnCount) return;
+    /** Show `points` and `evals` ([{step, loss}]: training and eval loss); redraws only when they
+     * or the box changed. */
+    render(points, evals = []) {
+        if (points === this.points && points.length === this.drawnCount && evals === this.evals) return;
         this.points = points;
+        this.evals = evals;
         this.#draw();
     }
 
@@ -48,6 +51,6 @@ export class LossChart {
         if (this.smoothing === null) this.slider.value = String(weight);
         this.sliderValue.textContent = this.smoothing === null ? `auto (${weight.toFixed(2)})` : weight.toFixed(2);
         this.drawnCount = this.points.length;
-        drawLossChart(this.svg, this.points, { width, height, log: this.log, smoothing: weight });
+        drawLossChart(this.svg, this.points, { width, height, log: this.log, smoothing: weight, evals: this.evals });
     }
 }

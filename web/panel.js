@@ -202,6 +202,7 @@ export class FluxLabPanel {
 
     #build() {
         this.chart = new LossChart();
+        this.evalLegendEl = h("span", { hidden: true }, " · ", h("span", { className: "legend-eval" }, "eval (held-out set)"));
         this.gallery = new Gallery(this.client);
         this.config = new ConfigView(this.client);
         this.listEl = h("ul", { className: "fluxlab-runs", "data-testid": "fluxlab-runs" });
@@ -226,7 +227,7 @@ export class FluxLabPanel {
             h("div", { className: "fluxlab-controls" }, ...Object.values(this.buttons)),
             this.messageEl, this.offer.element,
             h("h4", {}, "Loss ", h("span", { className: "fluxlab-legend" },
-                h("span", { className: "legend-raw" }, "raw"), " · ", h("span", { className: "legend-smooth" }, "smoothed"))),
+                h("span", { className: "legend-raw" }, "raw"), " · ", h("span", { className: "legend-smooth" }, "smoothed"), this.evalLegendEl)),
             this.chart.element,
             this.gallery.titleEl, this.gallery.element,
             this.config.element,
@@ -274,7 +275,8 @@ export class FluxLabPanel {
         this.messageEl.textContent = this.#message(run);
         this.messageEl.className = `fluxlab-message${run.status === "failed" ? " fluxlab-error" : ""}`;
         this.offer.render(run);
-        this.chart.render(run.losses);
+        this.chart.render(run.losses, run.evalLosses);
+        this.evalLegendEl.hidden = !run.evalLosses.length;
         this.gallery.render(run);
         this.config.render(run);
         this.reportEl.replaceChildren(renderDatasetReport(run.datasetReport));

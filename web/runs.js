@@ -32,6 +32,7 @@ export class RunState {
         this.loading = false; // a history request is in flight (set by the panel)
         this.pending = []; // live records that arrived during that request
         this.losses = []; // [{step, loss}] in step order; a resumed session restarts from its step
+        this.evalLosses = []; // [{step, loss}] of the held-out set (eval_loss records), step order
         this.latestStep = null; // the last step record (lr, its, eta_s, memory)
         this.preview = null; // the last preview record ({step, images})
         this.previewSteps = []; // steps that have previews, in order
@@ -138,6 +139,7 @@ export class RunState {
                 this.summary.started_at = record.time;
                 // A resumed session restarts at start_step: drop points the resume overwrites.
                 this.losses = this.losses.filter((p) => p.step <= record.start_step);
+                this.evalLosses = this.evalLosses.filter((p) => p.step <= record.start_step);
                 break;
             case "step":
                 this.latestStep = record;
@@ -145,6 +147,11 @@ export class RunState {
                     this.losses = this.losses.filter((p) => p.step < record.step);
                 }
                 this.losses.push({ step: record.step, loss: record.loss });
+                break;
+            case "eval_loss":
+                // A resumed run scores its checkpoint step again: the newest score of a step wins.
+                this.evalLosses = [...this.evalLosses.filter((p) => p.step !== record.step),
+                    { step: record.step, loss: record.loss }].sort((a, b) => a.step - b.step);
                 break;
             case "preview":
                 this.preview = record;

@@ -16,6 +16,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow]
 
 GALLERY_RUN = "gallery_run"
 GPU_RUN = "gpu_run"
+EVAL_RUN = "eval_run"
+NO_EVAL_RUN = "no_eval_run"
+# step -> the held-out set's eval loss TrainLoRA scores there (0: the base model, before step 1).
+EVAL_LOSSES = {0: 1.8, 20: 0.9, 40: 0.2, 60: 0.35}
 STEPS = 60
 PROMPTS = ("a photo of ohwx cat", "a photo of cat", "a red fox")
 # step -> the folder TrainLoRA renders that step's previews into (baseline, checkpoints, samples).
@@ -31,9 +35,10 @@ def _config(trigger: str, class_word: str) -> dict:
                                          "lora": {"rank": 16}}).to_dict()
 
 
-def write_run(server, run_id: str, *, memory: dict, previews: bool) -> None:
+def write_run(server, run_id: str, *, memory: dict, previews: bool, evals: dict | None = None) -> None:
     """A finished run: a loss falling over two decades (log scale has something to show), noisy
-    (smoothing has something to smooth), previews of three prompts at four steps."""
+    (smoothing has something to smooth), previews of three prompts at four steps, and the eval
+    loss `evals` ({step: loss}) where given."""
     from flux_lora_lab.core.run import events as ev
     from flux_lora_lab.core.run.event_log import EventLog
 
@@ -55,11 +60,15 @@ def write_run(server, run_id: str, *, memory: dict, previews: bool) -> None:
 
     if previews:
         preview(0)
+    if evals and 0 in evals:
+        log.append(ev.EvalLoss(step=0, loss=evals[0]))
     for step in range(1, STEPS + 1):
         loss = 2.0 * math.exp(-step / 12) + 0.01 + 0.3 * math.exp(-step / 12) * math.sin(step * 2.3)
         log.append(ev.Step(step=step, total=STEPS, loss=loss, lr=1e-4, its=4.0, eta_s=(STEPS - step) / 4, memory=memory))
         if previews and step in PREVIEW_FOLDERS:
             preview(step)
+        if evals and step in evals:
+            log.append(ev.EvalLoss(step=step, loss=evals[step]))
     log.append(ev.Finished(step=STEPS, lora_path=str(folder / "lora_final.safetensors")))
     log.close()
 
@@ -115,6 +124,37 @@ def test_loss_chart_ticks_log_scale_smoothing_and_resize(open_ui, browser_server
     assert len(ui.evaluate(f"() => {CHART}.dataset.yTicks.split(',')")) >= len(log_ticks), "a taller chart keeps its ticks"
     box.scroll_into_view_if_needed()
     ui.shot("32_chart_resized_smoothing_095")
+
+
+def test_eval_loss_drawn_on_the_training_loss_axes(open_ui, browser_server):
+    """SimpleTuner's stable eval loss, plotted with the training loss: one dot per scored step on
+    the same axes (step 0, the base model, included), joined, unsmoothed; a run without eval data
+    draws none and hides its legend entry."""
+    write_run(browser_server, EVAL_RUN, memory={"ram_mb": 812.0}, previews=False, evals=EVAL_LOSSES)
+    write_run(browser_server, NO_EVAL_RUN, memory={"ram_mb": 812.0}, previews=False)
+    ui = open_ui()
+    panel = select(ui, EVAL_RUN)
+    ui.wait_for(f"() => {CHART}.dataset.evalPoints === '{len(EVAL_LOSSES)}'")
+    drawn = ui.evaluate(f"""() => ({{
+        dots: [...{CHART}.querySelectorAll('.fluxlab-chart-eval-dot')].map((c) => [Number(c.getAttribute('cx')),
+            Number(c.getAttribute('cy')), c.querySelector('title').textContent]),
+        line: {CHART}.querySelector('.fluxlab-chart-eval').getAttribute('points').split(' ').length,
+        raw: {CHART}.querySelector('.fluxlab-chart-raw').getAttribute('points').split(' ').map((p) => p.split(',').map(Number)),
+        legend: getComputedStyle(document.querySelector('.legend-eval').parentElement).display }})""")
+    assert drawn["line"] == len(EVAL_LOSSES) and drawn["legend"] != "none", drawn
+    xs, ys, titles = zip(*drawn["dots"])
+    assert list(xs) == sorted(xs) and len(set(xs)) == len(xs), "one dot per step, in step order"
+    # Screen y grows downward: a higher loss is drawn higher up, in the order of EVAL_LOSSES.
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    assert order == sorted(range(len(ys)), key=lambda i: -list(EVAL_LOSSES.values())[i]), (ys, EVAL_LOSSES)
+    # Shared axes: the raw training loss at step 20 (index 19) sits at the eval dot of step 20's x.
+    assert abs(drawn["raw"][19][0] - xs[1]) < 0.2, (drawn["raw"][19], xs[1])
+    assert "at step 40" in titles[2] and "0.2" in titles[2], titles
+    ui.shot("32b_chart_eval_loss_with_training_loss")
+
+    select(ui, NO_EVAL_RUN)
+    assert ui.evaluate(f"() => [{CHART}.dataset.evalPoints, {CHART}.querySelectorAll('.fluxlab-chart-eval-dot').length,"
+                       " getComputedStyle(document.querySelector('.legend-eval').parentElement).display]") == ["0", 0, "none"]
 
 
 def test_gallery_every_step_with_prompts_pairs_and_full_size(open_ui, browser_server):

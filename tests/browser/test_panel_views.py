@@ -133,7 +133,7 @@ def test_eval_loss_drawn_on_the_training_loss_axes(open_ui, browser_server):
     write_run(browser_server, EVAL_RUN, memory={"ram_mb": 812.0}, previews=False, evals=EVAL_LOSSES)
     write_run(browser_server, NO_EVAL_RUN, memory={"ram_mb": 812.0}, previews=False)
     ui = open_ui()
-    panel = select(ui, EVAL_RUN)
+    select(ui, EVAL_RUN)
     ui.wait_for(f"() => {CHART}.dataset.evalPoints === '{len(EVAL_LOSSES)}'")
     drawn = ui.evaluate(f"""() => ({{
         dots: [...{CHART}.querySelectorAll('.fluxlab-chart-eval-dot')].map((c) => [Number(c.getAttribute('cx')),

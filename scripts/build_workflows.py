@@ -29,6 +29,12 @@ COLUMN_GAP, ROW_GAP = 50, 40
 # The frontend's measures (LiteGraph): the title bar is drawn above a node's `pos`, each slot row
 # and each one-line widget take a fixed height, a multi-line text box takes about three rows.
 TITLE_HEIGHT, SLOT_HEIGHT, WIDGET_HEIGHT, TEXT_BOX_HEIGHT = 30, 20, 24, 80
+# LiteGraph never draws a node narrower than its title: computeSize() gives the title's text width
+# + 40 px, and the frontend grows a saved size to that on load. Measured in the browser tests'
+# Chromium (14 px sans): "Advanced LoRA training settings (Flux LoRA Lab)", 47 characters, is 341 px
+# on frontend 1.32.9 and 325 px on 1.58.1, so at 320 px that node opened 381 / 364 px wide and
+# covered the next column on 1.32. 8 px a character (7.3 measured) leaves room for a wider font.
+TITLE_CHAR_WIDTH, TITLE_PADDING = 8, 40
 # Widgets the pack's own front end adds to a node (web/fluxlab.js: the A/B view's getMinHeight).
 FRONTEND_WIDGETS_HEIGHT = {"CompareCheckpoints": 520}
 # Where the graph's top-left corner lands on screen when the workflow opens (px): right of the
@@ -54,6 +60,10 @@ def _default(spec: list):
 def _widget_height(spec: list) -> int:
     options = (spec[1] if len(spec) > 1 else {}) or {}
     return TEXT_BOX_HEIGHT if spec[0] == "STRING" and options.get("multiline") else WIDGET_HEIGHT
+
+
+def _node_width(title: str) -> int:
+    return max(NODE_WIDTH, len(title) * TITLE_CHAR_WIDTH + TITLE_PADDING)
 
 
 def _preset_values(info: dict, preset: str | None) -> dict:
@@ -109,8 +119,9 @@ class Graph:
                    for i, (kind_, name) in enumerate(zip(info["output"], info["output_name"]))]
         slots = max(len(inputs), len(outputs))
         height += FRONTEND_WIDGETS_HEIGHT.get(kind, 0)
+        width = _node_width(title or info.get("display_name") or kind)
         node = {"id": len(self.nodes) + 1, "type": kind, "pos": [0, 0],
-                "size": [NODE_WIDTH, slots * SLOT_HEIGHT + height + 16], "flags": {},
+                "size": [width, slots * SLOT_HEIGHT + height + 16], "flags": {},
                 "order": len(self.nodes), "mode": 0, "inputs": inputs, "outputs": outputs,
                 "properties": {"Node name for S&R": kind}, "widgets_values": widgets}
         if title:

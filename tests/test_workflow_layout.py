@@ -1,6 +1,7 @@
 """The bundled workflows open tidy: no node covers another (title bars included, with the sizes the
-files record), the note is in view below the menu bar, every file has a thumbnail beside it, and
-the template browser's words find them (it searches the file names)."""
+files record; tests/browser/test_templates.py checks both frontends draw exactly those), the note
+is in view below the menu bar, every file has a thumbnail beside it, and the template browser's
+words find them (it searches the file names)."""
 
 import itertools
 import json

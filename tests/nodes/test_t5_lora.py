@@ -115,7 +115,9 @@ def test_a_trained_t5_lora_loads_through_stock_lora_loader_and_matches_training(
         with torch.no_grad():
             ours = text.encode_context([caption])
         assert (ours - base).norm() > 1e-3 * base.norm(), "the T5 LoRA must change the context for this to mean anything"
-        torch.testing.assert_close(stock, ours, rtol=1e-5, atol=1e-5)
+        # ComfyUI folds alpha/rank * up @ down into the weight, peft adds the low-rank path: float32
+        # rounding of another summation order, measured up to 4.7e-6 of the context's largest entry (~3)
+        torch.testing.assert_close(stock, ours, rtol=1e-5, atol=1e-5 * ours.abs().max().item())
 
 
 def test_resume_of_a_t5_run_ends_bit_identical(comfy_dirs, t5_config):

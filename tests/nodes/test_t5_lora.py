@@ -139,3 +139,23 @@ def test_train_t5_without_train_text_encoder_is_refused_naming_both():
     with pytest.raises(ConfigError, match=r"lora.train_t5: needs lora.train_text_encoder on"):
         TextEncoderTraining.for_run(SimpleNamespace(config=config, adapter=SimpleNamespace(family="flux1"),
                                                     text_encoder=None), torch.device("cpu"))
+
+
+def test_dops_prior_gets_the_base_t5_context_and_the_step_the_lorad_one():
+    from types import SimpleNamespace
+
+    from flux_lora_lab.core.train.text_encoder import context_for, text_lora_disabled
+
+    clip = clip_tests.tiny().clip
+    config = TrainConfig().with_overrides({"lora": {"rank": 4, "train_text_encoder": True, "train_t5": True}})
+    text = TextEncoderTraining.for_run(SimpleNamespace(config=config, adapter=SimpleNamespace(family="flux1"),
+                                                       text_encoder=ComfyClipL(clip, torch.device("cpu"), t5=True)),
+                                       torch.device("cpu"))
+    clip_tests._randomize(text.module)
+    batch = SimpleNamespace(captions=CAPTIONS[:1], dop_captions=CAPTIONS[1:], context=None, dop_context=None)
+    base = _context(clip, CAPTIONS[1])
+    with torch.no_grad():
+        with text_lora_disabled(text):
+            assert torch.equal(context_for(text, batch, torch.device("cpu"), dop=True), base)
+        trained = context_for(text, batch, torch.device("cpu"), dop=True)
+    assert (trained - base).norm() > 1e-3 * base.norm()

@@ -63,7 +63,7 @@ _ALIASES = {
     "max_train_epochs": "train.epochs", "save_precision": "run.save_dtype",
     "train_batch_size": "train.batch_size", "use_ema": "train.ema",
     "dtype": "train.mixed_precision", "gradient_checkpointing_interval": "train.checkpoint_every_n_blocks",
-    "blocks_to_swap": "train.blocks_to_swap",
+    "blocks_to_swap": "train.blocks_to_swap", "train_t5xxl": "lora.train_t5",
     "trigger_word": "run.trigger", "instance_prompt": "run.trigger", "quantize_dtype": "model.quantize",
     "base_model_precision": "model.quantize", "quantization": "model.quantize",
 }

@@ -86,7 +86,14 @@ class LoraSettings(Section):
                                        "(lora_te1_ keys: apply with LoraLoader's strength_clip). In-training "
                                        "previews, eval loss and SampleCheckpoint / CompareCheckpoints show the "
                                        "transformer part only; sample with LoraLoader to see both.")
-    text_encoder_lr: float = setting(5e-5, "Learning rate of the CLIP-L LoRA (kohya text_encoder_lr), used "
+    train_t5: bool = setting(False, "With train_text_encoder, also train a LoRA on T5-XXL (kohya "
+                             "train_t5xxl; Flux.1 only), same rank, at text_encoder_lr: "
+                             "the T5 context is then encoded from the captions in every step instead of the "
+                             "cache. T5-XXL is 4.7B parameters (9.5 GB in bf16) and its activations for the "
+                             "backward come on top, which the memory estimate does not count: for big GPUs "
+                             "only. Saved in the same file as lora_te3_ keys (kohya's; LoraLoader's "
+                             "strength_clip applies them).")
+    text_encoder_lr: float = setting(5e-5, "Learning rate of the text LoRAs, CLIP-L and T5 (kohya text_encoder_lr), used "
                                      "with train_text_encoder; usually half the transformer's or less.",
                                      gt=0.0, le=10.0)
 

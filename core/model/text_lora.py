@@ -5,6 +5,12 @@ CLIP-L LoRA shapes the global conditioning. The host hands the encoder in as a `
 (nodes/_comfy/text_encoder.py builds it from ComfyUI's CLIP), the same way the transformer comes in as
 a TrainingAdapter. The layers trained are the attention and MLP linears of every encoder layer, the
 six that ComfyUI's loader maps for `lora_te1_` keys (comfy/lora.py LORA_CLIP_MAP, both hosts).
+
+With lora.train_t5 the encoder also carries T5-XXL (then `module` holds both, as `clip_l` and `t5xxl`),
+whose attention and gated-MLP linears (kohya's T5Attention / T5DenseGatedActDense targets) are saved as
+`lora_te3_encoder_block_N_...` keys: kohya's prefix for Flux's T5 (train_t5xxl), and one that
+comfy/lora.py model_lora_keys_clip maps for a clip_l + t5xxl CLIP on both hosts (it maps every
+`t5xxl.transformer.*` weight under lora_te3_, and under lora_te2_ for OneTrainer's Flux files).
 """
 
 from __future__ import annotations
@@ -31,6 +37,14 @@ CLIP_LINEARS = {
 _LAYER = re.compile(r"(?:.*\.)?text_model\.encoder\.layers\.(\d+)\.(" + "|".join(map(re.escape, CLIP_LINEARS)) + r")")
 KEY_PREFIX = "lora_te1_text_model_encoder_layers_"
 
+T5_LINEARS = ("layer.0.SelfAttention.q", "layer.0.SelfAttention.k", "layer.0.SelfAttention.v",
+              "layer.0.SelfAttention.o", "layer.1.DenseReluDense.wi_0", "layer.1.DenseReluDense.wi_1",
+              "layer.1.DenseReluDense.wo")
+"""The linears of one T5 block (ComfyUI's module names are HF's, so kohya's keys and ComfyUI's agree)."""
+
+_T5_LAYER = re.compile(r"(?:.*\.)?transformer\.(encoder\.block\.\d+\.(?:" + "|".join(map(re.escape, T5_LINEARS)) + r"))")
+T5_KEY_PREFIX = "lora_te3_"
+
 
 class TextEncoderAdapter(Protocol):
     """The CLIP-L a run trains: `module` is private to the run (the LoRA is injected into it in place)."""
@@ -39,6 +53,10 @@ class TextEncoderAdapter(Protocol):
 
     def encode_pooled(self, captions: Sequence[str]) -> torch.Tensor:
         """(B, P) pooled vectors of the captions, differentiable with respect to `module`'s LoRA."""
+        ...
+
+    def encode_context(self, captions: Sequence[str]) -> torch.Tensor:
+        """(B, T, D) T5 contexts (zero-padded to the longest, as the dataset stacks them); only with lora.train_t5."""
         ...
 
 
@@ -51,21 +69,35 @@ def clip_targets(module: nn.Module) -> list[str]:
     return names
 
 
-def attach_text_lora(module: nn.Module, spec: LoraSettings) -> list[str]:
-    """A LoRA of `spec`'s rank, alpha and dropout on every CLIP-L encoder linear of `module`."""
-    return lora.attach_lora(module, spec, names=clip_targets(module))
+def t5_targets(module: nn.Module) -> list[str]:
+    """Names of the T5 encoder linears a `lora_te3_` file can address, in module order."""
+    names = [name for name, sub in module.named_modules() if isinstance(sub, nn.Linear) and _T5_LAYER.fullmatch(name)]
+    if not names:
+        raise ValueError(f"{type(module).__name__} has no T5 encoder blocks (transformer.encoder.block.N.layer.0."
+                         "SelfAttention.q ...); lora.train_t5 needs Flux.1's T5-XXL")
+    return names
+
+
+def attach_text_lora(module: nn.Module, spec: LoraSettings, t5: bool = False) -> list[str]:
+    """A LoRA of `spec`'s rank, alpha and dropout on every CLIP-L encoder linear of `module` (and with
+    `t5` on every T5 block linear)."""
+    return lora.attach_lora(module, spec, names=clip_targets(module) + (t5_targets(module) if t5 else []))
 
 
 def kohya_key(name: str) -> str:
-    """`...text_model.encoder.layers.3.self_attn.q_proj` -> `lora_te1_text_model_encoder_layers_3_self_attn_q_proj`."""
+    """`...text_model.encoder.layers.3.self_attn.q_proj` -> `lora_te1_text_model_encoder_layers_3_self_attn_q_proj`;
+    `...transformer.encoder.block.3.layer.0.SelfAttention.q` -> `lora_te3_encoder_block_3_layer_0_SelfAttention_q`."""
     match = _LAYER.fullmatch(name)
-    if match is None:
-        raise ValueError(f"{name!r} is not a CLIP-L encoder linear a lora_te1_ key can name")
-    return f"{KEY_PREFIX}{match.group(1)}_{CLIP_LINEARS[match.group(2)]}"
+    if match is not None:
+        return f"{KEY_PREFIX}{match.group(1)}_{CLIP_LINEARS[match.group(2)]}"
+    match = _T5_LAYER.fullmatch(name)
+    if match is not None:
+        return T5_KEY_PREFIX + match.group(1).replace(".", "_")
+    raise ValueError(f"{name!r} is neither a CLIP-L encoder linear (lora_te1_) nor a T5 block linear (lora_te3_)")
 
 
 def text_tensors(weights: Mapping[str, lora.LoraWeights], dtype: torch.dtype | None = None) -> dict:
-    """kohya tensors for the CLIP-L LoRA ({module name: LoraWeights}): lora_down / lora_up / alpha."""
+    """kohya tensors for the text LoRAs ({module name: LoraWeights}): lora_down / lora_up / alpha."""
     tensors = {}
     for name, w in weights.items():
         key = kohya_key(name)

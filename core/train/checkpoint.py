@@ -114,7 +114,7 @@ def restore(state: TrainingState, checkpoint: CheckpointInfo) -> None:
     if set(raw) != set(params):
         missing, extra = sorted(set(params) - set(raw)), sorted(set(raw) - set(params))
         raise ValueError(f"{checkpoint.path} was trained with other LoRA targets (missing {missing[:3]}, "
-                         f"extra {extra[:3]}); resume with the same lora.targets / blocks / train_text_encoder, "
+                         f"extra {extra[:3]}); resume with the same lora.targets / blocks / train_text_encoder / train_t5, "
                          "or use a new run name")
     with torch.no_grad():
         for name, param in params.items():

@@ -46,7 +46,7 @@ from .length import resolve_length, run_length_report
 from .optim import LoraEMA, build_optimizer, build_scheduler
 from .preview_writer import PreviewWriter
 from .resume import check_resume, trained_on
-from .text_encoder import TextEncoderTraining, param_groups, pooled_for, text_lora_disabled, trainable
+from .text_encoder import TextEncoderTraining, context_for, param_groups, pooled_for, text_lora_disabled, trainable
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class _Loop:
         accumulation = cfg.optim.gradient_accumulation
         batch = self.job.data.batch((step - 1) * accumulation + micro, cfg.train.batch_size, cfg.train.seed)
         x = batch.latents.to(self.device, torch.float32)
-        context = batch.context.to(self.device)
+        context = context_for(self.text, batch, self.device)
         pooled = pooled_for(self.text, batch, self.device)
         generator = seeding.generator(cfg.train.seed, "noise and sigmas", (step, micro))
         noise = torch.randn(x.shape, generator=generator).to(self.device)
@@ -136,10 +136,11 @@ class _Loop:
 
         dop = cfg.dop
         if dop.enabled and step % dop.every_n_steps == 0 and batch.dop_context is not None:
-            dop_context = batch.dop_context.to(self.device)
-            with torch.no_grad(), lora.lora_disabled(self.module), text_lora_disabled(self.text):  # base CLIP too
-                prior = self.predict(noisy, sigmas, dop_context, pooled_for(self.text, batch, self.device, True)).float()
-            dop_pred = self.predict(noisy, sigmas, dop_context, pooled_for(self.text, batch, self.device, True))
+            with torch.no_grad(), lora.lora_disabled(self.module), text_lora_disabled(self.text):  # base encoders too
+                prior = self.predict(noisy, sigmas, context_for(self.text, batch, self.device, True),
+                                     pooled_for(self.text, batch, self.device, True)).float()
+            dop_pred = self.predict(noisy, sigmas, context_for(self.text, batch, self.device, True),
+                                    pooled_for(self.text, batch, self.device, True))
             dop_loss = flow_loss(dop_pred, prior, sigmas, "uniform", mask=mask, sample_weights=weights)
             (dop.multiplier * dop_loss / accumulation).backward()
         return loss.item()

@@ -91,7 +91,9 @@ def run_plan(handle, config: TrainConfig, data) -> MemoryPlan:
 
 def _run_shape(tree: nn.Module, config: TrainConfig, data) -> RunShape:
     """The run's LoRA targets and rank, optimizer, EMA, batch, checkpointing, and the largest batch
-    the dataset will give (image tokens of the largest bucket + the text length)."""
+    the dataset will give (image tokens of the largest bucket + the text length). The transformer only:
+    lora.train_text_encoder's CLIP-L copy and lora.train_t5's T5-XXL copy (4.7B parameters) and their
+    activations are not counted."""
     names = lora.target_names(tree, config.lora)
     width, height = max(data.buckets, key=lambda wh: wh[0] * wh[1])
     text_tokens = data.batch(0, 1, 0).context.shape[1]

@@ -1,6 +1,7 @@
 """TrainLoRA with lora_train_text_encoder in the real server: the run writes CLIP-L `lora_te1_` keys beside
-the transformer's, and a stock graph (LoraLoader with model and clip strength -> CLIPTextEncode ->
-KSampler) applies every key of the file; on Flux.2 the run fails naming the setting."""
+the transformer's (with lora_train_t5 also T5 `lora_te3_` keys), and a stock graph (LoraLoader with model
+and clip strength -> CLIPTextEncode -> KSampler) applies every key of the file; on Flux.2 the run fails
+naming the setting."""
 
 from __future__ import annotations
 
@@ -13,17 +14,23 @@ from tests.harness.graphs import tiny_sampling_graph
 pytestmark = pytest.mark.e2e
 
 
-def test_a_text_encoder_lora_trains_in_the_server_and_loads_in_stock_lora_loader(comfy_client, comfy_server):
-    dataset = make_dataset(comfy_server, "fluxlab_te_e2e", count=2)
-    run = "e2e_text_encoder"
+@pytest.mark.parametrize("t5", [False, True])
+def test_a_text_encoder_lora_trains_in_the_server_and_loads_in_stock_lora_loader(comfy_client, comfy_server, t5):
+    dataset = make_dataset(comfy_server, f"fluxlab_te_e2e_{t5}", count=2)
+    run = f"e2e_text_encoder_t5_{t5}"
     comfy_client.run(training_graph(comfy_client, run, steps=4, dataset=dataset, lora_train_text_encoder="on",
-                                    lora_text_encoder_lr=5e-2), timeout=120)
+                                    lora_train_t5=t5, lora_text_encoder_lr=5e-2), timeout=120)
     final = run_folder(comfy_server, run) / "lora_final.safetensors"
     with safe_open(str(final), framework="pt") as f:
         keys = list(f.keys())
         te_up = [f.get_tensor(k) for k in keys if k.startswith("lora_te1_") and k.endswith("lora_up.weight")]
+        t5_up = [f.get_tensor(k) for k in keys if k.startswith("lora_te3_") and k.endswith("lora_up.weight")]
     assert te_up and any(t.abs().max() > 0 for t in te_up), "the CLIP-L LoRA was not trained"
     assert any(k.startswith("lora_unet_") for k in keys)
+    if t5:
+        assert t5_up and all(t.abs().max() > 0 for t in t5_up), "the T5 LoRA was not trained"
+    else:
+        assert t5_up == []
 
     log_start = len(comfy_server.log_text())
     graph = tiny_sampling_graph("flux1-dev", prefix="fluxlab_e2e_te")

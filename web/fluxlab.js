@@ -10,7 +10,8 @@ import { FluxLabClient } from "./client.js";
 import { FluxLabPanel } from "./panel.js";
 import { ABCompare } from "./ab_widget.js";
 import { outputText, showText } from "./node_text.js";
-import { applyPreset, followRank, isLegacy, migrateLegacy, presetTable, setWidgets, widgetDefaults } from "./train_settings.js";
+import { applyPreset, followRank, isLegacy, migrateLegacy, presetTable, setWidgets, SHIPPED_LAYOUTS, shippedValues,
+    widgetDefaults } from "./train_settings.js";
 
 const TAB_ID = "fluxlab";
 const COMPARE_NODE = "CompareCheckpoints";
@@ -157,6 +158,19 @@ function wireSettingsNode(nodeType, nodeData) {
     });
 }
 
+/** A node saved with an earlier shipped layout (the frontend put its values in by position, some one
+ * slot off): every widget gets its saved value by name, a widget that layout lacked its default. */
+function wireShippedLayouts(nodeType, nodeData) {
+    const defaults = widgetDefaults(nodeData);
+    after(nodeType.prototype, "onConfigure", function (info) {
+        const current = (this.widgets ?? []).filter((w) => w.serialize !== false).map((w) => w.name);
+        const saved = shippedValues(nodeData.name, info?.widgets_values, current);
+        if (!saved) return;
+        setWidgets(this, Object.fromEntries(current.map((name) => [name, name in saved ? saved[name] : defaults[name]])));
+        this.setSize([this.size[0], Math.max(this.size[1], this.computeSize()[1])]);
+    });
+}
+
 /** The advanced node a migrated TrainLoRA needs (its old workflow changed advanced settings), below it. */
 function addMigratedAdvancedNodes() {
     for (const [train, values] of pendingAdvanced.splice(0)) {
@@ -197,6 +211,7 @@ app.registerExtension({
     async beforeRegisterNodeDef(nodeType, nodeData) {
         if (nodeData.name === ADVANCED_NODE) advancedDefaults = widgetDefaults(nodeData);
         if (nodeData.name === TRAIN_NODE || nodeData.name === DATASET_NODE) wireSettingsNode(nodeType, nodeData);
+        if (nodeData.name in SHIPPED_LAYOUTS) wireShippedLayouts(nodeType, nodeData);
         if (nodeData.name !== COMPARE_NODE) return;
         const onNodeCreated = nodeType.prototype.onNodeCreated;
         nodeType.prototype.onNodeCreated = function () {

@@ -3,6 +3,7 @@
 // alpha follows rank while it equals it, and workflows saved with the first layouts are migrated:
 // TrainLoRA's 48 widgets of "-1 / 'preset' = the preset's value" become real values, its changed
 // advanced settings move to a new TrainLoRAAdvanced node, and DatasetFromFolder loses its `preset`.
+// Workflows saved with a later shipped layout (SHIPPED_LAYOUTS) get their values back by name.
 // Pure functions over plain node-like objects ({ widgets: [{ name, value }] }), so a test can run them.
 
 export const PRESET_VALUES_KEY = "fluxlab_preset_values";
@@ -21,6 +22,21 @@ export const LEGACY_LAYOUTS = {
     DatasetFromFolder: ["folder", "resolutions", "repeats", "recursive", "caption_ext", "missing_caption", "trigger",
         "class_word", "caption_dropout", "shuffle_tokens", "keep_tokens", "crop", "no_upscale", "square_only",
         "alpha_as_mask", "min_size", "small_images", "bad_files", "preset", "seed"],
+};
+// Every later layout that has shipped, by node type, each in its saved order (frozen, as above). The
+// frontend restores widgets_values by position, so a node that gained a widget in the middle would
+// read its old values one slot off; a saved array of one of these lengths is put back by name.
+export const SHIPPED_LAYOUTS = {
+    TrainLoRAAdvanced: [
+        // stop 18 (2026-12-03): before the text-encoder settings.
+        ["train_blocks_to_swap", "train_ema", "train_ema_decay", "train_epochs", "lora_dropout", "lora_init",
+            "lora_train_modulation", "lora_blocks", "lora_exclude_blocks", "lora_init_lora", "lora_network",
+            "lora_lokr_factor", "lora_lokr_full_matrix", "lora_lokr_decompose_both", "optim_weight_decay", "optim_beta1",
+            "optim_beta2", "optim_eps", "optim_lr_scheduler", "optim_warmup_steps", "optim_max_grad_norm",
+            "flow_sigmoid_scale", "flow_shift", "flow_content_style_bias", "flow_loss_weighting", "flow_guidance",
+            "dop_multiplier", "run_max_step_saves_to_keep", "run_eval_timesteps", "run_lora_format", "run_save_dtype",
+            "preview_seed", "preview_guidance", "preview_negative_prompt", "preview_real_cfg", "preview_more_sizes"],
+    ],
 };
 const LEGACY_UNSET = new Set([-1, "preset"]); // the first TrainLoRA's "use the preset's value"
 
@@ -97,6 +113,16 @@ export function migrateLegacy(type, values, current, table, advancedDefaults) {
         widgets.lora_alpha = widgets.lora_rank; // an unset alpha was "same as rank"
     }
     return { widgets, advanced };
+}
+
+/**
+ * The shipped layout `values` (a saved widgets_values array of `type`) was saved with, as
+ * {name: value}, or null when it is the current layout (`current`: the node's widget names) or none.
+ */
+export function shippedValues(type, values, current) {
+    if (!Array.isArray(values) || values.length === current.length) return null;
+    const names = (SHIPPED_LAYOUTS[type] ?? []).find((layout) => layout.length === values.length);
+    return names ? Object.fromEntries(names.map((name, i) => [name, values[i]])) : null;
 }
 
 /** While lora_alpha equals the old rank, a new rank takes alpha with it (scale 1, as ai-toolkit's

@@ -18,6 +18,9 @@ from tests.harness.graphs import training_graph
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 OLD_WORKFLOWS = Path(__file__).resolve().parent.parent / "fixtures" / "old_workflows"
+# Workflows as later stops shipped them (the bundled demo of stop 18: TrainLoRAAdvanced before the
+# text-encoder settings, 36 widgets).
+SHIPPED_WORKFLOWS = OLD_WORKFLOWS.parent / "shipped_workflows"
 TRAIN_WIDGETS = 22  # 21 values + preview_prompts' text: preset .. on_existing_run (nodes/train.py)
 MAX_HEIGHT = 800  # px at zoom 1; the first layout's TrainLoRA was 1,334 px tall
 
@@ -137,6 +140,28 @@ def test_changed_advanced_settings_of_the_first_layout_move_to_a_connected_advan
     assert link == "TrainLoRAAdvanced"
     assert "Migrated an old TrainLoRA" in ui.wait_toast("Migrated an old TrainLoRA")
     ui.shot("24_migrated_with_advanced_node")
+
+
+def test_an_advanced_node_saved_before_a_widget_was_added_keeps_its_values_by_name(open_ui):
+    """The frontend restores widgets by position: without web/train_settings.js' SHIPPED_LAYOUTS the
+    stop-18 demo's values would land one to three slots off (its 'lora' network in lora_train_text_encoder)."""
+    workflow = json.loads((SHIPPED_WORKFLOWS / "demo_tiny_cpu_stop18.json").read_text())
+    node = next(n for n in workflow["nodes"] if n["type"] == "TrainLoRAAdvanced")
+    values = node["widgets_values"]
+    assert len(values) == 36
+    # Values a user changed in the old layout, at the positions that layout saved them.
+    values[11], values[16], values[30], values[35] = 8, 0.99, "bf16", "768x1024"
+    ui = open_ui()
+    ui.evaluate(LOAD, workflow)
+    loaded = ui.evaluate(VALUES, "TrainLoRAAdvanced")
+    assert {k: loaded[k] for k in ("lora_network", "lora_lokr_factor", "optim_beta2", "run_save_dtype",
+                                   "preview_more_sizes", "train_ema_decay", "optim_lr_scheduler")} == {
+        "lora_network": "lora", "lora_lokr_factor": 8, "optim_beta2": 0.99, "run_save_dtype": "bf16",
+        "preview_more_sizes": "768x1024", "train_ema_decay": 0.999, "optim_lr_scheduler": "cosine"}, loaded
+    assert (loaded["lora_train_text_encoder"], loaded["lora_train_t5"]) == (False, False), "the new settings' defaults"
+    assert loaded["lora_text_encoder_lr"] == 5e-5, loaded
+    saved = ui.evaluate("() => window.app.graph.serialize().nodes.find((n) => n.type === 'TrainLoRAAdvanced').widgets_values")
+    assert len(saved) == len(loaded), "saved again, it is the current layout"
 
 
 def test_after_a_run_the_nodes_show_the_settings_memory_plan_and_dataset_report(open_ui, browser_server, browser_client):

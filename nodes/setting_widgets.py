@@ -42,6 +42,8 @@ NOT_WIDGETS = {
     "model.quantize": "LoadFluxForTraining", "train.mixed_precision": "LoadFluxForTraining",
     "train.gradient_checkpointing": "LoadFluxForTraining", "train.checkpoint_every_n_blocks": "LoadFluxForTraining",
     "run.trigger": "DatasetFromFolder", "dop.class_word": "DatasetFromFolder", "run.name": "run_name",
+    # auto (on for CUDA) is what a node user wants; a widget here would shift saved workflows' values
+    "train.compile": "the run's config (auto: compiled on CUDA, eager on CPU)",
 }
 SECTION_ORDER = ("train", "lora", "optim", "flow", "dop", "run")
 FLOAT_STEPS = {"optim.learning_rate": 1e-5, "optim.weight_decay": 1e-5, "optim.eps": 1e-9, "train.ema_decay": 1e-4}

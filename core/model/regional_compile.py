@@ -4,9 +4,10 @@ Why per block and not the whole model: the double blocks share one class and so 
 blocks, so dynamo compiles each kind once and reuses the code for every block of that kind (torch
 treats a module's parameters as graph inputs), which keeps the compile time that of two blocks
 whatever the depth, and leaves the per-block checkpointing and block swapping of core/model/flux.py
-as they are. Measured on the CPU bench (issue 14): -16 % (fp32) to -20 % (bf16) per step after a
-one-time compile of 70-120 s, which a short CPU run never earns back; hence `auto` compiles on
-CUDA only. What the compiled step computes is the eager step's within float tolerance
+as they are. Measured on the CPU bench (docs/benchmarks.md, no checkpointing): 1.09x (fp32) and
+1.36x (bf16) steps/s after a first step of ~21 s (~4 s once inductor's on-disk cache holds the
+graphs): a short CPU run barely earns that back, and the compile needs a C++ toolchain; hence `auto`
+compiles on CUDA only. What the compiled step computes is the eager step's within float tolerance
 (tests/core/model/test_flux_compile.py).
 """
 

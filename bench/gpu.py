@@ -166,7 +166,8 @@ def one(config: dict) -> dict:
         "lora": {"rank": 16, "targets": "all"},
         "flow": {"timestep_sampling": "uniform", "loss_weighting": "uniform"},
         "train": {"steps": steps, "batch_size": 1, "mixed_precision": "bf16",
-                  "gradient_checkpointing": config["checkpointing"], "blocks_to_swap": config["swap"]},
+                  "gradient_checkpointing": config["checkpointing"], "blocks_to_swap": config["swap"],
+                  "compile": "on" if config.get("compile") else "off"},
         "run": {"name": "gpu-bench", "save_every": 0, "sample_every": 0},
     })
     stamps: list[float] = []
@@ -177,6 +178,7 @@ def one(config: dict) -> dict:
     base_gib = torch.cuda.memory_allocated() / 2**30 if cuda else 0.0
     with tempfile.TemporaryDirectory(prefix="fluxlab-gpu-") as folder:
         job = TrainingJob(cfg, adapter, PoolData(pool), RunDir(Path(folder) / "run"))
+        start = time.perf_counter()
         train(job, RunControl(None), lambda e: stamps.append(time.perf_counter()) if e.kind == "step" else None)
     if cuda:
         torch.cuda.synchronize()
@@ -185,6 +187,7 @@ def one(config: dict) -> dict:
     flops = step_flops(flux1_dev(config["px"], TEXT_TOKENS), rank=16)["model_flops_per_step"]
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
     return dict(config, ok=True, s_per_step=s_per_step, min_s=min(times), max_s=max(times),
+                first_step_s=stamps[0] - start,  # with train.compile on: includes the compile
                 peak_gib=peak, reserved_gib=torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
                 weights_gib=base_gib, planned_gib=planned.peak / 2**30,
                 planned_parts_gib={k: v / 2**30 for k, v in planned.parts.items()},
@@ -211,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--swap", default="0,20", help="blocks_to_swap values (run with checkpointing on)")
     parser.add_argument("--peers", default="native,diffusers",
                         help="peers run beside ours (base bf16), at every --px and --checkpointing; empty = none")
+    parser.add_argument("--compile", default="on", choices=("on", "off"),
+                        help="on: also ours with train.compile on (bf16 shared, every --checkpointing; in a dry run "
+                             "only the last, since each compiles afresh)")
     parser.add_argument("--dry-run", action="store_true", help="a tiny model on the CPU, 2 steps: checks the script")
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one configuration as JSON
@@ -243,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
             for ckpt, swap in [(bool(int(c)), 0) for c in args.checkpointing.split(",")] + [(True, n) for n in swaps if n]:
                 configs.append(dict(common, side="ours", quantize=quantize, px=px, checkpointing=ckpt,
                                     swap=swap if not args.dry_run else min(swap, 2)))
+        if args.compile == "on":
+            ckpts = [bool(int(c)) for c in args.checkpointing.split(",")]
+            configs += [dict(common, side="ours", quantize="none", px=px, checkpointing=ckpt, swap=0, compile=True)
+                        for ckpt in (ckpts[-1:] if args.dry_run else ckpts)]
     for config in configs:
         proc = subprocess.run([sys.executable, "-m", "bench.gpu", "--one", json.dumps(config)], cwd=REPO_ROOT,
                               capture_output=True, text=True, env=dict(os.environ, TQDM_DISABLE="1"))

@@ -36,7 +36,7 @@ class PoolData:
                                loss_weights=None)
 
 
-def config_for(workload: Workload, steps: int, checkpointing: bool):
+def config_for(workload: Workload, steps: int, checkpointing: bool, compile: bool = False):
     from flux_lora_lab.core.config import TrainConfig
 
     return TrainConfig.from_dict({
@@ -46,7 +46,7 @@ def config_for(workload: Workload, steps: int, checkpointing: bool):
         "flow": {"timestep_sampling": "uniform", "loss_weighting": "uniform", "guidance": 1.0},
         "train": {"steps": steps, "batch_size": workload.batch_size, "seed": workload.seed,
                   "mixed_precision": "bf16" if workload.precision == "bf16" else "no",
-                  "gradient_checkpointing": checkpointing},
+                  "gradient_checkpointing": checkpointing, "compile": "on" if compile else "off"},
         "run": {"name": "bench", "save_every": 0, "sample_every": 0},
     })
 
@@ -83,7 +83,8 @@ def auto_interval(workload: Workload, owner) -> tuple[int, str]:
 
 def run_ours(workload: Workload, pool: Pool, patcher, steps: int, checkpointing) -> dict:
     """Train `steps` steps with our engine on `patcher`'s diffusion model; step end times and counts.
-    `checkpointing`: True (every block), False, or "auto" (the interval `auto_interval` picks)."""
+    `checkpointing`: True (every block), False, "auto" (the interval `auto_interval` picks), or
+    "compile" (none, with train.compile on: the first step then includes the compile)."""
     from flux_lora_lab.core.model import lora
     from flux_lora_lab.core.model.adapter import FluxTrainingAdapter
     from flux_lora_lab.core.run.control import RunControl
@@ -91,6 +92,8 @@ def run_ours(workload: Workload, pool: Pool, patcher, steps: int, checkpointing)
     from flux_lora_lab.core.train.trainer import TrainingJob, train
 
     owner = patcher.model.diffusion_model
+    compile = checkpointing == "compile"
+    checkpointing = False if compile else checkpointing
     every, reason = auto_interval(workload, owner) if checkpointing == "auto" else (int(checkpointing), None)
     checkpointing = every > 0
     adapter = FluxTrainingAdapter.adopt(owner, checkpointing=checkpointing, checkpoint_every=max(every, 1))
@@ -103,7 +106,7 @@ def run_ours(workload: Workload, pool: Pool, patcher, steps: int, checkpointing)
             losses.append(event.loss)
 
     with tempfile.TemporaryDirectory(prefix="fluxlab-bench-") as folder:
-        job = TrainingJob(config_for(workload, steps, checkpointing), adapter, PoolData(pool), RunDir(Path(folder) / "run"))
+        job = TrainingJob(config_for(workload, steps, checkpointing, compile), adapter, PoolData(pool), RunDir(Path(folder) / "run"))
         start = time.process_time()
         train(job, RunControl(None), emit)
         total = time.process_time() - start

@@ -17,7 +17,8 @@ ROWS = (("native+ckpt", "ComfyUI TrainLoraNode, gradient checkpointing"),
         ("diffusers", "diffusers + peft recipe, no checkpointing"),
         ("ours+ckpt", "Flux LoRA Lab, checkpointing every block"),
         ("ours", "Flux LoRA Lab, no checkpointing"),
-        ("ours+auto", "Flux LoRA Lab, checkpoint interval auto (the default)"))
+        ("ours+auto", "Flux LoRA Lab, checkpoint interval auto (the default)"),
+        ("ours+compile", "Flux LoRA Lab, no checkpointing, train.compile on (not equal settings)"))
 TARGETS = {("checkpointed", "native"): {"fp32": 1.5, "bf16": 1.5}, ("no_checkpointing", "native"): {"fp32": 1.5, "bf16": 1.5},
            ("checkpointed", "diffusers"): {"fp32": 1.0, "bf16": 1.2}, ("no_checkpointing", "diffusers"): {"fp32": 1.0, "bf16": 1.2}}
 """Issue 14's targets at equal settings (speed-up of ours over the peer), by precision."""
@@ -64,6 +65,14 @@ def summary(results: dict) -> list[str]:
         against = "; ".join(f"{_ratio(r)} {r['peer']}" for r in auto.values() if r)
         out.append(f"- {precision}, auto (not equal settings: what the default gets here): {config.get('plan_reason')}. "
                    f"Against the peers: {against}.")
+    for precision, block in results["precisions"].items():
+        compiled, config = block["ratios"].get("compiled", {}), block["configs"].get("ours+compile", {})
+        if not config.get("ok"):
+            continue
+        against = "; ".join(f"{_ratio(r)} {r['peer']}" for r in compiled.values() if r)
+        out.append(f"- {precision}, train.compile on, no checkpointing (not equal settings: no peer compiles): "
+                   f"first step incl. the compile {', '.join(f'{s:.0f}' for s in config.get('first_step_s', []))} s. "
+                   f"Against: {against}.")
     return out
 
 
@@ -187,7 +196,8 @@ def gpu_section() -> list[str]:
                   "model TFLOP/step | fraction of bf16 peak |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in data["runs"]:
-            head = (f"| {r.get('side', 'ours')} | {r['quantize']} | {r['px']}² | {'on' if r['checkpointing'] else 'off'} | "
+            trainer = r.get("side", "ours") + (", train.compile on" if r.get("compile") else "")
+            head = (f"| {trainer} | {r['quantize']} | {r['px']}² | {'on' if r['checkpointing'] else 'off'} | "
                     f"{r.get('swap', 0)} |")
             if r.get("ok"):
                 planned = f"{r['planned_gib']:.1f}" if r.get("planned_gib") is not None else ""

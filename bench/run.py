@@ -35,18 +35,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "bench" / "results.json"
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
 CONFIGS = (("native", "1"), ("native", "0"), ("diffusers", "1"), ("diffusers", "0"), ("ours", "1"), ("ours", "0"),
-           ("ours", "auto"))
-"""(side, checkpointing): "1" every block, "0" none, "auto" the memory plan's interval."""
+           ("ours", "auto"), ("ours", "compile"))
+"""(side, checkpointing): "1" every block, "0" none, "auto" the memory plan's interval, "compile" none
+with `train.compile` on (regional torch.compile; not equal settings: no peer compiles)."""
 EQUAL_SETTINGS = {"checkpointed": ("ours+ckpt", {"native": "native+ckpt", "diffusers": "diffusers+ckpt"}),
                   "no_checkpointing": ("ours", {"diffusers": "diffusers"})}
 """Pairs at equal settings (same checkpointing, dtype, rank, targets, tokens). The native node cannot
 train without checkpointing, so that pair has no native side."""
 AUTO_AGAINST = {"native_checkpointed": "native+ckpt", "diffusers_checkpointed": "diffusers+ckpt",
                 "diffusers_no_checkpointing": "diffusers"}
+COMPILED_AGAINST = {"diffusers_no_checkpointing": "diffusers", "ours_eager": "ours"}
 
 
 def config_key(side: str, checkpointing: str) -> str:
-    return side + {"1": "+ckpt", "0": "", "auto": "+auto"}[checkpointing]
+    return side + {"1": "+ckpt", "0": "", "auto": "+auto", "compile": "+compile"}[checkpointing]
 
 
 def run_worker(workload: Workload, side: str, checkpointing: str, steps: int, threads: int) -> dict:
@@ -95,6 +97,7 @@ def summarise(runs: list[dict], warmup: int) -> dict:
         "load_average_before": [round(r["load_before"], 2) for r in ok],
         "step_times_by_round": [[round(t, 5) for t in step_times(r, warmup)] for r in ok],
         "checkpoint_every": first.get("checkpoint_every"), "plan_reason": first.get("plan_reason"),
+        "first_step_s": [round(r["stamps"][0] - r["start"], 2) for r in ok if r.get("stamps") and "start" in r],
     }
 
 
@@ -117,7 +120,9 @@ def ratios(summary: dict, runs: dict, warmup: int) -> dict:
     equal = {mode: {f"ratio_vs_{peer}": speedup(summary, runs, warmup, ours, key) for peer, key in peers.items()}
              for mode, (ours, peers) in EQUAL_SETTINGS.items()}
     auto = {f"ratio_vs_{name}": speedup(summary, runs, warmup, "ours+auto", key) for name, key in AUTO_AGAINST.items()}
-    return {"equal_settings": equal, "auto": auto}
+    compiled = {f"ratio_vs_{name}": speedup(summary, runs, warmup, "ours+compile", key)
+                for name, key in COMPILED_AGAINST.items()}
+    return {"equal_settings": equal, "auto": auto, "compiled": compiled}
 
 
 def floor_of(workload: Workload, threads: int) -> dict:

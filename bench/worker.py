@@ -40,8 +40,9 @@ def _reset_peak() -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--side", choices=("native", "diffusers", "ours"), required=True)
-    parser.add_argument("--checkpointing", choices=("0", "1", "auto"), required=True,
-                        help="auto: ours only, the memory plan's choice (bench/ours.py)")
+    parser.add_argument("--checkpointing", choices=("0", "1", "auto", "compile"), required=True,
+                        help="auto: ours only, the memory plan's choice; compile: ours only, none, "
+                             "train.compile on (bench/ours.py)")
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--workload", required=True, help="Workload fields as JSON")
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     workload = Workload(**json.loads(args.workload))
     patcher = None if args.side == "diffusers" else build_patcher(workload)  # diffusers builds its own model
     pool = make_pool(workload)
-    checkpointing = "auto" if args.checkpointing == "auto" else bool(int(args.checkpointing))
+    checkpointing = args.checkpointing if args.checkpointing in ("auto", "compile") else bool(int(args.checkpointing))
     result = {"side": args.side, "checkpointing": checkpointing, "threads": torch.get_num_threads()}
     result["base_mb"] = (_status_kb("VmRSS") or 0) / 1024
     result["peak_reset"] = _reset_peak()

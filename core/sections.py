@@ -258,6 +258,10 @@ class TrainSettings(Section):
                                                     "least recompute that fits the device (none with room "
                                                     "to spare, every block when tight); N = every N-th "
                                                     "block (1 = all, the least memory).", ge=1, le=64)
+    compile: str = setting("auto", "torch.compile each transformer block (regional compilation): "
+                           "faster steps (CPU bench: 1.09x fp32, 1.36x bf16) after a first step that compiles "
+                           "(~20 s there, seconds once cached). auto = on for CUDA, off on CPU.",
+                           choices=("off", "auto", "on"))
     blocks_to_swap: int = setting(0, "Keep the base weights of the last N single blocks in system RAM and "
                                   "bring each to the GPU only while it runs (kohya's blocks_to_swap): "
                                   "for 10-16 GB cards; slower, the same LoRA. 0 = off.", ge=0, le=64)

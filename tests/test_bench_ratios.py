@@ -15,7 +15,7 @@ def fake(step_s: float, rounds: int = 2, steps: int = 6, ok: bool = True) -> lis
 
 def test_equal_settings_and_auto_ratios():
     runs = {"native+ckpt": fake(0.30), "native": fake(0, ok=False), "diffusers+ckpt": fake(0.24),
-            "diffusers": fake(0.16), "ours+ckpt": fake(0.20), "ours": fake(0.10), "ours+auto": fake(0.08)}
+            "diffusers": fake(0.16), "ours+ckpt": fake(0.20), "ours": fake(0.10), "ours+auto": fake(0.08), "ours+compile": fake(0.08)}
     summary = {key: run.summarise(rs, warmup=1) for key, rs in runs.items()}
     r = run.ratios(summary, runs, warmup=1)
     equal = r["equal_settings"]
@@ -25,6 +25,8 @@ def test_equal_settings_and_auto_ratios():
     assert "ratio_vs_native" not in equal["no_checkpointing"]
     assert abs(r["auto"]["ratio_vs_native_checkpointed"]["pooled"] - 3.75) < 1e-9
     assert [round(x, 9) for x in equal["checkpointed"]["ratio_vs_native"]["per_round"]] == [1.5, 1.5]
+    assert abs(r["compiled"]["ratio_vs_diffusers_no_checkpointing"]["pooled"] - 2.0) < 1e-9  # kept apart too
+    assert abs(r["compiled"]["ratio_vs_ours_eager"]["pooled"] - 1.25) < 1e-9
 
 
 def test_fraction_of_floor_uses_the_floor_of_the_same_checkpointing():

@@ -26,7 +26,7 @@ from peft.tuners.lora import LoraLayer
 
 from ..lora_selection import TARGET_PRESETS, parse_blocks
 from ..sections import LoraSettings
-from . import lokr
+from . import lokr, lora_fused
 from .lora_targets import target_names
 
 __all__ = ["ADAPTER", "TARGET_PRESETS", "LoraWeights", "attach_lora", "load_lora_state_dict", "lora_disabled",
@@ -98,6 +98,7 @@ def attach_lora(module: nn.Module, spec: LoraSettings, dtype: torch.dtype = torc
         layer.lora_B[ADAPTER].to(dtype)
         layer.cast_input_dtype_enabled = not under_autocast
         object.__setattr__(layer, "merge", _refuse_merge(name))
+        lora_fused.install(layer, ADAPTER)
     attached = list(lora_layers(module))
     if attached != names:
         raise RuntimeError(f"peft attached LoRA to {attached}, expected {names}")

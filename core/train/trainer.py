@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import torch
 
 from .. import seeding
-from ..model import lora, lora_format
+from ..model import lora, lora_format, regional_compile
 from ..model.lora_random import init_lora, use_seeded_dropout
 from ..run.control import RunControl
 from ..run.curve import write_svg
@@ -90,6 +90,9 @@ class _Loop:
         for p in params:
             p.requires_grad_(True)
         self.adapter.swap_blocks(self.cfg.train.blocks_to_swap, self.device)
+        if regional_compile.wanted(self.cfg.train.compile, self.device):
+            log.info("compiled %d blocks (train.compile=%s)", regional_compile.compile_blocks(self.module),
+                     self.cfg.train.compile)
         optimizer = build_optimizer(self.cfg.optim, param_groups(named, self.cfg.lora.text_encoder_lr))
         scheduler = build_scheduler(optimizer, self.cfg.optim, self.total)
         ema = LoraEMA(named, self.cfg.train.ema_decay) if self.cfg.train.ema else None

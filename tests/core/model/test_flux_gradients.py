@@ -4,6 +4,7 @@ peft LoRA (r=4, alpha=4, `init_lora_weights=False` so B != 0) is injected into o
 Linear the forward touches (blocks, embedders, Flux.2's shared modulations, final layer); the scalar
 loss sum(prediction * probe) is differentiated with respect to all LoRA parameters and compared with
 autograd through tests/core/model/flux_reference.py (pure functional, out of place, LoRA merged into W).
+Each layer runs the forward that `attach_lora` gives it (core/model/lora_fused.py), the one training runs.
 Tolerances (issue 3): relative error < 1e-6 in float64 and < 1e-4 in fp32, with and without
 checkpointing.
 """
@@ -17,6 +18,7 @@ from tests.comfy_host import import_comfy, klein_param
 
 import_comfy()
 
+from flux_lora_lab.core.model import lora_fused  # noqa: E402
 from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
 from tests.core.model.flux_reference import make_inputs, reference_forward  # noqa: E402
@@ -37,9 +39,15 @@ def lora_setup(variant, dtype, checkpoint_every, targets=None):
     torch.manual_seed(0)  # peft draws A and B (init_lora_weights=False) from the global generator
     config = peft.LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False)
     peft.inject_adapter_in_model(config, adapter.module)
+    for layer in lora_pairs_layers(adapter.module):
+        lora_fused.install(layer, "default")
     inputs = make_inputs(model, dtype=dtype, height=8, width=12)
     probe = torch.randn(inputs[0].shape, generator=torch.Generator().manual_seed(7)).to(dtype)
     return model, adapter, targets, inputs, probe
+
+
+def lora_pairs_layers(module: nn.Module) -> list:
+    return [m for m in module.modules() if hasattr(m, "lora_A") and "default" in m.lora_A]
 
 
 def lora_pairs(module: nn.Module) -> dict:

@@ -260,7 +260,8 @@ class TrainSettings(Section):
                                                     "block (1 = all, the least memory).", ge=1, le=64)
     compile: str = setting("auto", "torch.compile each transformer block (regional compilation): "
                            "faster steps (CPU bench: 1.09x fp32, 1.36x bf16) after a first step that compiles "
-                           "(~20 s there, seconds once cached). auto = on for CUDA, off on CPU.",
+                           "(~20 s there, seconds once cached). auto = on for CUDA with Triton installed, an "
+                           "unquantized base and no block swap; eager otherwise (CPU too). Not yet measured on a GPU.",
                            choices=("off", "auto", "on"))
     blocks_to_swap: int = setting(0, "Keep the base weights of the last N single blocks in system RAM and "
                                   "bring each to the GPU only while it runs (kohya's blocks_to_swap): "

@@ -90,7 +90,8 @@ class _Loop:
         for p in params:
             p.requires_grad_(True)
         self.adapter.swap_blocks(self.cfg.train.blocks_to_swap, self.device)
-        if regional_compile.wanted(self.cfg.train.compile, self.device):
+        if regional_compile.wanted(self.cfg.train.compile, self.device, quantized=self.cfg.model.quantize != "none",
+                                   swapping=self.cfg.train.blocks_to_swap > 0):
             log.info("compiled %d blocks (train.compile=%s)", regional_compile.compile_blocks(self.module),
                      self.cfg.train.compile)
         optimizer = build_optimizer(self.cfg.optim, param_groups(named, self.cfg.lora.text_encoder_lr))

@@ -1,5 +1,6 @@
 """`train.compile`: a step through the regionally compiled tree (core/model/regional_compile.py)
-gives the eager step's loss and LoRA gradients, and `auto` compiles on CUDA only."""
+gives the eager step's loss and LoRA gradients, and `auto` compiles only on CUDA with Triton, an
+unquantized base and no block swap."""
 
 import pytest
 import torch
@@ -43,9 +44,14 @@ def test_compiled_step_equals_eager(checkpointing):
     assert (error / torch.cat([g.flatten() for g in eager]).norm()).item() < 1e-4
 
 
-def test_auto_compiles_on_cuda_only():
-    assert regional_compile.wanted("auto", torch.device("cuda", 0))
-    assert not regional_compile.wanted("auto", torch.device("cpu"))
+def test_auto_compiles_on_cuda_only_where_nothing_breaks_it():
+    cuda = torch.device("cuda", 0)
+    assert regional_compile.wanted("auto", cuda, has_triton=True)
+    assert not regional_compile.wanted("auto", torch.device("cpu"), has_triton=True)
+    assert not regional_compile.wanted("auto", cuda, has_triton=False), "no Triton (Windows' ComfyUI): eager"
+    assert not regional_compile.wanted("auto", cuda, has_triton=True, quantized=True)
+    assert not regional_compile.wanted("auto", cuda, has_triton=True, swapping=True)
+    assert regional_compile.wanted("on", cuda, has_triton=False, quantized=True), "on is the user's choice"
     assert regional_compile.wanted("on", torch.device("cpu")) and not regional_compile.wanted("off", torch.device("cuda"))
     with pytest.raises(ValueError, match="train.compile"):
         regional_compile.wanted("yes", torch.device("cpu"))

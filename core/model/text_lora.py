@@ -60,22 +60,23 @@ class TextEncoderAdapter(Protocol):
         ...
 
 
+def _linears(module: nn.Module, layer: re.Pattern, missing: str) -> list[str]:
+    names = [name for name, sub in module.named_modules() if isinstance(sub, nn.Linear) and layer.fullmatch(name)]
+    if not names:
+        raise ValueError(f"{type(module).__name__} has no {missing}")
+    return names
+
+
 def clip_targets(module: nn.Module) -> list[str]:
     """Names of the CLIP encoder linears a `lora_te1_` file can address, in module order."""
-    names = [name for name, sub in module.named_modules() if isinstance(sub, nn.Linear) and _LAYER.fullmatch(name)]
-    if not names:
-        raise ValueError(f"{type(module).__name__} has no CLIP encoder layers (text_model.encoder.layers.N."
-                         "self_attn.q_proj ...); lora.train_text_encoder needs Flux.1's CLIP-L")
-    return names
+    return _linears(module, _LAYER, "CLIP encoder layers (text_model.encoder.layers.N.self_attn.q_proj ...); "
+                    "lora.train_text_encoder needs Flux.1's CLIP-L")
 
 
 def t5_targets(module: nn.Module) -> list[str]:
     """Names of the T5 encoder linears a `lora_te3_` file can address, in module order."""
-    names = [name for name, sub in module.named_modules() if isinstance(sub, nn.Linear) and _T5_LAYER.fullmatch(name)]
-    if not names:
-        raise ValueError(f"{type(module).__name__} has no T5 encoder blocks (transformer.encoder.block.N.layer.0."
-                         "SelfAttention.q ...); lora.train_t5 needs Flux.1's T5-XXL")
-    return names
+    return _linears(module, _T5_LAYER, "T5 encoder blocks (transformer.encoder.block.N.layer.0.SelfAttention.q ...); "
+                    "lora.train_t5 needs Flux.1's T5-XXL")
 
 
 def attach_text_lora(module: nn.Module, spec: LoraSettings, t5: bool = False) -> list[str]:

@@ -6,7 +6,6 @@ ComfyUI's stock LoraLoader (model + clip strength) applies with no unmatched key
 the CLIP it patches equals the run's in-training T5 context; a run resumed half-way ends bit-identical.
 """
 
-import logging
 
 import pytest
 import torch
@@ -16,7 +15,6 @@ from tests.comfy_host import import_comfy
 
 import_comfy()
 
-import folder_paths  # noqa: E402
 
 from flux_lora_lab.core.config import TrainConfig  # noqa: E402
 from flux_lora_lab.core.model import lora  # noqa: E402
@@ -25,6 +23,7 @@ from flux_lora_lab.core.setting import ConfigError  # noqa: E402
 from flux_lora_lab.core.train.text_encoder import TextEncoderTraining  # noqa: E402
 from flux_lora_lab.core.sections import LoraSettings  # noqa: E402
 from flux_lora_lab.nodes._comfy.text_encoder import ComfyClipL  # noqa: E402
+from tests.comfy_lora import load_with_stock_lora_loader  # noqa: E402
 from tests.nodes import test_load_model, test_text_encoder_lora as clip_tests  # noqa: E402
 from tests.nodes.test_load_model import dataset_for, make_folder  # noqa: E402
 
@@ -54,27 +53,15 @@ def test_the_t5_lora_gradient_is_the_chain_rule_of_a_reference():
     loss = ((text.encode_context(CAPTIONS) - target) ** 2).sum()
     loss.backward()
 
-    weights, deltas = {n[len("t5xxl."):]: w for n, w in lora.lora_state_dict(text.module).items() if n.startswith("t5xxl.")}, {}
-    for name, w in weights.items():
-        linear = reference.get_submodule(name)
-        deltas[name] = (w.up @ w.down * (w.alpha / w.rank)).detach().requires_grad_(True)
-        base = linear.weight.detach()
-        del linear.weight
-        linear.weight = base + deltas[name]
+    weights = {n[len("t5xxl."):]: w for n, w in lora.lora_state_dict(text.module).items() if n.startswith("t5xxl.")}
+    deltas = clip_tests.with_weight_deltas(reference, weights)
     ref = torch.stack([reference.encode_token_weights(text.t5_tokenizer.tokenize_with_weights(c))[0][0] for c in CAPTIONS])
     ref_loss = ((ref - target) ** 2).sum()
     ref_loss.backward()
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=0)
-    layers = lora.lora_layers(text.t5)
-    for name, w in weights.items():
-        scale, grad_delta = w.alpha / w.rank, deltas[name].grad
-        got_up, got_down = layers[name].lora_B["default"].weight.grad, layers[name].lora_A["default"].weight.grad
-        assert got_up.abs().max() > 0 and got_down.abs().max() > 0, f"no gradient reached {name}"
-        # float32 sums over 256+ padded tokens in another order than the fused weight: measured up to
-        # 2e-6 of the largest dL/dD entry (a lost alpha/rank scale would be off by half)
-        tol = 1e-5 * grad_delta.abs().max().item()
-        torch.testing.assert_close(got_up, scale * grad_delta @ w.down.T, rtol=1e-4, atol=tol)
-        torch.testing.assert_close(got_down, scale * w.up.T @ grad_delta, rtol=1e-4, atol=tol)
+    # float32 sums over 256+ padded tokens in another order than the fused weight: measured up to
+    # 2e-6 of the largest dL/dD entry (a lost alpha/rank scale would be off by half)
+    clip_tests.assert_chain_rule(lora.lora_layers(text.t5), weights, deltas, tolerance=1e-5)
 
 
 @pytest.fixture
@@ -99,16 +86,7 @@ def test_a_trained_t5_lora_loads_through_stock_lora_loader_and_matches_training(
     assert t5_keys == expected and any(k.startswith("lora_te1_") for k in tensors)
     assert all(tensors[k].abs().max() > 0 for k in t5_keys if k.endswith("lora_up.weight")), "the T5 LoRA did not train"
 
-    loras = comfy_dirs / "loras"
-    loras.mkdir()
-    (loras / "t5.safetensors").write_bytes(final.read_bytes())
-    folder_paths.add_model_folder_path("loras", str(loras))
-    try:
-        with caplog.at_level(logging.WARNING):
-            model, clip = clip_tests.stock_lora_loader()().load_lora(models.model, models.clip, "t5.safetensors", 1.0, 1.0)
-    finally:
-        folder_paths.folder_names_and_paths["loras"][0].remove(str(loras))
-    unmatched = [r.getMessage() for r in caplog.records if "lora key not loaded" in r.getMessage() or "NOT LOADED" in r.getMessage()]
+    model, clip, unmatched = load_with_stock_lora_loader(final, models, comfy_dirs / "loras", caplog)
     assert unmatched == []
     for caption in CAPTIONS:
         stock, base = _context(clip, caption), _context(models.clip, caption)

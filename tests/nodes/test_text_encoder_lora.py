@@ -8,18 +8,15 @@ a run resumed half-way ends with the same text LoRA as one that never stopped.
 """
 
 import functools
-import importlib.util
-import logging
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.comfy_host import COMFY_DIR, import_comfy
+from tests.comfy_host import import_comfy
 
 import_comfy()
 
-import folder_paths  # noqa: E402
 
 from flux_lora_lab.core.config import TrainConfig  # noqa: E402
 from flux_lora_lab.core.model import lora  # noqa: E402
@@ -35,21 +32,12 @@ from flux_lora_lab.nodes._comfy.model import model_overrides  # noqa: E402
 from flux_lora_lab.nodes._comfy.text_encoder import ComfyClipL  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import build_tiny_flux_models  # noqa: E402
 from flux_lora_lab.nodes.load_model import LoadFluxForTraining  # noqa: E402
+from tests.comfy_lora import load_with_stock_lora_loader  # noqa: E402
 from tests.nodes import test_load_model  # noqa: E402
 from tests.nodes.test_load_model import dataset_for, make_folder  # noqa: E402
 
 comfy_dirs = test_load_model.comfy_dirs  # the fixture: ComfyUI's input / output folders in tmp_path
 CAPTIONS = ["ohwx, photo number 0", "a red fox in snow"]
-
-
-@functools.cache
-def stock_lora_loader():
-    """ComfyUI's own nodes.LoraLoader. Loaded from the host's nodes.py by path: where the pack's root is on
-    sys.path (a whole test session) the top-level name `nodes` is the pack's own package."""
-    spec = importlib.util.spec_from_file_location("comfyui_stock_nodes", COMFY_DIR / "nodes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.LoraLoader
 
 
 @functools.cache
@@ -80,25 +68,39 @@ def test_the_text_lora_gradient_is_the_chain_rule_of_a_reference():
 
     # Reference: each target's weight replaced by W + D, D = alpha/rank * up @ down a leaf; then
     # dL/d up = s * G @ down^T and dL/d down = s * up^T @ G with G = dL/dD.
-    weights, deltas = lora.lora_state_dict(text.module), {}
+    weights = lora.lora_state_dict(text.module)
+    deltas = with_weight_deltas(reference, weights)
+    ref_loss = ((torch.cat([reference.encode_token_weights(text.tokenizer.tokenize_with_weights(c))[1]
+                            for c in CAPTIONS]) - target) ** 2).sum()
+    ref_loss.backward()
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=0)
+    # float32, a different summation order than the fused weight: agreement to ~1e-6 of the scale
+    assert_chain_rule(lora.lora_layers(text.module), weights, deltas, tolerance=1e-6)
+
+
+def with_weight_deltas(reference: torch.nn.Module, weights: dict) -> dict:
+    """Replace each LoRA target's weight in `reference` by W + D, D = alpha/rank * up @ down a leaf
+    tensor; returns {name: D} (after a backward, D.grad = dL/dD)."""
+    deltas = {}
     for name, w in weights.items():
         linear = reference.get_submodule(name)
         deltas[name] = (w.up @ w.down * (w.alpha / w.rank)).detach().requires_grad_(True)
         base = linear.weight.detach()
         del linear.weight
         linear.weight = base + deltas[name]
-    ref_loss = ((torch.cat([reference.encode_token_weights(text.tokenizer.tokenize_with_weights(c))[1]
-                            for c in CAPTIONS]) - target) ** 2).sum()
-    ref_loss.backward()
-    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=0)
-    layers = lora.lora_layers(text.module)
+    return deltas
+
+
+def assert_chain_rule(layers: dict, weights: dict, deltas: dict, tolerance: float) -> None:
+    """The LoRA layers' gradients are the chain rule of the W + D reference: dL/d up = s * G @ down^T,
+    dL/d down = s * up^T @ G with G = dL/dD, to `tolerance` of G's largest entry."""
     for name, w in weights.items():
         scale, grad_delta = w.alpha / w.rank, deltas[name].grad
         got_up, got_down = layers[name].lora_B["default"].weight.grad, layers[name].lora_A["default"].weight.grad
         assert got_up.abs().max() > 0 and got_down.abs().max() > 0, f"no gradient reached {name}"
-        # float32, a different summation order than the fused weight: agreement to ~1e-6 of the scale
-        torch.testing.assert_close(got_up, scale * grad_delta @ w.down.T, rtol=1e-4, atol=1e-6 * grad_delta.abs().max().item())
-        torch.testing.assert_close(got_down, scale * w.up.T @ grad_delta, rtol=1e-4, atol=1e-6 * grad_delta.abs().max().item())
+        atol = tolerance * grad_delta.abs().max().item()
+        torch.testing.assert_close(got_up, scale * grad_delta @ w.down.T, rtol=1e-4, atol=atol)
+        torch.testing.assert_close(got_down, scale * w.up.T @ grad_delta, rtol=1e-4, atol=atol)
 
 
 def _config(steps, folder_name="te"):
@@ -133,16 +135,7 @@ def test_a_trained_text_lora_loads_through_stock_lora_loader_and_matches_trainin
     assert set(te_keys) == expected
     assert any(tensors[k].abs().max() > 0 for k in te_keys if k.endswith("lora_up.weight")), "the text LoRA did not train"
 
-    loras = comfy_dirs / "loras"
-    loras.mkdir()
-    (loras / "te.safetensors").write_bytes(final.read_bytes())
-    folder_paths.add_model_folder_path("loras", str(loras))
-    try:
-        with caplog.at_level(logging.WARNING):
-            model, clip = stock_lora_loader()().load_lora(models.model, models.clip, "te.safetensors", 1.0, 1.0)
-    finally:
-        folder_paths.folder_names_and_paths["loras"][0].remove(str(loras))
-    unmatched = [r.getMessage() for r in caplog.records if "lora key not loaded" in r.getMessage() or "NOT LOADED" in r.getMessage()]
+    model, clip, unmatched = load_with_stock_lora_loader(final, models, comfy_dirs / "loras", caplog)
     assert unmatched == []
     for caption in CAPTIONS:
         stock = clip.encode_from_tokens(clip.tokenize(caption), return_pooled=True)[1]

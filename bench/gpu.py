@@ -125,7 +125,7 @@ def one(config: dict) -> dict:
 
     register_pack()
     from flux_lora_lab.core.model import lora, quant
-    from flux_lora_lab.core.sections import LoraSettings
+    from flux_lora_lab.core.lora_settings import LoraSettings
     from flux_lora_lab.core.train import memory_plan
     from flux_lora_lab.core.model.adapter import FluxTrainingAdapter
     from flux_lora_lab.core.config import TrainConfig

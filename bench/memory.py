@@ -52,7 +52,7 @@ def one(checkpointing: bool, side: int) -> dict:
 
     from flux_lora_lab.core.model import lora
 
-    from flux_lora_lab.core.sections import LoraSettings
+    from flux_lora_lab.core.lora_settings import LoraSettings
     from flux_lora_lab.core.train import memory_plan
     from flux_lora_lab.core.model.adapter import FluxTrainingAdapter
     from flux_lora_lab.nodes._comfy.host import flux_params

@@ -64,7 +64,7 @@ def auto_interval(workload: Workload, owner) -> tuple[int, str]:
     Budget: the memory available now plus the base weights, which are already resident."""
     from flux_lora_lab.core.model import lora
     from flux_lora_lab.core.model.adapter import FluxTrainingAdapter
-    from flux_lora_lab.core.sections import LoraSettings
+    from flux_lora_lab.core.lora_settings import LoraSettings
     from flux_lora_lab.core.train import memory_plan
 
     tree = FluxTrainingAdapter.adopt(owner, checkpointing=False).module

@@ -5,6 +5,6 @@ Layers, each importing only those below it (tests/test_boundary.py checks it):
   model/   which Flux it is, the training forward over ComfyUI's weights, the LoRA and its files
   data/    image folders -> checked, bucketed, cached encodings
   run/     background runs: thread, controls, events, run folder
-  the base: config.py (TrainConfig) over sections.py and setting.py (the settings and how they are
+  the base: config.py (TrainConfig) over sections.py, lora_settings.py and setting.py (the settings and how they are
   checked), presets.py, lora_selection.py (target and block words), seeding.py, errors.py
 """

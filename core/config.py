@@ -17,12 +17,12 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
+from .lora_settings import LoraSettings
 from .sections import (
     MAX_LEARNING_RATE,
     RUN_NAME_RULE,
     DopSettings,
     FlowSettings,
-    LoraSettings,
     ModelSettings,
     OptimizerSettings,
     RunSettings,

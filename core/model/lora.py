@@ -25,7 +25,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 
 from ..lora_selection import TARGET_PRESETS, parse_blocks
-from ..sections import LoraSettings
+from ..lora_settings import LoraSettings
 from . import lokr, lora_fused
 from .lora_targets import target_names
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..sections import LoraSettings
+from ..lora_settings import LoraSettings
 from ..seeding import stream_seed
 from .lokr import lokr_layers
 from .lora import ADAPTER, lora_layers

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..lora_selection import SECTIONS, parse_blocks
-from ..sections import LoraSettings
+from ..lora_settings import LoraSettings
 
 
 _DOUBLE = re.compile(r"double_blocks\.(\d+)\.(img|txt)_(attn\.qkv|attn\.proj|mlp\.0|mlp\.2|mod\.lin)")

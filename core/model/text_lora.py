@@ -21,7 +21,7 @@ from typing import Mapping, Protocol, Sequence
 import torch
 from torch import nn
 
-from ..sections import LoraSettings
+from ..lora_settings import LoraSettings
 from . import lora
 
 CLIP_LINEARS = {

@@ -21,7 +21,7 @@ from flux_lora_lab.core.model import lora  # noqa: E402
 from flux_lora_lab.core.model.text_lora import attach_text_lora, clip_targets, kohya_key, t5_targets  # noqa: E402
 from flux_lora_lab.core.setting import ConfigError  # noqa: E402
 from flux_lora_lab.core.train.text_encoder import TextEncoderTraining  # noqa: E402
-from flux_lora_lab.core.sections import LoraSettings  # noqa: E402
+from flux_lora_lab.core.lora_settings import LoraSettings  # noqa: E402
 from flux_lora_lab.nodes._comfy.text_encoder import ComfyClipL  # noqa: E402
 from tests.comfy_lora import load_with_stock_lora_loader  # noqa: E402
 from tests.nodes import test_load_model, test_text_encoder_lora as clip_tests  # noqa: E402

@@ -23,7 +23,7 @@ from flux_lora_lab.core.model import lora  # noqa: E402
 from flux_lora_lab.core.model.text_lora import attach_text_lora, clip_targets, kohya_key  # noqa: E402
 from flux_lora_lab.core.run.control import RunControl  # noqa: E402
 from flux_lora_lab.core.run.rundir import RunDir  # noqa: E402
-from flux_lora_lab.core.sections import LoraSettings  # noqa: E402
+from flux_lora_lab.core.lora_settings import LoraSettings  # noqa: E402
 from flux_lora_lab.core.train.checkpoint import RESUME_FILE  # noqa: E402
 from flux_lora_lab.core.train.state_io import load_state  # noqa: E402
 from flux_lora_lab.core.train.text_encoder import TEXT_PARAM_PREFIX  # noqa: E402

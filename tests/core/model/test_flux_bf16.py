@@ -90,7 +90,7 @@ def test_bf16_lora_gradients_without_the_input_cast_are_as_accurate(variant, che
 def test_attach_lora_under_autocast_turns_off_peft_input_casts():
     model = bf16_model("flux1-schnell")
     adapter = FluxTrainingAdapter.adopt(model, checkpointing=False)
-    from flux_lora_lab.core.sections import LoraSettings
+    from flux_lora_lab.core.lora_settings import LoraSettings
 
     lora.attach_lora(adapter.module, LoraSettings(rank=2, targets="all"), under_autocast=True)
     layers = lora.lora_layers(adapter.module).values()
@@ -118,7 +118,7 @@ def test_the_bf16_forward_copies_no_activation_to_fp32():
     fp32 (RoPE) or peft's fp32 input cast would add copies of queries, keys and (B, L, features) inputs."""
     model = bf16_model("flux1-dev")
     adapter = FluxTrainingAdapter.adopt(model, checkpointing=False)
-    from flux_lora_lab.core.sections import LoraSettings
+    from flux_lora_lab.core.lora_settings import LoraSettings
 
     lora.attach_lora(adapter.module, LoraSettings(rank=4, targets="all"), under_autocast=True)
     inputs = make_inputs(model, dtype=torch.float32)

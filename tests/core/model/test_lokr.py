@@ -15,7 +15,7 @@ from flux_lora_lab.core.config import TrainConfig  # noqa: E402
 from flux_lora_lab.core.model import lokr, lora  # noqa: E402
 from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.core.model.lora_random import init_lora, use_seeded_dropout  # noqa: E402
-from flux_lora_lab.core.sections import LoraSettings  # noqa: E402
+from flux_lora_lab.core.lora_settings import LoraSettings  # noqa: E402
 from flux_lora_lab.core.setting import ConfigError  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402
 

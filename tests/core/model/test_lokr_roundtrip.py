@@ -21,7 +21,7 @@ import comfy.utils  # noqa: E402
 
 from flux_lora_lab.core.model import lora, lora_format  # noqa: E402
 from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402
-from flux_lora_lab.core.sections import LoraSettings  # noqa: E402
+from flux_lora_lab.core.lora_settings import LoraSettings  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer, build_tiny_model_patcher  # noqa: E402
 from tests.core.model.flux_reference import make_inputs, reference_forward  # noqa: E402
 from tests.comfy_lora import load_through_comfy, patched_forward  # noqa: E402

@@ -23,7 +23,7 @@ from diffusers import Flux2Pipeline, Flux2Transformer2DModel, FluxPipeline, Flux
 from diffusers.loaders.single_file_utils import convert_flux2_transformer_checkpoint_to_diffusers  # noqa: E402
 from peft.tuners.lora import LoraLayer  # noqa: E402
 
-from flux_lora_lab.core.sections import LoraSettings  # noqa: E402
+from flux_lora_lab.core.lora_settings import LoraSettings  # noqa: E402
 from flux_lora_lab.core.model import lora, lora_format  # noqa: E402
 from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import TINY_FLUX_CONFIGS, TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402

@@ -9,7 +9,7 @@ from tests.comfy_host import import_comfy, klein_param
 
 import_comfy()
 
-from flux_lora_lab.core.sections import LoraSettings  # noqa: E402
+from flux_lora_lab.core.lora_settings import LoraSettings  # noqa: E402
 from flux_lora_lab.core.model import lora  # noqa: E402
 from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.core.model.ownership import own_leaves  # noqa: E402

@@ -13,7 +13,7 @@ from tests.comfy_host import import_comfy
 
 import_comfy()
 
-from flux_lora_lab.core.sections import LoraSettings  # noqa: E402
+from flux_lora_lab.core.lora_settings import LoraSettings  # noqa: E402
 from flux_lora_lab.core.model import lora, quant  # noqa: E402
 from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer  # noqa: E402

@@ -12,7 +12,7 @@ from flux_lora_lab.core.config import TrainConfig
 from flux_lora_lab.core.model import lora
 from flux_lora_lab.core.run.control import RunControl
 from flux_lora_lab.core.run.rundir import RunDir
-from flux_lora_lab.core.sections import LoraSettings
+from flux_lora_lab.core.lora_settings import LoraSettings
 from flux_lora_lab.core.train.evaluation import eval_loss, eval_sigmas
 from flux_lora_lab.core.train.trainer import TrainingJob, train
 from tests.core.train.trainer_fixtures import SyntheticData, Taught, adopt, planted_teacher, tiny_owner

@@ -15,7 +15,7 @@ import_comfy()
 import comfy.ldm.flux.model  # noqa: E402
 import comfy.ops  # noqa: E402
 
-from flux_lora_lab.core.sections import LoraSettings
+from flux_lora_lab.core.lora_settings import LoraSettings
 from flux_lora_lab.core.model import lora
 from flux_lora_lab.core.train import memory_plan  # noqa: E402
 from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402

@@ -16,7 +16,8 @@ import comfy.utils  # noqa: E402
 
 from flux_lora_lab.core.model import lora  # noqa: E402
 from flux_lora_lab.core.model.adapter import FluxTrainingAdapter  # noqa: E402
-from flux_lora_lab.core.sections import LoraSettings, RunSettings  # noqa: E402
+from flux_lora_lab.core.lora_settings import LoraSettings  # noqa: E402
+from flux_lora_lab.core.sections import RunSettings  # noqa: E402
 from flux_lora_lab.core.train.checkpoint import SAVE_DTYPES, LoraFileInfo  # noqa: E402
 from flux_lora_lab.core.train.finite import NonFiniteError  # noqa: E402
 from flux_lora_lab.nodes._comfy.tiny_models import TinyFluxSpec, build_tiny_flux_transformer, build_tiny_model_patcher  # noqa: E402

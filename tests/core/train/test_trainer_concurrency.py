@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from flux_lora_lab.core.sections import LoraSettings
+from flux_lora_lab.core.lora_settings import LoraSettings
 from flux_lora_lab.core.model import lora
 from flux_lora_lab.core.run.control import RunControl
 from flux_lora_lab.core.model.lora_random import SeededDropout, StepSeed, init_lora, use_seeded_dropout

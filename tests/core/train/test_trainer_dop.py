@@ -9,7 +9,7 @@ token (what core/data builds from the class word).
 import pytest
 import torch
 
-from flux_lora_lab.core.sections import LoraSettings
+from flux_lora_lab.core.lora_settings import LoraSettings
 from flux_lora_lab.core.model import lora
 from flux_lora_lab.core.config import TrainConfig
 from flux_lora_lab.core.run.control import RunControl

@@ -12,7 +12,7 @@ teacher.
 import pytest
 import torch
 
-from flux_lora_lab.core.sections import LoraSettings
+from flux_lora_lab.core.lora_settings import LoraSettings
 from flux_lora_lab.core.model import lora, quant
 from flux_lora_lab.core.config import TrainConfig
 from flux_lora_lab.core.run.control import RunControl

@@ -13,7 +13,7 @@ from flux_lora_lab.core.config import TrainConfig
 from flux_lora_lab.core.model import lokr, lora
 from flux_lora_lab.core.run.control import RunControl
 from flux_lora_lab.core.run.rundir import RunDir
-from flux_lora_lab.core.sections import LoraSettings
+from flux_lora_lab.core.lora_settings import LoraSettings
 from flux_lora_lab.core.train.trainer import TrainingJob, train
 from tests.comfy_host import import_comfy
 from tests.core.train.trainer_fixtures import SyntheticData, Taught, adopt, relative_error, tiny_owner

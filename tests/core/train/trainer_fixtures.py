@@ -54,7 +54,7 @@ def planted_lora_teacher(base_owner, quantize: str, targets_preset: str = "atten
     own error), so it rides on a LoRA branch: the teacher computes q(W) x + scale * U V x exactly.
     """
     from flux_lora_lab.core.model import lora, quant
-    from flux_lora_lab.core.sections import LoraSettings
+    from flux_lora_lab.core.lora_settings import LoraSettings
 
     teacher = adopt(base_owner)
     quant.quantize_base(teacher.module, quantize)

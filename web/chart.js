@@ -92,13 +92,13 @@ export function drawLossChart(svg, points, { width, height, log = false, smoothi
     svg.append(el("text", { x: (left + right) / 2, y: height - 3, "text-anchor": "middle", class: "fluxlab-chart-axis" }, "step"));
     svg.dataset.yTicks = yTicks.map(tickLabel).join(",");
     svg.dataset.xTicks = xTicks.join(",");
-    const line = (ys) => finite.map((p, i) => `${x.map(p.step).toFixed(1)},${y.map(ys[i]).toFixed(1)}`).join(" ");
-    svg.append(el("polyline", { points: line(losses), class: "fluxlab-chart-raw" }));
-    svg.append(el("polyline", { points: line(smoothed), class: "fluxlab-chart-smooth" }));
+    const line = (at, ys) => at.map((p, i) => `${x.map(p.step).toFixed(1)},${y.map(ys[i]).toFixed(1)}`).join(" ");
+    svg.append(el("polyline", { points: line(finite, losses), class: "fluxlab-chart-raw" }));
+    svg.append(el("polyline", { points: line(finite, smoothed), class: "fluxlab-chart-smooth" }));
     if (finite.length === 1) svg.append(el("circle", { cx: x.map(steps[0]), cy: y.map(losses[0]), r: 2.5, class: "fluxlab-chart-dot" }));
     if (!scored.length) return;
     svg.append(el("polyline", { class: "fluxlab-chart-eval",
-        points: scored.map((p) => `${x.map(p.step).toFixed(1)},${y.map(p.loss).toFixed(1)}`).join(" ") }));
+        points: line(scored, scored.map((p) => p.loss)) }));
     for (const p of scored) {
         const dot = el("circle", { cx: x.map(p.step), cy: y.map(p.loss), r: 3, class: "fluxlab-chart-eval-dot" });
         dot.append(el("title", {}, `eval loss ${tickLabel(p.loss)} at step ${p.step}`));

@@ -10,8 +10,8 @@ import { FluxLabClient } from "./client.js";
 import { FluxLabPanel } from "./panel.js";
 import { ABCompare } from "./ab_widget.js";
 import { outputText, showText } from "./node_text.js";
-import { applyPreset, followRank, isLegacy, migrateLegacy, presetTable, setWidgets, SHIPPED_LAYOUTS, shippedValues,
-    widgetDefaults } from "./train_settings.js";
+import { applyPreset, followRank, isLegacy, migrateLegacy, presetTable, savedWidgetNames, setWidgets, SHIPPED_LAYOUTS,
+    shippedValues, widgetDefaults } from "./train_settings.js";
 
 const TAB_ID = "fluxlab";
 const COMPARE_NODE = "CompareCheckpoints";
@@ -127,7 +127,7 @@ function wireSettingsNode(nodeType, nodeData) {
     });
     after(nodeType.prototype, "onConfigure", function (info) {
         if (!isLegacy(nodeData.name, info?.widgets_values)) return;
-        const current = (this.widgets ?? []).filter((w) => w.serialize !== false).map((w) => w.name);
+        const current = savedWidgetNames(this);
         const { widgets, advanced } = migrateLegacy(nodeData.name, info.widgets_values, current, table, advancedDefaults);
         setWidgets(this, widgets);
         this.setSize([this.size[0], this.computeSize()[1]]); // the old layout's saved height was for 48 widgets
@@ -163,7 +163,7 @@ function wireSettingsNode(nodeType, nodeData) {
 function wireShippedLayouts(nodeType, nodeData) {
     const defaults = widgetDefaults(nodeData);
     after(nodeType.prototype, "onConfigure", function (info) {
-        const current = (this.widgets ?? []).filter((w) => w.serialize !== false).map((w) => w.name);
+        const current = savedWidgetNames(this);
         const saved = shippedValues(nodeData.name, info?.widgets_values, current);
         if (!saved) return;
         setWidgets(this, Object.fromEntries(current.map((name) => [name, name in saved ? saved[name] : defaults[name]])));

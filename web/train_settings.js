@@ -59,6 +59,9 @@ export function widgetDefaults(nodeData) {
 
 const widget = (node, name) => node.widgets?.find((w) => w.name === name);
 
+/** The names of the node's saved widgets, in widgets_values' order. */
+export const savedWidgetNames = (node) => (node.widgets ?? []).filter((w) => w.serialize !== false).map((w) => w.name);
+
 /** Put `values` ({name: value}) into the node's widgets of those names; returns the names set. */
 export function setWidgets(node, values) {
     const set = [];
